@@ -1,0 +1,198 @@
+"""The ``mrfbench`` command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mrfbench.errors import UsageError
+
+app = typer.Typer(help="Train, sample and score multimodal VAEs (MRF MVAE family and baselines).",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def clean_errors(command):
+    """Report user errors as one line on stderr with exit code 2, never as a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UsageError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]; files already written are kept")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@clean_errors
+def models():
+    """List the registered models."""
+    from mrfbench.models import MODELS
+
+    table = Table("model", "description", title="models")
+    for name, cls in sorted(MODELS.items()):
+        table.add_row(name, cls.description)
+    console.print(table)
+
+
+@app.command()
+@clean_errors
+def datasets():
+    """List the registered data sets."""
+    from mrfbench.datasets import DATASET_DESCRIPTIONS
+
+    table = Table("data set", "description", title="data sets")
+    for name, text in sorted(DATASET_DESCRIPTIONS.items()):
+        table.add_row(name, text)
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def results_table(metrics: dict, dataset: str = "copula") -> Table:
+    """The copula figures with their noise floors and, where the paper has them, the paper's."""
+    from mrfbench.paper import paper_figures
+
+    paper = paper_figures(dataset, metrics["model"])
+    table = Table("setting", "dim 1", "dim 2", "mean", "noise floor (mean)", "paper (mean)",
+                  title=f"{metrics['model']} on {dataset}, beta={metrics['beta']}, capacity {metrics['capacity']}"
+                  " (Wasserstein-1 x1000, lower is better)")
+    for setting, label in (("unconditional", "unconditional, n={n:,}"),
+                           ("conditional", "conditional, {n_test:,} tuples x {n_per_tuple}")):
+        m = metrics[setting]
+        table.add_row(label.format(**m), _fmt(m["wasserstein_dim1"]), _fmt(m["wasserstein_dim2"]),
+                      _fmt(m["wasserstein_mean"]), _fmt(m["floor"]["wasserstein_mean"]),
+                      _fmt(paper.get((setting, "wasserstein_mean"))))
+    return table
+
+
+def dependence_table(metrics: dict) -> Table:
+    dep, col = metrics["dependence"], metrics["collapse"]
+    table = Table("dependence and collapse", "value", "noise floor", title="beyond the paper's marginal metric")
+    table.add_row(f"sliced W2 x1000, joint 8-D law (n={dep['n_joint']:,})", _fmt(dep["sliced_wasserstein_x1000"]),
+                  _fmt(dep["sliced_wasserstein_floor_x1000"]))
+    table.add_row(f"Kendall tau mean abs error (n={dep['n_tau']:,})", f"{dep['kendall_tau_mae']:.4f}",
+                  f"{dep['kendall_tau_mae_floor']:.4f}")
+    table.add_row("Kendall tau max abs error", f"{dep['kendall_tau_max_error']:.4f}", "")
+    table.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in col["kl_per_block"]), "")
+    table.add_row("posterior collapse", "YES: blocks " + str(col["collapsed_blocks"]) if col["collapsed"] else "no", "")
+    return table
+
+
+def print_results(metrics: dict) -> None:
+    console.print(results_table(metrics))
+    console.print(dependence_table(metrics))
+
+
+def _eval_config(n_unconditional: int, n_per_tuple: int, seed: int):
+    from mrfbench.evaluate import EvalConfig
+
+    if n_unconditional < 1 or n_per_tuple < 1:
+        raise UsageError("--n-unconditional and --n-per-tuple must be >= 1")
+    return EvalConfig(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=seed)
+
+
+@app.command("train")
+@clean_errors
+def train_command(
+    out: Annotated[Path, typer.Option(help="run directory to write")],
+    model: Annotated[str, typer.Option(help="model name (see `mrfbench models`)")] = "gmrf",
+    dataset: Annotated[str, typer.Option(help="data set name (see `mrfbench datasets`)")] = "copula",
+    beta: Annotated[float, typer.Option(help="KL weight, > 0")] = 1.0,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 200,
+    seed: Annotated[int, typer.Option(help="seed of initialisation, shuffling and evaluation")] = 0,
+    latent_dim: Annotated[int, typer.Option(help="latent dimensions per modality")] = 2,
+    sparsity: Annotated[float, typer.Option(help="fraction of off-diagonal Cholesky entries masked (MRF models)")] = 0.0,
+    likelihood: Annotated[str, typer.Option(help="gaussian or laplace")] = "gaussian",
+    lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
+    lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "cosine",
+    batch_size: Annotated[int, typer.Option()] = 256,
+    n_train: Annotated[int, typer.Option(help="training tuples")] = 20_000,
+    n_val: Annotated[int, typer.Option(help="validation tuples")] = 5_000,
+    n_test: Annotated[int, typer.Option(help="test tuples")] = 5_000,
+    n_unconditional: Annotated[int, typer.Option(help="unconditional samples scored")] = 1_000_000,
+    n_per_tuple: Annotated[int, typer.Option(help="conditional generations per test tuple")] = 20,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
+):
+    """Train a model, keep its best checkpoint, score it and write a pair plot into OUT."""
+    from mrfbench.experiment import run_experiment
+    from mrfbench.models import get_model_class
+    from mrfbench.train import TrainConfig
+
+    options = {"beta": beta, "latent_dim": latent_dim, "likelihood": likelihood, "sparsity": sparsity}
+    fields = {f.name for f in dataclasses.fields(get_model_class(model).config_class)}
+    if sparsity and "sparsity" not in fields:
+        raise UsageError(f"model '{model}' has no masking sparsity")
+    options = {k: v for k, v in options.items() if k in fields}
+    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
+                               device=device)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task(f"train {model}", total=epochs, status="")
+
+        def on_epoch(epoch: int, record: dict) -> None:
+            status = f"loss {record['train_loss']:.3f} val {record['val_loss']:.3f}"
+            progress.update(task, completed=epoch, status=status)
+            if not console.is_terminal and (epoch == 1 or epoch % max(1, epochs // 10) == 0 or epoch == epochs):
+                console.print(f"epoch {epoch}/{epochs}: {status}")
+
+        metrics = run_experiment(
+            model, dataset, out, model_options=options,
+            dataset_options={"n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed},
+            train_config=train_config, eval_config=_eval_config(n_unconditional, n_per_tuple, seed),
+            overwrite=overwrite, on_epoch=on_epoch,
+        )
+    print_results(metrics)
+    console.print(f"wrote {out}/ (config.json, history.json, checkpoint.pt, metrics.json, pairplot.png); "
+                  f"trained in {metrics['training']['wall_time_s']:.0f} s")
+
+
+@app.command()
+@clean_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")],
+    n_unconditional: Annotated[int, typer.Option(help="unconditional samples scored")] = 1_000_000,
+    n_per_tuple: Annotated[int, typer.Option(help="conditional generations per test tuple")] = 20,
+    seed: Annotated[int, typer.Option(help="evaluation seed")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+):
+    """Recompute a run's metrics from its checkpoint (rewrites metrics.json and the pair plot)."""
+    from mrfbench.experiment import evaluate_run
+
+    print_results(evaluate_run(run_dir, _eval_config(n_unconditional, n_per_tuple, seed), device))
+
+
+@app.command()
+@clean_errors
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")],
+    out: Annotated[Path, typer.Option(help=".npz file to write")],
+    n: Annotated[int, typer.Option(help="samples per key")] = 10_000,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+):
+    """Export unconditional and conditional samples: keys `unconditional`, `conditional_given_<k>`."""
+    from mrfbench.experiment import export_samples
+
+    shapes = export_samples(run_dir, n, out, seed, device)
+    for key, shape in shapes.items():
+        console.print(f"{key}: {shape}")
+    console.print(f"wrote {out}")

@@ -1,0 +1,152 @@
+"""One training run end to end (the unit a sweep trial runs): train, keep the best checkpoint, score, plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrfbench import __version__
+from mrfbench.datasets import get_dataset
+from mrfbench.errors import UsageError
+from mrfbench.evaluate import EvalConfig, evaluate_copula
+from mrfbench.models import MultimodalVAE, build_model
+from mrfbench.plots import copula_pair_plot
+from mrfbench.runs import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    PAIRPLOT_FILE,
+    atomic_write,
+    load_checkpoint,
+    prepare_out_dir,
+    read_json,
+    require_run_dir,
+    save_checkpoint,
+    write_json,
+)
+from mrfbench.train import TrainConfig, resolve_device, seed_everything, train
+
+
+def _build(model_name: str, model_options: dict, dataset):
+    return build_model(
+        model_name,
+        n_modalities=dataset.n_modalities,
+        modality_dim=math.prod(dataset.modality_shape),
+        **model_options,
+    )
+
+
+def run_experiment(
+    model_name: str,
+    dataset_name: str,
+    out_dir: Path,
+    model_options: dict | None = None,
+    dataset_options: dict | None = None,
+    train_config: TrainConfig | None = None,
+    eval_config: EvalConfig | None = None,
+    overwrite: bool = False,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train ``model_name`` on ``dataset_name``, write config, history, checkpoint, metrics and pair plot
+    into ``out_dir`` and return the metrics. All inputs are validated before any training starts."""
+    train_config = train_config or TrainConfig()
+    eval_config = eval_config or EvalConfig()
+    model_options, dataset_options = dict(model_options or {}), dict(dataset_options or {})
+    dataset = get_dataset(dataset_name, **dataset_options)
+    device = resolve_device(train_config.device)
+    seed_everything(train_config.seed)
+    model = _build(model_name, model_options, dataset)
+    out = prepare_out_dir(Path(out_dir), overwrite)
+    config = {
+        "mrfbench_version": __version__,
+        "model": model_name,
+        "model_config": dataclasses.asdict(model.config),
+        "capacity": model.capacity,
+        "dataset": dataset_name,
+        "dataset_config": dataclasses.asdict(dataset.config),
+        "train": dataclasses.asdict(train_config),
+        "eval": dataclasses.asdict(eval_config),
+    }
+    write_json(out / CONFIG_FILE, config)
+    splits = {name: split.to(device) for name, split in dataset.splits().items()}
+    model.to(device)
+    result = train(model, splits["train"], splits["val"], train_config, on_epoch)
+    model.load_state_dict(result.best_state)
+    write_json(out / HISTORY_FILE, result.history)
+    save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
+    training = {
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "wall_time_s": round(result.wall_time_s, 2),
+        "device": str(device),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+    return score_run(model, dataset, splits["test"], eval_config, device, out, training)
+
+
+def score_run(
+    model: MultimodalVAE, dataset, test: torch.Tensor, eval_config: EvalConfig, device, out: Path, training: dict
+) -> dict:
+    """Score a trained model, write metrics.json and the pair plot, return the metrics."""
+    metrics, generated = evaluate_copula(model, dataset, test.cpu(), eval_config, device)
+    metrics = {"model": model.name, "capacity": model.capacity, "beta": model.config.beta, **metrics,
+               "training": training}
+    write_json(out / METRICS_FILE, metrics)
+    copula_pair_plot(test.cpu().numpy(), generated, out / PAIRPLOT_FILE, title=f"{model.name}, beta={model.config.beta}")
+    return metrics
+
+
+def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, object, dict, torch.device]:
+    """Rebuild the model of a finished run from its config and checkpoint (clear errors when damaged)."""
+    run_dir = require_run_dir(run_dir)
+    device = resolve_device(device_name)
+    config = read_json(run_dir / CONFIG_FILE)
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, device)
+    try:
+        dataset = get_dataset(config["dataset"], **config["dataset_config"])
+        model_config = dict(config["model_config"])
+        model_config.pop("n_modalities"), model_config.pop("modality_dim")
+        model = _build(config["model"], model_config, dataset)
+        model.load_state_dict(checkpoint["model_state"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise UsageError(f"run {run_dir} does not match its checkpoint or config: {type(err).__name__}: {err}") from None
+    return model.to(device).eval(), dataset, config, device
+
+
+def evaluate_run(run_dir: Path, eval_config: EvalConfig, device_name: str = "auto") -> dict:
+    """Recompute the metrics of a finished run from its checkpoint (the test split is regenerated)."""
+    model, dataset, config, device = load_run(run_dir, device_name)
+    previous = read_json(run_dir / METRICS_FILE).get("training", {}) if (run_dir / METRICS_FILE).exists() else {}
+    return score_run(model, dataset, dataset.splits()["test"], eval_config, device, Path(run_dir), previous)
+
+
+def export_samples(run_dir: Path, n: int, out_file: Path, seed: int = 0, device_name: str = "auto") -> dict[str, tuple]:
+    """Write n unconditional and, per modality k, n conditional samples given k (test tuples cycled)
+    to an .npz with keys ``unconditional`` and ``conditional_given_<k>``, each (n, M, F)."""
+    from mrfbench.evaluate import generate_conditional, generate_unconditional
+
+    if n < 1:
+        raise UsageError(f"--n must be >= 1, got {n}")
+    model, dataset, _, device = load_run(run_dir, device_name)
+    torch.manual_seed(seed)
+    test = dataset.splits()["test"]
+    arrays = {"unconditional": generate_unconditional(model, n, device, 100_000)}
+    n_per = math.ceil(n / len(test))
+    for k in range(dataset.n_modalities):
+        cond = generate_conditional(model, test, [k], n_per, device, 100_000)
+        arrays[f"conditional_given_{k}"] = cond.transpose(1, 0, 2, 3).reshape(-1, *cond.shape[2:])[:n]
+    out_file = Path(out_file)
+    try:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out_file, lambda handle: np.savez(handle, **arrays))
+    except OSError as err:
+        raise UsageError(f"cannot write {out_file}: {err.strerror or err}") from None
+    return {key: value.shape for key, value in arrays.items()}

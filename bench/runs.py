@@ -1,0 +1,78 @@
+"""Run directories: atomic writes of config, metrics and checkpoint, and clear errors when reading them."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrfbench.errors import UsageError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+PAIRPLOT_FILE = "pairplot.png"
+
+
+def atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: readers see the old file or the new one, never a partial one."""
+    atomic_write(path, lambda h: h.write(json.dumps(obj, indent=2).encode()))
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    atomic_write(path, lambda h: torch.save(payload, h))
+
+
+def prepare_out_dir(path: Path, overwrite: bool) -> Path:
+    """Create the output directory and check it is writable; refuse to clobber a finished run."""
+    path = Path(path)
+    if (path / METRICS_FILE).exists() and not overwrite:
+        raise UsageError(f"{path} already holds a finished run; pass --overwrite or choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.")
+        probe.close()
+    except OSError as err:
+        raise UsageError(f"cannot write to output directory {path}: {err.strerror or err}") from None
+    return path
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"missing {path.name} in {path.parent}: not a mrfbench run directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"corrupt {path}: {err}") from None
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    if not path.exists():
+        raise UsageError(f"missing checkpoint {path}; was the run finished?")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many types on a damaged file
+        raise UsageError(f"corrupt checkpoint {path}: {type(err).__name__}") from None
+
+
+def require_run_dir(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise UsageError(f"run directory {path} does not exist")
+    return path

@@ -1,0 +1,128 @@
+"""Model-agnostic training loop: it calls ``model.loss`` and knows nothing else about the model."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mrfbench.errors import UsageError
+from mrfbench.models import MultimodalVAE
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UsageError(f"learning rate must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"unknown lr schedule '{self.lr_schedule}'; valid: {', '.join(LR_SCHEDULES)}")
+
+
+@dataclass
+class TrainResult:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else CPU; asking for an absent CUDA is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device '{name}' requested but CUDA is not available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a CPU run is reproducible bit for bit."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def evaluate_loss(model: MultimodalVAE, data: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Per-example mean of the loss and its terms over ``data``."""
+    model.eval()
+    totals: dict[str, float] = {}
+    for start in range(0, len(data), batch_size):
+        batch = data[start : start + batch_size]
+        out = model.loss(batch)
+        for key, value in {"loss": out.loss.item(), **out.terms}.items():
+            totals[key] = totals.get(key, 0.0) + value * len(batch)
+    return {key: value / len(data) for key, value in totals.items()}
+
+
+def train(
+    model: MultimodalVAE,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    config: TrainConfig,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Adam on ``model.loss`` with shuffled mini-batches; validates each epoch and keeps the best state.
+
+    Data and model must already be on the target device. A non-finite loss raises ``FloatingPointError``
+    so a caller (a sweep) can record the run as failed with that reason.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+        if config.lr_schedule == "cosine"
+        else None
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    result = TrainResult(best_state={}, best_epoch=-1, best_val_loss=math.inf)
+    start_time = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_data), generator=generator).to(train_data.device)
+        total = 0.0
+        for start in range(0, len(train_data), config.batch_size):
+            batch = train_data[order[start : start + config.batch_size]]
+            loss = model.loss(batch).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.item() * len(batch)
+        val = evaluate_loss(model, val_data, max(config.batch_size, 1024))
+        record = {"epoch": epoch, "train_loss": total / len(train_data), **{f"val_{k}": v for k, v in val.items()}}
+        result.history.append(record)
+        if val["loss"] < result.best_val_loss:
+            result.best_val_loss, result.best_epoch = val["loss"], epoch
+            result.best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+    result.wall_time_s = time.perf_counter() - start_time
+    return result

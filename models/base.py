@@ -1,0 +1,74 @@
+"""The interface every model implements, so the trainer, evaluator and CLI stay model-agnostic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mrfbench.errors import UsageError
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model shares; ``n_modalities`` and ``modality_dim`` come from the data set."""
+
+    n_modalities: int = 4
+    modality_dim: int = 2
+    latent_dim: int = 2
+    beta: float = 1.0
+    likelihood: str = "gaussian"
+    hidden: int = 256
+
+    def __post_init__(self):
+        if not self.beta > 0:
+            raise UsageError(f"beta must be > 0, got {self.beta}")
+        if self.latent_dim < 1:
+            raise UsageError(f"latent dimension must be >= 1, got {self.latent_dim}")
+
+
+@dataclass
+class LossOutput:
+    """The scalar to minimise and named detached terms (per-example means) for logging."""
+
+    loss: torch.Tensor
+    terms: dict[str, float]
+
+
+class MultimodalVAE(nn.Module):
+    """Base class: data tensors are (batch, modalities, features)."""
+
+    name: str = ""
+    description: str = ""
+    config_class: type[ModelConfig] = ModelConfig
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    def loss(self, x: torch.Tensor) -> LossOutput:
+        """Training objective on a batch (negative beta-ELBO or the model's own)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """n unconditional generations, (n, M, F)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        """n_per generations per tuple given the ``observed`` modalities of x: (B, n_per, M, F).
+
+        Only the observed columns of x are read; they are copied into the output unchanged."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean KL between posterior and prior of each modality's latent block, (M,): ~0 means collapse."""
+        raise NotImplementedError
+
+    @property
+    def capacity(self) -> int:
+        """Free parameters of one latent distribution (the paper's capacity figure)."""
+        raise NotImplementedError

@@ -1,0 +1,71 @@
+"""Building blocks shared by every model: per-modality MLPs vectorised over modalities, likelihoods."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Laplace, Normal
+
+from mrfbench.errors import UsageError
+
+
+class GroupedLinear(nn.Module):
+    """One independent linear layer per modality on group-major input (G, N, in) -> (G, N, out)."""
+
+    def __init__(self, n_groups: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation
+        self.weight = nn.Parameter(torch.empty(n_groups, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_groups, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class GroupedMLP(nn.Module):
+    """Per-modality MLPs (ReLU between layers, linear last layer, optional ReLU after it) applied to
+    (..., M, in) -> (..., M, out) as one batched matmul per layer."""
+
+    def __init__(self, n_groups: int, sizes: list[int], final_relu: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(GroupedLinear(n_groups, a, b))
+            if i < len(sizes) - 2 or final_relu:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[:-2]
+        grouped = x.reshape(-1, *x.shape[-2:]).transpose(0, 1).contiguous()  # (M, N, in)
+        return self.net(grouped).transpose(0, 1).reshape(*batch, x.shape[-2], -1)
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """MLP with ReLU between layers and a linear last layer."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+LIKELIHOODS = {"gaussian": Normal, "laplace": Laplace}
+
+
+class Likelihood(nn.Module):
+    """p(x_m | z) as Gaussian or Laplace around the decoder output, with a learned scale per coordinate."""
+
+    def __init__(self, kind: str, n_modalities: int, n_features: int):
+        super().__init__()
+        if kind not in LIKELIHOODS:
+            raise UsageError(f"unknown likelihood '{kind}'; valid: {', '.join(LIKELIHOODS)}")
+        self.kind = kind
+        self.log_scale = nn.Parameter(torch.zeros(n_modalities, n_features))
+
+    def log_prob(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """Log-density per modality, summed over features: (..., M, F) -> (..., M)."""
+        return LIKELIHOODS[self.kind](loc, self.log_scale.exp()).log_prob(x).sum(-1)

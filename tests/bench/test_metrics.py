@@ -1,0 +1,53 @@
+import numpy as np
+import ot
+import pytest
+
+from mrfbench.metrics import kendall_tau_matrix, random_directions, sliced_wasserstein, w1_between, w1_to_uniform
+
+
+def test_w1_to_uniform_matches_pot_against_a_fine_uniform_grid():
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.uniform(size=5000), rng.uniform(size=5000) * 1.2 - 0.1, rng.beta(2, 2, size=5000)], 1)
+    grid = (np.arange(1_000_000) + 0.5) / 1_000_000
+    expected = [ot.wasserstein_1d(x[:, i], grid, p=1) for i in range(3)]
+    np.testing.assert_allclose(w1_to_uniform(x), expected, atol=2e-6)
+
+
+def test_w1_to_uniform_of_a_constant_and_of_a_shift():
+    assert w1_to_uniform(np.full((100, 1), 0.5))[0] == pytest.approx(0.25)
+    grid = (np.arange(10_000) + 0.5) / 10_000
+    assert w1_to_uniform((grid + 0.3)[:, None])[0] == pytest.approx(0.3, abs=1e-4)
+
+
+def test_w1_noise_floor_shrinks_like_one_over_root_n():
+    rng = np.random.default_rng(1)
+    small = w1_to_uniform(rng.uniform(size=(20_000, 8))).mean()
+    large = w1_to_uniform(rng.uniform(size=(1_000_000, 8))).mean()
+    assert 1e-3 < small < 3.5e-3  # about 1.9-2.2 x1000 at n = 20k
+    assert large < 5e-4 and small / large == pytest.approx(np.sqrt(50), rel=0.45)
+
+
+def test_w1_between_is_columnwise_pot():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(300, 2)), rng.normal(1.0, size=(400, 2))
+    np.testing.assert_allclose(w1_between(a, b), [ot.wasserstein_1d(a[:, i], b[:, i], p=1) for i in range(2)])
+
+
+def test_sliced_wasserstein_equals_pot_and_sees_dependence():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 2))
+    dependent = np.stack([x[:, 0], 0.9 * x[:, 0] + np.sqrt(1 - 0.81) * x[:, 1]], 1)
+    independent = rng.normal(size=(3000, 2))
+    directions = random_directions(2, 64, seed=7)
+    assert sliced_wasserstein(dependent, independent, 64, 7) == pytest.approx(
+        ot.sliced_wasserstein_distance(dependent, independent, projections=directions))
+    same_law = np.stack([rng.normal(size=3000), rng.normal(size=3000)], 1)
+    assert sliced_wasserstein(dependent, independent, 64, 7) > 5 * sliced_wasserstein(same_law, independent, 64, 7)
+
+
+def test_kendall_tau_matrix_is_symmetric_with_unit_diagonal():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2000, 3))
+    x[:, 2] = -x[:, 0]
+    tau = kendall_tau_matrix(x)
+    assert np.allclose(np.diag(tau), 1) and np.allclose(tau, tau.T) and tau[0, 2] == pytest.approx(-1)
