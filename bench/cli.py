@@ -120,6 +120,7 @@ def train_command(
     latent_dim: Annotated[int, typer.Option(help="latent dimensions per modality")] = 2,
     sparsity: Annotated[float, typer.Option(help="fraction of off-diagonal Cholesky entries masked (MRF models)")] = 0.0,
     likelihood: Annotated[str, typer.Option(help="gaussian or laplace")] = "gaussian",
+    likelihood_scale: Annotated[str, typer.Option(help="learned or optimal (batch maximum likelihood)")] = "learned",
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "cosine",
     batch_size: Annotated[int, typer.Option()] = 256,
@@ -136,7 +137,8 @@ def train_command(
     from mrfbench.models import get_model_class
     from mrfbench.train import TrainConfig
 
-    options = {"beta": beta, "latent_dim": latent_dim, "likelihood": likelihood, "sparsity": sparsity}
+    options = {"beta": beta, "latent_dim": latent_dim, "likelihood": likelihood,
+               "likelihood_scale": likelihood_scale, "sparsity": sparsity}
     fields = {f.name for f in dataclasses.fields(get_model_class(model).config_class)}
     if sparsity and "sparsity" not in fields:
         raise UsageError(f"model '{model}' has no masking sparsity")

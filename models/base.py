@@ -19,6 +19,7 @@ class ModelConfig:
     latent_dim: int = 2
     beta: float = 1.0
     likelihood: str = "gaussian"
+    likelihood_scale: str = "learned"  # or "optimal": the batch's maximum-likelihood scale
     hidden: int = 256
 
     def __post_init__(self):

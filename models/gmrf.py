@@ -49,7 +49,7 @@ class GMRFMVAE(MultimodalVAE):
         self.heads = GroupedMLP(m, [h, 2 * d + self.layout.n_within_per_block])
         self.global_encoder = mlp([m * h, c.global_hidden, c.global_hidden, self.layout.n_cross])
         self.decoders = GroupedMLP(m, [d, h, h, c.modality_dim])
-        self.likelihood = Likelihood(c.likelihood, m, c.modality_dim)
+        self.likelihood = Likelihood(c.likelihood, m, c.modality_dim, c.likelihood_scale)
         D = self.layout.dim
         self.prior_loc = nn.Parameter(torch.zeros(D))
         self.prior_log_diag = nn.Parameter(torch.zeros(D))

@@ -1,0 +1,3 @@
+from mrfbench.cli import app
+
+app(prog_name="mrfbench")

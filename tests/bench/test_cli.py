@@ -1,0 +1,135 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mrfbench.cli import app
+
+runner = CliRunner()
+TINY = ["--epochs", "2", "--n-train", "256", "--n-val", "64", "--n-test", "32", "--batch-size", "64",
+        "--n-unconditional", "2000", "--n-per-tuple", "3", "--device", "cpu"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_clean_error(result, pattern):
+    assert result.exit_code == 2, result.output
+    text = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert "Traceback" not in text
+    assert pattern in text, text
+    assert len([line for line in result.stderr.strip().splitlines() if line]) == 1
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "gmrf"
+    result = invoke("train", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    for command in ("models", "datasets", "train", "evaluate", "sample"):
+        assert command in result.output
+
+
+def test_registries_are_listed():
+    assert "gmrf" in invoke("models").output
+    assert "copula" in invoke("datasets").output
+
+
+def test_train_writes_a_complete_run(run_dir):
+    for name in ("config.json", "history.json", "checkpoint.pt", "metrics.json", "pairplot.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["capacity"] == 44 and metrics["unconditional"]["n"] == 2000
+    for setting in ("unconditional", "conditional"):
+        assert set(metrics[setting]["floor"]) == {"wasserstein_dim1", "wasserstein_dim2", "wasserstein_mean"}
+    assert len(metrics["collapse"]["kl_per_block"]) == 4
+    assert len(json.loads((run_dir / "history.json").read_text())) == 2
+
+
+def test_evaluate_reproduces_the_metrics(run_dir):
+    before = json.loads((run_dir / "metrics.json").read_text())
+    result = invoke("evaluate", run_dir, "--n-unconditional", 2000, "--n-per-tuple", 3, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    after = json.loads((run_dir / "metrics.json").read_text())
+    assert after["unconditional"] == before["unconditional"]
+    assert after["conditional"] == before["conditional"]
+    assert after["training"] == before["training"]
+
+
+def test_sample_exports_the_documented_keys(run_dir, tmp_path):
+    out = tmp_path / "s.npz"
+    result = invoke("sample", run_dir, "--n", 50, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    arrays = np.load(out)
+    assert sorted(arrays) == ["conditional_given_0", "conditional_given_1", "conditional_given_2",
+                              "conditional_given_3", "unconditional"]
+    assert all(arrays[k].shape == (50, 4, 2) for k in arrays)
+    # the observed modality holds test values; generated ones vary within a test tuple's repeats
+    assert np.all((arrays["conditional_given_2"][:, 2] >= 0) & (arrays["conditional_given_2"][:, 2] <= 1))
+
+
+def test_training_is_deterministic_on_cpu(run_dir, tmp_path):
+    result = invoke("train", "--out", tmp_path / "again", *TINY)
+    assert result.exit_code == 0
+    first = json.loads((run_dir / "history.json").read_text())
+    second = json.loads((tmp_path / "again" / "history.json").read_text())
+    assert first == second
+
+
+def test_finished_runs_are_not_overwritten(run_dir):
+    before = (run_dir / "metrics.json").read_bytes()
+    assert_clean_error(invoke("train", "--out", run_dir, *TINY), "already holds a finished run")
+    assert (run_dir / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nope"], "unknown model 'nope'; valid: gmrf"),
+        (["--dataset", "nope"], "unknown data set 'nope'; valid: copula"),
+        (["--beta", "0"], "beta must be > 0"),
+        (["--beta", "-1"], "beta must be > 0"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--lr-schedule", "step"], "unknown lr schedule"),
+        (["--likelihood", "poisson"], "unknown likelihood 'poisson'"),
+    ],
+)
+def test_bad_train_input_is_one_clear_line(tmp_path, args, message):
+    result = invoke("train", "--out", tmp_path / "x", *TINY, *args)
+    assert_clean_error(result, message)
+    assert not (tmp_path / "x").exists()  # nothing is written for a rejected run
+
+
+def test_unwritable_output_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert_clean_error(invoke("train", "--out", blocker / "run", *TINY), "cannot write to output directory")
+
+
+def test_missing_and_corrupt_run_directories(run_dir, tmp_path):
+    assert_clean_error(invoke("evaluate", tmp_path / "absent"), "does not exist")
+    assert_clean_error(invoke("evaluate", tmp_path), "missing config.json")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((run_dir / "config.json").read_text())
+    (broken / "checkpoint.pt").write_bytes(b"definitely not a checkpoint")
+    assert_clean_error(invoke("evaluate", broken), "corrupt checkpoint")
+    assert_clean_error(invoke("sample", broken, "--out", tmp_path / "s.npz"), "corrupt checkpoint")
+    (broken / "config.json").write_text("{ half a json")
+    assert_clean_error(invoke("evaluate", broken), "corrupt")
+
+
+def test_installed_entry_point_reports_errors_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "mrfbench", "train", "--out", "/tmp/unused", "--model", "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "unknown model 'nope'" in proc.stderr
