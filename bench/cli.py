@@ -120,10 +120,11 @@ def train_command(
     latent_dim: Annotated[int, typer.Option(help="latent dimensions per modality")] = 2,
     sparsity: Annotated[float, typer.Option(help="fraction of off-diagonal Cholesky entries masked (MRF models)")] = 0.0,
     likelihood: Annotated[str, typer.Option(help="gaussian or laplace")] = "gaussian",
-    likelihood_scale: Annotated[str, typer.Option(help="learned or optimal (batch maximum likelihood)")] = "learned",
+    likelihood_scale: Annotated[str, typer.Option(help="optimal (batch maximum likelihood) or learned")] = "optimal",
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "cosine",
     batch_size: Annotated[int, typer.Option()] = 256,
+    kl_warmup: Annotated[float, typer.Option(help="fraction of training over which beta ramps up from 0")] = 0.1,
     n_train: Annotated[int, typer.Option(help="training tuples")] = 20_000,
     n_val: Annotated[int, typer.Option(help="validation tuples")] = 5_000,
     n_test: Annotated[int, typer.Option(help="test tuples")] = 5_000,
@@ -144,7 +145,7 @@ def train_command(
         raise UsageError(f"model '{model}' has no masking sparsity")
     options = {k: v for k, v in options.items() if k in fields}
     train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
-                               device=device)
+                               device=device, kl_warmup=kl_warmup)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:

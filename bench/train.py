@@ -26,6 +26,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     seed: int = 0
     device: str = "auto"
+    kl_warmup: float = 0.1  # beta ramps linearly from 0 to its value over this fraction of the steps
+
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -34,6 +36,8 @@ class TrainConfig:
             raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise UsageError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.kl_warmup < 1.0:
+            raise UsageError(f"KL warm-up fraction must be in [0, 1), got {self.kl_warmup}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise UsageError(f"unknown lr schedule '{self.lr_schedule}'; valid: {', '.join(LR_SCHEDULES)}")
 
@@ -99,6 +103,8 @@ def train(
         else None
     )
     generator = torch.Generator().manual_seed(config.seed)
+    warmup_steps = round(config.kl_warmup * config.epochs * steps_per_epoch)
+    step = 0
     result = TrainResult(best_state={}, best_epoch=-1, best_val_loss=math.inf)
     start_time = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -107,6 +113,8 @@ def train(
         total = 0.0
         for start in range(0, len(train_data), config.batch_size):
             batch = train_data[order[start : start + config.batch_size]]
+            model.beta_scale = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+            step += 1
             loss = model.loss(batch).loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
@@ -116,8 +124,10 @@ def train(
             if scheduler is not None:
                 scheduler.step()
             total += loss.item() * len(batch)
+        model.beta_scale = 1.0  # validation always scores the full objective
         val = evaluate_loss(model, val_data, max(config.batch_size, 1024))
-        record = {"epoch": epoch, "train_loss": total / len(train_data), **{f"val_{k}": v for k, v in val.items()}}
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total / len(train_data),
+                  **{f"val_{k}": v for k, v in val.items()}}
         result.history.append(record)
         if val["loss"] < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val["loss"], epoch

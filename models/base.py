@@ -19,7 +19,7 @@ class ModelConfig:
     latent_dim: int = 2
     beta: float = 1.0
     likelihood: str = "gaussian"
-    likelihood_scale: str = "learned"  # or "optimal": the batch's maximum-likelihood scale
+    likelihood_scale: str = "optimal"  # the batch's maximum-likelihood scale, or "learned"
     hidden: int = 256
 
     def __post_init__(self):
@@ -47,6 +47,12 @@ class MultimodalVAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.beta_scale = 1.0  # set by the trainer during a KL warm-up; multiplies config.beta
+
+    @property
+    def beta(self) -> float:
+        """The KL weight in force: config.beta times the warm-up factor."""
+        return self.config.beta * self.beta_scale
 
     def loss(self, x: torch.Tensor) -> LossOutput:
         """Training objective on a batch (negative beta-ELBO or the model's own)."""

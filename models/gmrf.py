@@ -87,7 +87,7 @@ class GMRFMVAE(MultimodalVAE):
         z = q.rsample()
         recon = self.likelihood.log_prob(x, self.decode(z)).sum(-1)
         kl = kl_divergence(q, self.prior())
-        loss = (-recon + self.config.beta * kl).mean()
+        loss = (-recon + self.beta * kl).mean()
         return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
 
     @torch.no_grad()

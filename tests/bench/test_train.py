@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from mrfbench.datasets import get_dataset
+from mrfbench.errors import UsageError
+from mrfbench.models import build_model
+from mrfbench.train import TrainConfig, resolve_device, train
+
+
+@pytest.fixture(scope="module")
+def data():
+    return get_dataset("copula", n_train=256, n_val=64, n_test=16).splits()
+
+
+def test_kl_warmup_ramps_beta_and_validation_uses_the_full_beta(data):
+    model = build_model("gmrf", beta=2.0)
+    seen = []
+    original = model.loss
+
+    def spy(x):
+        seen.append((model.training, model.beta))
+        return original(x)
+
+    model.loss = spy
+    train(model, data["train"], data["val"], TrainConfig(epochs=4, batch_size=64, kl_warmup=0.5))
+    train_betas = [b for training, b in seen if training]
+    assert train_betas == pytest.approx([2.0 * s / 8 for s in range(8)] + [2.0] * 8)  # 16 steps, half warm-up
+    assert all(b == 2.0 for training, b in seen if not training)
+
+
+@pytest.mark.parametrize(("schedule", "final_lr"), [("cosine", 0.0), ("constant", 1e-2)])
+def test_lr_schedules(data, schedule, final_lr):
+    result = train(build_model("gmrf"), data["train"], data["val"],
+                   TrainConfig(epochs=2, batch_size=128, lr=1e-2, lr_schedule=schedule))
+    assert result.history[0]["lr"] == pytest.approx(1e-2 if schedule == "constant" else 5e-3)
+    assert result.history[-1]["lr"] == pytest.approx(final_lr, abs=1e-9)
+
+
+def test_non_finite_loss_fails_the_run_with_its_reason(data):
+    model = build_model("gmrf")
+    with torch.no_grad():
+        model.prior_log_diag.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite training loss at epoch 1"):
+        train(model, data["train"], data["val"], TrainConfig(epochs=1))
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(UsageError, match="unknown device"):
+        resolve_device("tpu")
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=0), dict(lr=0.0), dict(lr_schedule="step"),
+                                 dict(kl_warmup=-0.1), dict(kl_warmup=1.0)])
+def test_invalid_train_config(bad):
+    with pytest.raises(UsageError):
+        TrainConfig(**bad)

@@ -1,0 +1,47 @@
+import pytest
+import torch
+from torch.distributions import Laplace, Normal
+
+from mrfbench.errors import UsageError
+from mrfbench.models.networks import GroupedMLP, Likelihood
+
+
+def test_grouped_mlp_applies_one_independent_network_per_modality():
+    net = GroupedMLP(3, [2, 5, 4])
+    x = torch.randn(6, 3, 2)
+    out = net(x)
+    assert out.shape == (6, 3, 4)
+    first, second = net.net[0], net.net[2]
+    for g in range(3):
+        expected = torch.relu(x[:, g] @ first.weight[g] + first.bias[g]) @ second.weight[g] + second.bias[g]
+        torch.testing.assert_close(out[:, g], expected)
+    assert net(torch.randn(7, 2, 3, 2)).shape == (7, 2, 3, 4)  # extra batch dimensions
+
+
+@pytest.mark.parametrize(("kind", "dist"), [("gaussian", Normal), ("laplace", Laplace)])
+def test_learned_scale_likelihood_matches_torch(kind, dist):
+    lik = Likelihood(kind, 2, 3, scale="learned")
+    with torch.no_grad():
+        lik.log_scale.copy_(torch.randn(2, 3))
+    x, loc = torch.randn(5, 2, 3), torch.randn(5, 2, 3)
+    torch.testing.assert_close(lik.log_prob(x, loc), dist(loc, lik.log_scale.exp()).log_prob(x).sum(-1))
+
+
+def test_optimal_scale_is_the_maximum_likelihood_scale():
+    x, loc = torch.randn(400, 2, 3), torch.randn(400, 2, 3)
+    gaussian = Likelihood("gaussian", 2, 3, scale="optimal")
+    torch.testing.assert_close(gaussian.scale(x, loc), (x - loc).pow(2).mean(0).sqrt())
+    laplace = Likelihood("laplace", 2, 3, scale="optimal")
+    torch.testing.assert_close(laplace.scale(x, loc), (x - loc).abs().mean(0))
+    # the total log-likelihood is maximal at that scale
+    best = gaussian.log_prob(x, loc).sum()
+    for factor in (0.9, 1.1):
+        assert Normal(loc, gaussian.scale(x, loc) * factor).log_prob(x).sum() < best
+    assert not list(gaussian.parameters())
+
+
+def test_unknown_likelihood_options_are_usage_errors():
+    with pytest.raises(UsageError, match="likelihood 'poisson'"):
+        Likelihood("poisson", 1, 1)
+    with pytest.raises(UsageError, match="scale 'fixed'"):
+        Likelihood("gaussian", 1, 1, scale="fixed")
