@@ -20,6 +20,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+NUnconditional = Annotated[int, typer.Option(help="unconditional samples scored")]
+NPerTuple = Annotated[int, typer.Option(help="conditional generations per test tuple")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")]
+RunDir = Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")]
+
+
 def clean_errors(command):
     """Report user errors as one line on stderr with exit code 2, never as a traceback."""
 
@@ -103,8 +109,6 @@ def print_results(metrics: dict) -> None:
 def _eval_config(n_unconditional: int, n_per_tuple: int, seed: int):
     from mrfbench.evaluate import EvalConfig
 
-    if n_unconditional < 1 or n_per_tuple < 1:
-        raise UsageError("--n-unconditional and --n-per-tuple must be >= 1")
     return EvalConfig(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=seed)
 
 
@@ -128,9 +132,9 @@ def train_command(
     n_train: Annotated[int, typer.Option(help="training tuples")] = 20_000,
     n_val: Annotated[int, typer.Option(help="validation tuples")] = 5_000,
     n_test: Annotated[int, typer.Option(help="test tuples")] = 5_000,
-    n_unconditional: Annotated[int, typer.Option(help="unconditional samples scored")] = 1_000_000,
-    n_per_tuple: Annotated[int, typer.Option(help="conditional generations per test tuple")] = 20,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    n_unconditional: NUnconditional = 1_000_000,
+    n_per_tuple: NPerTuple = 20,
+    device: Device = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
 ):
     """Train a model, keep its best checkpoint, score it and write a pair plot into OUT."""
@@ -171,26 +175,27 @@ def train_command(
 @app.command()
 @clean_errors
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")],
-    n_unconditional: Annotated[int, typer.Option(help="unconditional samples scored")] = 1_000_000,
-    n_per_tuple: Annotated[int, typer.Option(help="conditional generations per test tuple")] = 20,
-    seed: Annotated[int, typer.Option(help="evaluation seed")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    run_dir: RunDir,
+    n_unconditional: Annotated[int | None, typer.Option(help="unconditional samples scored [default: the run's]")] = None,
+    n_per_tuple: Annotated[int | None, typer.Option(help="generations per test tuple [default: the run's]")] = None,
+    seed: Annotated[int | None, typer.Option(help="evaluation seed [default: the run's]")] = None,
+    device: Device = "auto",
 ):
     """Recompute a run's metrics from its checkpoint (rewrites metrics.json and the pair plot)."""
     from mrfbench.experiment import evaluate_run
 
-    print_results(evaluate_run(run_dir, _eval_config(n_unconditional, n_per_tuple, seed), device))
+    overrides = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "seed": seed}
+    print_results(evaluate_run(run_dir, {k: v for k, v in overrides.items() if v is not None}, device))
 
 
 @app.command()
 @clean_errors
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")],
+    run_dir: RunDir,
     out: Annotated[Path, typer.Option(help=".npz file to write")],
     n: Annotated[int, typer.Option(help="samples per key")] = 10_000,
     seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    device: Device = "auto",
 ):
     """Export unconditional and conditional samples: keys `unconditional`, `conditional_given_<k>`."""
     from mrfbench.experiment import export_samples

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mrfbench.datasets.copula import CopulaDataset
+from mrfbench.errors import UsageError
 from mrfbench.metrics import kendall_tau_matrix, sliced_wasserstein, w1_between, w1_to_uniform
 from mrfbench.models import MultimodalVAE
 
@@ -28,6 +29,11 @@ class EvalConfig:
     collapse_threshold: float = 0.05  # nats: a latent block whose mean KL is below this carries nothing
     chunk: int = 100_000
     seed: int = 0
+
+    def __post_init__(self):
+        for name in ("n_unconditional", "n_per_tuple", "n_joint", "n_projections", "n_tau", "chunk"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
 
 
 @torch.no_grad()

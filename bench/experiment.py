@@ -121,9 +121,14 @@ def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, o
     return model.to(device).eval(), dataset, config, device
 
 
-def evaluate_run(run_dir: Path, eval_config: EvalConfig, device_name: str = "auto") -> dict:
-    """Recompute the metrics of a finished run from its checkpoint (the test split is regenerated)."""
+def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str = "auto") -> dict:
+    """Recompute the metrics of a finished run from its checkpoint (the test split is regenerated from the
+    run's seed); the run's own evaluation settings apply unless ``overrides`` changes them."""
     model, dataset, config, device = load_run(run_dir, device_name)
+    try:
+        eval_config = EvalConfig(**{**config["eval"], **(overrides or {})})
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"run {run_dir} has no valid evaluation settings: {err}") from None
     previous = read_json(run_dir / METRICS_FILE).get("training", {}) if (run_dir / METRICS_FILE).exists() else {}
     return score_run(model, dataset, dataset.splits()["test"], eval_config, device, Path(run_dir), previous)
 

@@ -57,7 +57,7 @@ def test_train_writes_a_complete_run(run_dir):
 
 def test_evaluate_reproduces_the_metrics(run_dir):
     before = json.loads((run_dir / "metrics.json").read_text())
-    result = invoke("evaluate", run_dir, "--n-unconditional", 2000, "--n-per-tuple", 3, "--device", "cpu")
+    result = invoke("evaluate", run_dir, "--device", "cpu")  # the run's own evaluation settings
     assert result.exit_code == 0, result.output
     after = json.loads((run_dir / "metrics.json").read_text())
     assert after["unconditional"] == before["unconditional"]
@@ -101,6 +101,7 @@ def test_finished_runs_are_not_overwritten(run_dir):
         (["--epochs", "0"], "epochs must be >= 1"),
         (["--lr-schedule", "step"], "unknown lr schedule"),
         (["--likelihood", "poisson"], "unknown likelihood 'poisson'"),
+        (["--n-unconditional", "0"], "n unconditional must be >= 1"),
     ],
 )
 def test_bad_train_input_is_one_clear_line(tmp_path, args, message):
