@@ -26,9 +26,12 @@ class GMRFConfig(ModelConfig):
     sparsity: float = 0.0  # fraction of the strictly-lower entries of L masked to zero
     mask_seed: int = 0
     global_hidden: int = 128
+    conditional_latent: str = "sample"  # observed blocks in conditional generation: "sample" or "mean"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.conditional_latent not in ("sample", "mean"):
+            raise UsageError(f"conditional latent must be 'sample' or 'mean', got '{self.conditional_latent}'")
         if not 0.0 <= self.sparsity < 1.0:
             raise UsageError(f"masking sparsity must be in [0, 1), got {self.sparsity}")
 
@@ -99,7 +102,8 @@ class GMRFMVAE(MultimodalVAE):
         """Generate the missing modalities given the observed ones.
 
         The observed blocks are drawn from their unimodal posterior factors N(mu_i, L_ii L_ii^T), which
-        need only x_i (the cross blocks of q need every modality, so q itself is unavailable); the missing
+        need only x_i (the cross blocks of q need every modality, so q itself is unavailable), or set to
+        their means mu_i with ``conditional_latent="mean"``; the missing
         blocks are then drawn from the learned prior's Gaussian conditional p(z_miss | z_obs)
         (Proposition 1). The prior is the model's joint law of the latents and the ELBO pulls the aggregate
         posterior onto it, so its conditional is the dependence structure the model learned; it needs no
@@ -112,8 +116,11 @@ class GMRFMVAE(MultimodalVAE):
         x_in[:, observed] = x[:, observed]
         _, mu, log_diag, within = self._unary(x_in)
         obs_idx = block_indices(observed, c.latent_dim, x.device)
-        unary = FullCovGaussian(mu, self.layout.scale_tril(log_diag, within, None))
-        z_obs = unary.marginal(observed, c.latent_dim).sample((n_per,)).transpose(0, 1)  # (B, n_per, |o| d)
+        if c.conditional_latent == "mean":
+            z_obs = mu[:, None, obs_idx].expand(-1, n_per, -1)
+        else:
+            unary = FullCovGaussian(mu, self.layout.scale_tril(log_diag, within, None))
+            z_obs = unary.marginal(observed, c.latent_dim).sample((n_per,)).transpose(0, 1)  # (B, n_per, |o| d)
         z = torch.empty(*z_obs.shape[:2], self.layout.dim, device=x.device, dtype=x.dtype)
         z[..., obs_idx] = z_obs
         z[..., block_indices(missing, c.latent_dim, x.device)] = self.prior().condition(observed, z_obs, c.latent_dim).sample()

@@ -103,3 +103,11 @@ def test_training_lowers_the_loss(data, likelihood):
     losses = [h["val_loss"] for h in result.history]
     assert losses[-1] < losses[0] - 0.5
     assert result.best_epoch == 1 + min(range(4), key=losses.__getitem__)
+
+
+def test_conditional_latent_modes(data):
+    x = data["test"][:3]
+    mean_model = build_model("gmrf", conditional_latent="mean")
+    assert mean_model.conditional_sample(x, [0], 2).shape == (3, 2, 4, 2)
+    with pytest.raises(UsageError, match="conditional latent"):
+        build_model("gmrf", conditional_latent="mode")
