@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 from typing import Annotated
@@ -121,10 +120,14 @@ def train_command(
     beta: Annotated[float, typer.Option(help="KL weight, > 0")] = 1.0,
     epochs: Annotated[int, typer.Option(help="training epochs")] = 200,
     seed: Annotated[int, typer.Option(help="seed of initialisation, shuffling and evaluation")] = 0,
-    latent_dim: Annotated[int, typer.Option(help="latent dimensions per modality")] = 2,
-    sparsity: Annotated[float, typer.Option(help="fraction of off-diagonal Cholesky entries masked (MRF models)")] = 0.0,
-    likelihood: Annotated[str, typer.Option(help="gaussian or laplace")] = "gaussian",
-    likelihood_scale: Annotated[str, typer.Option(help="optimal (batch maximum likelihood) or learned")] = "optimal",
+    latent_dim: Annotated[int | None, typer.Option(help="shared latent dimensions per modality [model's default]")] = None,
+    sparsity: Annotated[float | None, typer.Option(help="fraction of off-diagonal Cholesky entries masked (MRF)")] = None,
+    likelihood: Annotated[str | None, typer.Option(help="gaussian or laplace (MRF models)")] = None,
+    dist: Annotated[str | None, typer.Option(help="gaussian or laplace prior, posterior, likelihood (baselines)")] = None,
+    specific_dim: Annotated[int | None, typer.Option(help="modality-specific latent dims; > 0 factorises (baselines)")] = None,
+    objective: Annotated[str | None, typer.Option(help="elbo, iwae or dreg (mmvae, mmvaeplus)")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="importance samples K (mmvae, mmvaeplus)")] = None,
+    likelihood_scale: Annotated[str | None, typer.Option(help="optimal (batch maximum likelihood) or learned")] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "cosine",
     batch_size: Annotated[int, typer.Option()] = 256,
@@ -139,15 +142,12 @@ def train_command(
 ):
     """Train a model, keep its best checkpoint, score it and write a pair plot into OUT."""
     from mrfbench.experiment import run_experiment
-    from mrfbench.models import get_model_class
     from mrfbench.train import TrainConfig
 
-    options = {"beta": beta, "latent_dim": latent_dim, "likelihood": likelihood,
+    options = {"beta": beta, "latent_dim": latent_dim, "likelihood": likelihood, "dist": dist,
+               "specific_dim": specific_dim, "objective": objective, "n_samples": k,
                "likelihood_scale": likelihood_scale, "sparsity": sparsity}
-    fields = {f.name for f in dataclasses.fields(get_model_class(model).config_class)}
-    if sparsity and "sparsity" not in fields:
-        raise UsageError(f"model '{model}' has no masking sparsity")
-    options = {k: v for k, v in options.items() if k in fields}
+    options = {name: value for name, value in options.items() if value is not None}
     train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
                                device=device, kl_warmup=kl_warmup)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -73,13 +73,16 @@ class Likelihood(nn.Module):
         if scale == "learned":
             self.log_scale = nn.Parameter(torch.zeros(n_modalities, n_features))
 
-    def scale(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+    def scale(self, x: torch.Tensor, loc: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-coordinate scale (M, F); the optimal one is fitted to the terms ``mask`` (..., M) marks."""
         if self.scale_mode == "learned":
             return self.log_scale.exp()
-        residual = (x - loc).detach().flatten(0, -3)
-        mle = residual.pow(2).mean(0).sqrt() if self.kind == "gaussian" else residual.abs().mean(0)
-        return mle.clamp_min(1e-4)
+        residual = (x - loc).detach()
+        residual = residual.pow(2) if self.kind == "gaussian" else residual.abs()
+        weight = torch.ones_like(residual) if mask is None else mask.unsqueeze(-1).expand_as(residual).to(residual)
+        mle = (residual * weight).flatten(0, -3).sum(0) / weight.flatten(0, -3).sum(0).clamp_min(1.0)
+        return (mle.sqrt() if self.kind == "gaussian" else mle).clamp_min(1e-4)
 
-    def log_prob(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, loc: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Log-density per modality, summed over features: (..., M, F) -> (..., M)."""
-        return LIKELIHOODS[self.kind](loc, self.scale(x, loc)).log_prob(x).sum(-1)
+        return LIKELIHOODS[self.kind](loc, self.scale(x, loc, mask)).log_prob(x).sum(-1)

@@ -134,3 +134,20 @@ def test_installed_entry_point_reports_errors_without_traceback():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "unknown model 'nope'" in proc.stderr
+
+
+@pytest.mark.parametrize(("model", "extra"), [
+    ("mvae", ["--specific-dim", "3"]), ("mopoe", ["--dist", "laplace"]),
+    ("mmvae", ["--objective", "dreg", "--k", "3"]), ("mmvaeplus", ["--objective", "elbo"]),
+    ("gmrf", ["--sparsity", "0.5", "--likelihood", "laplace"]),
+])
+def test_every_model_trains_from_the_cli(tmp_path, model, extra):
+    result = invoke("train", "--out", tmp_path / model, "--model", model, *TINY, *extra)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / model / "metrics.json").read_text())
+    assert metrics["model"] == model and metrics["unconditional"]["n"] == 2000
+
+
+def test_options_a_model_lacks_are_rejected(tmp_path):
+    assert_clean_error(invoke("train", "--out", tmp_path / "x", "--model", "mvae", "--sparsity", "0.5", *TINY),
+                       "model 'mvae' has no option(s) sparsity")

@@ -1,0 +1,126 @@
+"""What the baselines (MVAE, MMVAE, MoPoE-VAE, MMVAE+) share: unimodal experts over a shared latent z and,
+when factorised, modality-specific latents w_m; decoders p(x_m | z, w_m); standard priors.
+
+A model sees unimodal posteriors q(z | x_m) (and q(w_m | x_m)) for every modality at once, shaped
+(..., M, D); how they are combined (product, mixture, mixture of products) is each model's own business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Distribution, kl_divergence
+
+from mrfbench.distributions import FACTORISED, factorised, standard
+from mrfbench.errors import UsageError
+from mrfbench.models.base import ModelConfig, MultimodalVAE
+from mrfbench.models.networks import GroupedMLP, Likelihood
+
+
+@dataclass
+class ExpertsConfig(ModelConfig):
+    """``dist`` sets prior, posterior and likelihood; ``specific_dim`` > 0 adds modality-specific latents.
+
+    The paper's copula setting (Appendix C.2): latent 3 per modality, factorised, capacity 48."""
+
+    latent_dim: int = 3
+    dist: str = "gaussian"
+    specific_dim: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dist not in FACTORISED:
+            raise UsageError(f"unknown distribution '{self.dist}'; valid: {', '.join(FACTORISED)}")
+        if self.specific_dim < 0:
+            raise UsageError(f"specific latent dimension must be >= 0, got {self.specific_dim}")
+        self.likelihood = self.dist
+
+
+@dataclass
+class Posteriors:
+    """Unimodal posteriors for a batch: shared q(z | x_m) and, if factorised, q(w_m | x_m); both (..., M, D)."""
+
+    shared: Distribution
+    specific: Distribution | None
+
+
+class ExpertsVAE(MultimodalVAE):
+    """Base of the baselines: per-modality encoders and decoders (the paper's Table 3 for the copula)."""
+
+    config_class = ExpertsConfig
+
+    def __init__(self, config: ExpertsConfig):
+        super().__init__(config)
+        c = config
+        m, h = c.n_modalities, c.hidden
+        self.trunks = GroupedMLP(m, [c.modality_dim, h, h], final_relu=True)
+        self.heads = GroupedMLP(m, [h, 2 * (c.latent_dim + c.specific_dim)])
+        self.decoders = GroupedMLP(m, [c.latent_dim + c.specific_dim, h, h, c.modality_dim])
+        self.likelihood = Likelihood(c.likelihood, m, c.modality_dim, c.likelihood_scale)
+
+    @property
+    def factorised(self) -> bool:
+        return self.config.specific_dim > 0
+
+    @property
+    def capacity(self) -> int:
+        """Parameters of the latent distributions the encoders emit for one tuple (location and scale of
+        every shared and specific dimension of every modality): 4 x (3 + 3) x 2 = 48 on the copula."""
+        c = self.config
+        return 2 * c.n_modalities * (c.latent_dim + c.specific_dim)
+
+    def encode(self, x: torch.Tensor) -> Posteriors:
+        c = self.config
+        out = self.heads(self.trunks(x))
+        d, s = c.latent_dim, c.specific_dim
+        shared = factorised(c.dist, out[..., :d], out[..., d : 2 * d])
+        specific = factorised(c.dist, out[..., 2 * d : 2 * d + s], out[..., 2 * d + s :]) if s else None
+        return Posteriors(shared, specific)
+
+    def decode(self, z: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder means (..., M, F) from per-modality inputs z (..., M, D) and w (..., M, S)."""
+        return self.decoders(z if w is None else torch.cat([z, w.expand(*z.shape[:-1], -1)], -1))
+
+    def per_modality(self, z: torch.Tensor) -> torch.Tensor:
+        """A shared latent (..., D) handed to every decoder, (..., M, D)."""
+        return z.unsqueeze(-2).expand(*z.shape[:-1], self.config.n_modalities, z.shape[-1])
+
+    def reconstruction(self, x: torch.Tensor, mean: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x_m | .) per modality, (..., M); ``mask`` marks the terms that count (for the scale fit)."""
+        return self.likelihood.log_prob(x, mean, mask)
+
+    def prior_sample(self, shape: tuple[int, ...], dim: int) -> torch.Tensor:
+        ref = torch.empty(*shape, dim, device=self.trunks.net[0].weight.device)
+        return standard(self.config.dist, ref).sample()
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        c = self.config
+        z = self.prior_sample((n,), c.latent_dim)
+        w = self.prior_sample((n, c.n_modalities), c.specific_dim) if self.factorised else None
+        return self.decode(self.per_modality(z), w)
+
+    def fill_specific(self, post: Posteriors, observed: torch.Tensor, n_per: int) -> torch.Tensor | None:
+        """w for conditional generation, (B, n_per, M, S): the observed modalities' own posterior samples,
+        prior samples for the missing ones (nothing about them is known)."""
+        if not self.factorised:
+            return None
+        own = post.specific.sample((n_per,)).transpose(0, 1)
+        prior = self.prior_sample(tuple(own.shape[:-1]), self.config.specific_dim)
+        return torch.where(observed[:, None], own, prior)
+
+    @torch.no_grad()
+    def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean KL of each modality's unimodal posterior (shared and specific parts) to the prior, (M,)."""
+        post = self.encode(x)
+        kl = kl_divergence(post.shared, standard(self.config.dist, post.shared.loc)).sum(-1)
+        if post.specific is not None:
+            kl = kl + kl_divergence(post.specific, standard(self.config.dist, post.specific.loc)).sum(-1)
+        return kl.mean(0)
+
+
+def observed_mask(observed: list[int], n_modalities: int, device) -> torch.Tensor:
+    mask = torch.zeros(n_modalities, dtype=torch.bool, device=device)
+    mask[list(observed)] = True
+    return mask

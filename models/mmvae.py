@@ -1,0 +1,102 @@
+"""MMVAE (Shi et al. 2019): the joint posterior is the uniform mixture of the unimodal experts, trained
+with the stratified bound: for each modality r, K samples z ~ q(z | x_r) reconstruct every modality and
+are weighted by log p(z) + sum_d log p(x_d | z) - log (1/M) sum_m q(z | x_m). ``objective`` picks the
+stratified ELBO (mean over K), the stratified IWAE or its DReG estimator (the paper's ``dreg --looser``).
+beta multiplies log p(z) - log q (1 reproduces the original, which has no beta).
+
+Factorised (MMVAE_f of Palumbo et al. 2023): u = [z, w_m]; w_r ~ q(w | x_r) is scored under the prior and
+its own posterior, and x_d is reconstructed from [z_r, w_d] with the target's own posterior sample w_d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Distribution
+
+from mrfbench.distributions import dreg_surrogate, log_mean_exp, mixture_log_prob, standard
+from mrfbench.errors import UsageError
+from mrfbench.models import register_model
+from mrfbench.models.base import LossOutput
+from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
+
+OBJECTIVES = ("elbo", "iwae", "dreg")
+
+
+@dataclass
+class MMVAEConfig(ExpertsConfig):
+    objective: str = "dreg"
+    n_samples: int = 10  # K importance samples per modality (1 for "elbo" unless set)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"unknown objective '{self.objective}'; valid: {', '.join(OBJECTIVES)}")
+        if self.n_samples < 1:
+            raise UsageError(f"number of samples must be >= 1, got {self.n_samples}")
+
+
+def detached(dist: Distribution) -> Distribution:
+    """The same distribution with its parameters cut from the graph (DReG's stop-gradient in log q)."""
+    return type(dist)(dist.loc.detach(), dist.scale.detach())
+
+
+@register_model("mmvae")
+class MMVAE(ExpertsVAE):
+    """Mixture-of-experts multimodal VAE."""
+
+    description = "MMVAE (Shi et al. 2019): mixture of experts, stratified ELBO / IWAE / DReG"
+    config_class = MMVAEConfig
+
+    def cross_specific(self, post: Posteriors, w: torch.Tensor) -> torch.Tensor:
+        """w used to decode x_d from the sample of modality r, (K, B, R, M, S): the target's own w_d."""
+        return w.unsqueeze(-3).expand(*w.shape[:-2], self.config.n_modalities, *w.shape[-2:])
+
+    def log_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stratified log-weights (K, B, R) and the reparameterised samples they depend on."""
+        c = self.config
+        post = self.encode(x)
+        k = c.n_samples
+        z = post.shared.rsample((k,))  # (K, B, R, D): z[..., r, :] ~ q(z | x_r)
+        scored = (lambda d: detached(d)) if c.objective == "dreg" else (lambda d: d)
+        mixture = scored(post.shared)  # batch (B, M, D), evaluated at every z_r below
+        log_q = mixture_log_prob(type(mixture)(mixture.loc.unsqueeze(-3), mixture.scale.unsqueeze(-3)),
+                                 z.unsqueeze(-2), dim=-1)  # (K, B, R)
+        log_p = standard(c.dist, z).log_prob(z).sum(-1)
+        samples = [z]
+        inputs = self.per_modality(z)  # (K, B, R, M, D): z_r to every decoder d
+        w_in = None
+        if self.factorised:
+            w = post.specific.rsample((k,))  # (K, B, M, S): w_m ~ q(w | x_m)
+            samples.append(w)
+            log_q = log_q + scored(post.specific).log_prob(w).sum(-1)
+            log_p = log_p + standard(c.dist, w).log_prob(w).sum(-1)
+            w_in = self.cross_specific(post, w)
+        recon = self.reconstruction(x.unsqueeze(-3), self.decode(inputs, w_in)).sum(-1)  # (K, B, R)
+        return recon + self.beta * (log_p - log_q), samples
+
+    def loss(self, x: torch.Tensor) -> LossOutput:
+        log_w, samples = self.log_weights(x)
+        if self.config.objective == "elbo":
+            bound = log_w.mean(0)
+        elif self.config.objective == "iwae":
+            bound = log_mean_exp(log_w, 0)
+        else:
+            bound = dreg_surrogate(log_w, samples, 0)
+        loss = -bound.mean(-1).mean()
+        return LossOutput(loss, {"bound": log_mean_exp(log_w.detach(), 0).mean().item()})
+
+    @torch.no_grad()
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        """z from the mixture of the observed experts (one observed modality drawn per sample);
+        w_m as in ``fill_specific``."""
+        mask = observed_mask(observed, self.config.n_modalities, x.device)
+        post = self.encode(x)
+        z_all = post.shared.sample((n_per,)).transpose(0, 1)  # (B, n_per, M, D)
+        obs = torch.as_tensor(sorted(observed), device=x.device)
+        pick = obs[torch.randint(len(obs), z_all.shape[:2], device=x.device)]
+        z = z_all.gather(2, pick[..., None, None].expand(-1, -1, 1, z_all.shape[-1])).squeeze(2)
+        out = self.decode(self.per_modality(z), self.fill_specific(post, mask, n_per))
+        out[:, :, observed] = x[:, None, observed]
+        return out

@@ -1,0 +1,72 @@
+"""MoPoE-VAE (Sutter et al. 2021): the joint posterior is the uniform mixture over all 2^M - 1 non-empty
+subsets of the product of their experts. As in the authors' code, the prior expert joins only the product
+of the full set; each datapoint of a batch is assigned one subset deterministically (equal shares, the
+rest to the full set), all modalities are reconstructed from its z, and the KL is the mean of the subset
+KLs (an upper bound of the mixture's). Factorised: w_m ~ q(w_m | x_m) for its own modality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Distribution, kl_divergence
+
+from mrfbench.distributions import nonempty_subsets, product_of_experts, standard
+from mrfbench.models import register_model
+from mrfbench.models.base import LossOutput
+from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
+
+
+@dataclass
+class MoPoEConfig(ExpertsConfig):
+    pass
+
+
+@register_model("mopoe")
+class MoPoE(ExpertsVAE):
+    """Mixture-of-products-of-experts multimodal VAE."""
+
+    description = "MoPoE-VAE (Sutter et al. 2021): mixture over all subsets of products of experts"
+    config_class = MoPoEConfig
+
+    def __init__(self, config: MoPoEConfig):
+        super().__init__(config)
+        self.register_buffer("subsets", nonempty_subsets(config.n_modalities), persistent=False)
+
+    def subset_posteriors(self, post: Posteriors, subsets: torch.Tensor) -> Distribution:
+        """PoE of each subset's experts (prior expert for the full set only): batch shape (S, B, D)."""
+        full = subsets.all(-1)[:, None, None]
+        shared = post.shared
+        return product_of_experts(self.config.dist, shared.loc, shared.scale, subsets[:, None, :], full)
+
+    def component_of_each_datapoint(self, batch: int, device) -> torch.Tensor:
+        """Deterministic split of the batch over the subsets: floor(B / S) each, the rest to the last."""
+        n_sub = len(self.subsets)
+        share = batch // n_sub
+        index = torch.arange(batch, device=device) // max(share, 1)
+        return index.clamp_max(n_sub - 1)
+
+    def loss(self, x: torch.Tensor) -> LossOutput:
+        post = self.encode(x)
+        q = self.subset_posteriors(post, self.subsets)  # (S, B, D)
+        pick = self.component_of_each_datapoint(len(x), x.device)
+        rows = torch.arange(len(x), device=x.device)
+        chosen = type(q)(q.loc[pick, rows], q.scale[pick, rows])
+        z = chosen.rsample()  # (B, D)
+        w = post.specific.rsample() if self.factorised else None
+        recon = self.reconstruction(x, self.decode(self.per_modality(z), w)).sum(-1)
+        kl = kl_divergence(q, standard(self.config.dist, q.loc)).sum(-1).mean(0)  # mean over subsets, (B,)
+        if self.factorised:
+            kl = kl + kl_divergence(post.specific, standard(self.config.dist, post.specific.loc)).sum((-2, -1))
+        loss = (-recon + self.beta * kl).mean()
+        return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
+
+    @torch.no_grad()
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        """z from the observed subset's product of experts; w_m as in ``fill_specific``."""
+        mask = observed_mask(observed, self.config.n_modalities, x.device)
+        post = self.encode(x)
+        z = self.subset_posteriors(post, mask[None]).sample((n_per,))[:, 0].transpose(0, 1)
+        out = self.decode(self.per_modality(z), self.fill_specific(post, mask, n_per))
+        out[:, :, observed] = x[:, None, observed]
+        return out

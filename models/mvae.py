@@ -1,0 +1,81 @@
+"""MVAE (Wu & Goodman 2018): product of the unimodal experts and a prior expert, trained with the
+sub-sampled objective: the joint ELBO, every unimodal ELBO and k random subsets of size 2..M-1, each ELBO
+reconstructing only the modalities it sees. Factorised: each modality also has its own w_m (as DMVAE)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Distribution, kl_divergence
+
+from mrfbench.distributions import product_of_experts, standard
+from mrfbench.errors import UsageError
+from mrfbench.models import register_model
+from mrfbench.models.base import LossOutput
+from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
+
+
+@dataclass
+class MVAEConfig(ExpertsConfig):
+    n_random_subsets: int = 1  # k subsets of size 2..M-1 drawn each step (the celeba19 code's --approx-m)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_random_subsets < 0:
+            raise UsageError(f"number of random subsets must be >= 0, got {self.n_random_subsets}")
+
+
+@register_model("mvae")
+class MVAE(ExpertsVAE):
+    """Product-of-experts multimodal VAE."""
+
+    description = "MVAE (Wu & Goodman 2018): product of experts with prior expert, sub-sampled ELBO"
+    config_class = MVAEConfig
+
+    def __init__(self, config: MVAEConfig):
+        super().__init__(config)
+        m = config.n_modalities
+        middle = [c for size in range(2, m) for c in itertools.combinations(range(m), size)]
+        self.register_buffer("middle_subsets", torch.tensor(
+            [[i in c for i in range(m)] for c in middle], dtype=torch.bool).reshape(-1, m), persistent=False)
+
+    def joint(self, post: Posteriors, subsets: torch.Tensor) -> Distribution:
+        """PoE(prior, q(z | x_m) for m in S) for each subset row (S, M): batch shape (S, B, D)."""
+        shared = post.shared
+        return product_of_experts(self.config.dist, shared.loc, shared.scale, subsets[:, None, :], True)
+
+    def training_subsets(self, device) -> torch.Tensor:
+        m = self.config.n_modalities
+        rows = [torch.ones(1, m, dtype=torch.bool, device=device), torch.eye(m, dtype=torch.bool, device=device)]
+        k = min(self.config.n_random_subsets, len(self.middle_subsets))
+        if k:
+            rows.append(self.middle_subsets[random.sample(range(len(self.middle_subsets)), k)])
+        return torch.cat(rows)
+
+    def loss(self, x: torch.Tensor) -> LossOutput:
+        post = self.encode(x)
+        subsets = self.training_subsets(x.device)  # (S, M)
+        q = self.joint(post, subsets)
+        z = q.rsample()  # (S, B, D)
+        member = subsets[:, None, :].expand(-1, len(x), -1)  # (S, B, M)
+        w = post.specific.rsample() if self.factorised else None
+        recon = (self.reconstruction(x, self.decode(self.per_modality(z), w), member) * member).sum(-1)
+        kl = kl_divergence(q, standard(self.config.dist, q.loc)).sum(-1)  # (S, B)
+        if self.factorised:
+            kl_w = kl_divergence(post.specific, standard(self.config.dist, post.specific.loc)).sum(-1)  # (B, M)
+            kl = kl + (member * kl_w).sum(-1)
+        loss = (-recon + self.beta * kl).sum(0).mean()
+        return LossOutput(loss, {"recon": -recon.sum(0).mean().item(), "kl": kl.sum(0).mean().item()})
+
+    @torch.no_grad()
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        """z from the product of the prior and the observed experts; w_m as in ``fill_specific``."""
+        mask = observed_mask(observed, self.config.n_modalities, x.device)
+        post = self.encode(x)
+        z = self.joint(post, mask[None]).sample((n_per,))[:, 0].transpose(0, 1)  # (B, n_per, D)
+        out = self.decode(self.per_modality(z), self.fill_specific(post, mask, n_per))
+        out[:, :, observed] = x[:, None, observed]
+        return out

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from mrfbench.datasets import get_dataset
+from mrfbench.errors import UsageError
+from mrfbench.models import build_model
+from mrfbench.train import TrainConfig, train
+
+VARIANTS = [
+    ("mvae", {}), ("mvae", {"specific_dim": 3}), ("mvae", {"dist": "laplace"}),
+    ("mopoe", {}), ("mopoe", {"specific_dim": 3}), ("mopoe", {"dist": "laplace", "specific_dim": 3}),
+    ("mmvae", {"objective": "elbo"}), ("mmvae", {"objective": "dreg", "n_samples": 4}),
+    ("mmvae", {"objective": "iwae", "n_samples": 4, "specific_dim": 3, "dist": "laplace"}),
+    ("mmvaeplus", {"n_samples": 4}), ("mmvaeplus", {"objective": "elbo", "dist": "laplace"}),
+]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return get_dataset("copula", n_train=512, n_val=128, n_test=16, seed=0).splits()
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS)
+def test_each_variant_trains_with_falling_loss_and_samples_right(data, name, options):
+    torch.manual_seed(0)
+    model = build_model(name, **options)
+    result = train(model, data["train"], data["val"], TrainConfig(epochs=4, batch_size=64, lr=3e-3, kl_warmup=0.0))
+    losses = [h["val_loss"] for h in result.history]
+    assert all(map(torch.isfinite, map(torch.tensor, losses)))
+    assert losses[-1] < losses[0]
+    model.eval()
+    assert model.sample(5).shape == (5, 4, 2)
+    x = data["test"][:3]
+    for observed in ([1], [0, 3]):
+        out = model.conditional_sample(x, observed, 6)
+        assert out.shape == (3, 6, 4, 2)
+        torch.testing.assert_close(out[:, :, observed], x[:, None, observed].expand(-1, 6, -1, -1))
+    kl = model.kl_per_block(data["test"])
+    assert kl.shape == (4,) and torch.all(kl >= 0)
+
+
+@pytest.mark.parametrize("name", ["mvae", "mopoe", "mmvae", "mmvaeplus"])
+def test_capacity_matches_the_paper_setting(name):
+    assert build_model(name, specific_dim=3).capacity == 48  # latent 3 per modality, factorised
+    assert build_model("gmrf").capacity == 44
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae", "dreg"])
+def test_mmvae_estimators_give_finite_gradients(data, objective):
+    model = build_model("mmvae", objective=objective, n_samples=5, specific_dim=2)
+    model.loss(data["train"][:32]).loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_mvae_reconstructs_only_the_modalities_of_each_subset(data):
+    model = build_model("mvae", n_random_subsets=0)
+    subsets = model.training_subsets(torch.device("cpu"))
+    assert subsets.shape == (5, 4) and subsets[0].all() and torch.equal(subsets[1:], torch.eye(4, dtype=torch.bool))
+    # a unimodal ELBO must not depend on the other modalities' decoders: zero their gradient
+    x = data["train"][:16]
+    post = model.encode(x)
+    q = model.joint(post, subsets[1:2])
+    member = subsets[1:2, None, :].expand(-1, 16, -1)
+    recon = (model.reconstruction(x, model.decode(model.per_modality(q.rsample())), member) * member).sum()
+    recon.backward()
+    assert model.decoders.net[0].weight.grad[1:].abs().sum() == 0
+    assert model.decoders.net[0].weight.grad[0].abs().sum() > 0
+
+
+def test_mopoe_splits_the_batch_over_all_subsets(data):
+    model = build_model("mopoe")
+    assert len(model.subsets) == 15
+    pick = model.component_of_each_datapoint(40, torch.device("cpu"))
+    assert torch.bincount(pick, minlength=15).tolist() == [2] * 14 + [12]
+    post = model.encode(data["test"][:4])
+    q = model.subset_posteriors(post, model.subsets)
+    single = model.subsets[0]  # a unimodal subset has no prior expert: its posterior is the expert itself
+    torch.testing.assert_close(q.loc[0], post.shared.loc[:, int(single.nonzero())])
+
+
+def test_mmvaeplus_cross_reconstructions_use_the_auxiliary_prior(data):
+    model = build_model("mmvaeplus", n_samples=2)
+    w = torch.randn(2, 3, 4, 3)
+    cross = model.cross_specific(None, w)  # (K, B, R, M, S)
+    for r in range(4):
+        torch.testing.assert_close(cross[:, :, r, r], w[:, :, r])
+    assert not torch.allclose(cross[:, :, 0, 1], w[:, :, 1])
+    with pytest.raises(UsageError, match="specific"):
+        build_model("mmvaeplus", specific_dim=0)
+
+
+def test_invalid_baseline_options():
+    with pytest.raises(UsageError, match="distribution 'student'"):
+        build_model("mvae", dist="student")
+    with pytest.raises(UsageError, match="objective 'vae'"):
+        build_model("mmvae", objective="vae")
