@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -33,7 +34,7 @@ def clean_errors(command):
         try:
             return command(*args, **kwargs)
         except UsageError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; files already written are kept")
@@ -155,7 +156,7 @@ def train_command(
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task(f"train {model}", total=epochs, status="")
 
-        def on_epoch(epoch: int, record: dict) -> None:
+        def on_epoch(_model, epoch: int, record: dict) -> None:
             status = f"loss {record['train_loss']:.3f} val {record['val_loss']:.3f}"
             progress.update(task, completed=epoch, status=status)
             if not console.is_terminal and (epoch == 1 or epoch % max(1, epochs // 10) == 0 or epoch == epochs):
@@ -204,3 +205,101 @@ def sample(
     for key, shape in shapes.items():
         console.print(f"{key}: {shape}")
     console.print(f"wrote {out}")
+
+
+BUDGETS = {  # reproduce: budget -> (space, sweep settings)
+    "quick": ("copula_quick", {"dataset_options": {"n_train": 5_000}, "eval_options": {"n_unconditional": 200_000}}),
+    "paper": ("copula_paper", {}),
+}
+
+
+def _run_sweep(settings, results_dir: Path) -> None:
+    from mrfbench.leaderboard import write_leaderboard
+    from mrfbench.progress import SweepProgress
+    from mrfbench.sweep import Sweep
+
+    sweep = Sweep.resume(Path(settings)) if isinstance(settings, Path) else Sweep(settings)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console) as progress:
+        sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
+    if getattr(sweep, "dashboard_url", None):
+        console.print(f"Ray dashboard: http://{sweep.dashboard_url}")
+    md, csv, _ = write_leaderboard(sweep.out, results_dir)
+    console.print(md.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {md} and {csv}; trials in {sweep.out}")
+
+
+@app.command()
+@clean_errors
+def sweep(
+    out: Annotated[Path, typer.Option(help="sweep directory (trials, Optuna storage, settings)")],
+    space: Annotated[str, typer.Option(help="shipped space name or a YAML path")] = "copula",
+    models: Annotated[str, typer.Option(help="comma-separated models [all of the space]")] = "",
+    trials: Annotated[int, typer.Option(help="searched configs per model")] = 20,
+    seeds: Annotated[int | None, typer.Option(help="seeds of the final stage [the space's]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per trial [the space's]")] = None,
+    grid: Annotated[bool, typer.Option(help="run the space as an exhaustive grid x seeds")] = False,
+    sampler: Annotated[str, typer.Option(help="tpe or random")] = "tpe",
+    asha: Annotated[bool, typer.Option(help="ASHA early stopping of search trials")] = False,
+    cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed")] = 0.0,
+    address: Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port [embedded local Ray]")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL [sqlite file in OUT]")] = None,
+    dashboard: Annotated[bool, typer.Option(help="start the Ray dashboard and print its URL")] = False,
+    resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
+    results_dir: Annotated[Path, typer.Option(help="where leaderboards go")] = Path("results"),
+    device: Device = "auto",
+):
+    """Search each model's space with Optuna on Ray Tune, re-run the best over seeds, write the leaderboard."""
+    from mrfbench.sweep import SweepSettings
+
+    if resume:
+        _run_sweep(out, results_dir)
+        return
+    settings = SweepSettings(
+        out=str(out), space=space, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
+        epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device)
+    _run_sweep(settings, results_dir)
+
+
+@app.command("leaderboard")
+@clean_errors
+def leaderboard_command(
+    sweep_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench sweep`")],
+    results_dir: Annotated[Path, typer.Option(help="where leaderboards go")] = Path("results"),
+):
+    """Aggregate a sweep over seeds into results/<dataset>/leaderboard.{md,csv} beside the paper's table."""
+    from mrfbench.leaderboard import write_leaderboard
+
+    md, csv, _ = write_leaderboard(sweep_dir, results_dir)
+    console.print(md.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {md} and {csv}")
+
+
+@app.command()
+@clean_errors
+def reproduce(
+    dataset: Annotated[str, typer.Argument(help="copula")],
+    budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores) or paper (the full protocol)")] = "quick",
+    out: Annotated[Path | None, typer.Option(help="sweep directory [results/sweeps/<dataset>-<budget>]")] = None,
+    results_dir: Annotated[Path, typer.Option(help="where leaderboards go")] = Path("results"),
+    address: Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port [embedded local Ray]")] = None,
+    device: Device = "auto",
+):
+    """The paper's table in one command: every model, the grid, 3 seeds, leaderboard and pair plots."""
+    from mrfbench.sweep import SWEEP_FILE, SweepSettings
+
+    if dataset != "copula":
+        raise UsageError(f"reproduce supports: copula (got '{dataset}'); image data sets are not built yet")
+    if budget not in BUDGETS:
+        raise UsageError(f"unknown budget '{budget}'; valid: {', '.join(BUDGETS)}")
+    space, options = BUDGETS[budget]
+    out = out or results_dir / "sweeps" / f"{dataset}-{budget}"
+    if (out / SWEEP_FILE).exists():
+        console.print(f"resuming the sweep in {out}")
+        _run_sweep(out, results_dir)
+        return
+    _run_sweep(SweepSettings(out=str(out), space=space, grid=True, address=address, device=device, **options),
+               results_dir)

@@ -52,10 +52,12 @@ def run_experiment(
     train_config: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
     overwrite: bool = False,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[MultimodalVAE, int, dict], None] | None = None,
+    eval_split: str = "test",
 ) -> dict:
     """Train ``model_name`` on ``dataset_name``, write config, history, checkpoint, metrics and pair plot
-    into ``out_dir`` and return the metrics. All inputs are validated before any training starts."""
+    into ``out_dir`` and return the metrics. All inputs are validated before any training starts.
+    ``eval_split`` is the split conditional generation is scored on ('val' while searching)."""
     train_config = train_config or TrainConfig()
     eval_config = eval_config or EvalConfig()
     model_options, dataset_options = dict(model_options or {}), dict(dataset_options or {})
@@ -77,7 +79,8 @@ def run_experiment(
     write_json(out / CONFIG_FILE, config)
     splits = {name: split.to(device) for name, split in dataset.splits().items()}
     model.to(device)
-    result = train(model, splits["train"], splits["val"], train_config, on_epoch)
+    result = train(model, splits["train"], splits["val"], train_config,
+                   None if on_epoch is None else lambda epoch, record: on_epoch(model, epoch, record))
     model.load_state_dict(result.best_state)
     write_json(out / HISTORY_FILE, result.history)
     save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
@@ -89,7 +92,7 @@ def run_experiment(
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    return score_run(model, dataset, splits["test"], eval_config, device, out, training)
+    return score_run(model, dataset, splits[eval_split], eval_config, device, out, {**training, "eval_split": eval_split})
 
 
 def score_run(
@@ -130,7 +133,8 @@ def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str 
     except (KeyError, TypeError) as err:
         raise UsageError(f"run {run_dir} has no valid evaluation settings: {err}") from None
     previous = read_json(run_dir / METRICS_FILE).get("training", {}) if (run_dir / METRICS_FILE).exists() else {}
-    return score_run(model, dataset, dataset.splits()["test"], eval_config, device, Path(run_dir), previous)
+    split = previous.get("eval_split", "test")
+    return score_run(model, dataset, dataset.splits()[split], eval_config, device, Path(run_dir), previous)
 
 
 def export_samples(run_dir: Path, n: int, out_file: Path, seed: int = 0, device_name: str = "auto") -> dict[str, tuple]:

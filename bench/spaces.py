@@ -1,0 +1,152 @@
+"""Search spaces: YAML files (shipped ones by name, or a path) validated on load, with errors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from mrfbench.datasets import DATASETS
+from mrfbench.errors import UsageError
+from mrfbench.models import MODELS
+from mrfbench.train import TrainConfig
+
+KINDS = ("loguniform", "uniform", "int", "choice", "grid")
+TRAIN_KEYS = ("lr", "batch_size", "lr_schedule", "kl_warmup")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched or fixed parameter: kind is 'fixed' or one of KINDS."""
+
+    name: str
+    kind: str
+    values: tuple
+
+    def optuna_distribution(self) -> optuna.distributions.BaseDistribution:
+        if self.kind == "loguniform":
+            return optuna.distributions.FloatDistribution(*self.values, log=True)
+        if self.kind == "uniform":
+            return optuna.distributions.FloatDistribution(*self.values)
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(*self.values)
+        return optuna.distributions.CategoricalDistribution(self.values)
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    dataset: str
+    metric: str
+    epochs: int
+    seeds: int
+    params: dict[str, dict[str, Param]] = field(default_factory=dict)  # per model
+
+    def fixed(self, model: str) -> dict[str, Any]:
+        return {p.name: p.values[0] for p in self.params[model].values() if p.kind == "fixed"}
+
+    def searched(self, model: str) -> dict[str, Param]:
+        return {p.name: p for p in self.params[model].values() if p.kind != "fixed"}
+
+    def grid(self, model: str) -> list[dict[str, Any]]:
+        """Every combination of the model's parameters for --grid (searched ranges are not allowed)."""
+        searched = self.searched(model)
+        ranged = [p.name for p in searched.values() if p.kind not in ("grid", "choice")]
+        if ranged:
+            raise UsageError(f"space '{self.name}': --grid needs grid or choice values, not ranges for {', '.join(ranged)}")
+        names = list(searched)
+        combos = itertools.product(*(searched[n].values for n in names))
+        return [{**self.fixed(model), **dict(zip(names, combo))} for combo in combos]
+
+
+def _parse_param(where: str, name: str, spec: Any) -> Param:
+    if not isinstance(spec, dict):
+        return Param(name, "fixed", (spec,))
+    if len(spec) != 1 or next(iter(spec)) not in KINDS:
+        raise UsageError(f"{where}.{name}: expected a value or one of {{{', '.join(KINDS)}: ...}}, got {spec}")
+    kind, values = next(iter(spec.items()))
+    if not isinstance(values, list) or not values:
+        raise UsageError(f"{where}.{name}.{kind}: expected a non-empty list, got {values!r}")
+    if kind in ("loguniform", "uniform", "int"):
+        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise UsageError(f"{where}.{name}.{kind}: expected [low, high] numbers, got {values}")
+        if not values[0] < values[1]:
+            raise UsageError(f"{where}.{name}.{kind}: low must be < high, got {values}")
+        if kind == "loguniform" and values[0] <= 0:
+            raise UsageError(f"{where}.{name}.loguniform: low must be > 0, got {values[0]}")
+        if kind == "int" and not all(isinstance(v, int) for v in values):
+            raise UsageError(f"{where}.{name}.int: bounds must be integers, got {values}")
+    return Param(name, kind, tuple(values))
+
+
+def _check_values(where: str, model: str, params: dict[str, Param]) -> None:
+    """Validate the parameters against the model's config and the training config."""
+    config_cls = MODELS[model].config_class
+    allowed = {f.name for f in dataclasses.fields(config_cls)} - {"n_modalities", "modality_dim"}
+    for name, param in params.items():
+        if name not in allowed and name not in TRAIN_KEYS:
+            raise UsageError(f"{where}.{name}: model '{model}' has no such option; valid: "
+                             f"{', '.join(sorted(allowed | set(TRAIN_KEYS)))}")
+        if name == "beta" and any(isinstance(v, (int, float)) and v <= 0 for v in param.values):
+            raise UsageError(f"{where}.beta: beta must be > 0, got {list(param.values)}")
+    # build one config from the first value of each parameter to catch invalid values early
+    first = {name: p.values[0] for name, p in params.items()}
+    try:
+        config_cls(**{k: v for k, v in first.items() if k not in TRAIN_KEYS})
+        TrainConfig(**{k: v for k, v in first.items() if k in TRAIN_KEYS})
+    except (UsageError, TypeError) as err:
+        raise UsageError(f"{where}: {err}") from None
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Load a shipped space by name (e.g. 'copula') or a YAML file by path, validating every key."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"search space file {path} does not exist")
+        text, label = path.read_text(), str(path)
+    else:
+        resource = files("mrfbench.search_spaces").joinpath(f"{name_or_path}.yaml")
+        if not resource.is_file():
+            shipped = sorted(p.name[:-5] for p in files("mrfbench.search_spaces").iterdir() if p.name.endswith(".yaml"))
+            raise UsageError(f"unknown search space '{name_or_path}'; shipped: {', '.join(shipped)} (or give a .yaml path)")
+        text, label = resource.read_text(), name_or_path
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UsageError(f"search space {label} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"search space {label}: expected a mapping at the top level")
+    unknown = sorted(set(raw) - {"dataset", "metric", "epochs", "seeds", "params", "models"})
+    if unknown:
+        raise UsageError(f"search space {label}: unknown key(s) {', '.join(unknown)}")
+    for key in ("dataset", "models"):
+        if key not in raw:
+            raise UsageError(f"search space {label}: missing key '{key}'")
+    if raw["dataset"] not in DATASETS:
+        raise UsageError(f"search space {label}: dataset: unknown data set '{raw['dataset']}'; valid: {', '.join(DATASETS)}")
+    for key in ("epochs", "seeds"):
+        if not isinstance(raw.get(key, 1), int) or raw.get(key, 1) < 1:
+            raise UsageError(f"search space {label}: {key} must be an integer >= 1, got {raw.get(key)!r}")
+    if not isinstance(raw["models"], dict) or not raw["models"]:
+        raise UsageError(f"search space {label}: models must map model names to their parameters")
+    common = raw.get("params") or {}
+    if not isinstance(common, dict):
+        raise UsageError(f"search space {label}: params must be a mapping")
+    space = SearchSpace(label, raw["dataset"], raw.get("metric", "score"), raw.get("epochs", 200), raw.get("seeds", 3))
+    for model, own in raw["models"].items():
+        if model not in MODELS:
+            raise UsageError(f"search space {label}: models.{model}: unknown model; valid: {', '.join(sorted(MODELS))}")
+        if own is not None and not isinstance(own, dict):
+            raise UsageError(f"search space {label}: models.{model} must be a mapping")
+        merged = {name: _parse_param(f"{label}: params", name, spec) for name, spec in common.items()}
+        merged.update({name: _parse_param(f"{label}: models.{model}", name, spec) for name, spec in (own or {}).items()})
+        _check_values(f"search space {label}: models.{model}", model, merged)
+        space.params[model] = merged
+    return space

@@ -1,0 +1,258 @@
+"""Sweeps: Ray Tune runs the trials, Optuna searches the space; every finished config is re-run over seeds.
+
+A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs nothing else), ``optuna.db``
+(the Optuna studies, open it with optuna-dashboard), one Ray Tune experiment per stage and model
+(``search-<model>``, ``final-<model>``) and, in each trial's directory, ``trial.json`` (model, stage, seed,
+parameters, node, status and error) beside the run itself (``run/``: config, metrics, checkpoint, plot).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mrfbench.errors import UsageError
+from mrfbench.runs import write_json
+from mrfbench.spaces import TRAIN_KEYS, SearchSpace, load_space
+
+SAMPLERS = ("tpe", "random")
+SWEEP_FILE = "sweep.json"
+TRIAL_FILE = "trial.json"
+
+
+@dataclass
+class SweepSettings:
+    out: str
+    space: str = "copula"
+    models: list[str] = field(default_factory=list)  # empty: every model of the space
+    trials: int = 20  # searched configs per model
+    seeds: int | None = None  # None: the space's
+    epochs: int | None = None  # None: the space's
+    grid: bool = False
+    sampler: str = "tpe"
+    asha: bool = False
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int | None = None
+    address: str | None = None
+    storage: str | None = None  # Optuna storage URL; default sqlite in the sweep directory
+    dashboard: bool = False
+    device: str = "auto"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    eval_options: dict[str, Any] = field(default_factory=dict)
+    search_eval_options: dict[str, Any] = field(default_factory=lambda: {"n_unconditional": 200_000})
+
+    def validate(self, space: SearchSpace) -> None:
+        unknown = [m for m in self.models if m not in space.params]
+        if unknown:
+            raise UsageError(f"model(s) {', '.join(unknown)} not in search space {space.name}; "
+                             f"it has {', '.join(space.params)}")
+        if self.trials < 1:
+            raise UsageError(f"--trials must be >= 1, got {self.trials}")
+        if self.seeds is not None and self.seeds < 1:
+            raise UsageError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.epochs is not None and self.epochs < 1:
+            raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+
+
+def flatten_metrics(metrics: dict) -> dict[str, float]:
+    """The scalar figures a trial reports: '<setting>/<metric>' for the paper's table, plus ``score``."""
+    flat = {f"{setting}/{key}": float(value)
+            for setting in ("unconditional", "conditional")
+            for key, value in metrics[setting].items() if key.startswith("wasserstein_")}
+    flat.update({f"{setting}/floor_{key}": float(value)
+                 for setting in ("unconditional", "conditional")
+                 for key, value in metrics[setting]["floor"].items()})
+    flat.update({f"dependence/{k}": float(v) for k, v in metrics["dependence"].items()})
+    flat["collapsed"] = float(metrics["collapse"]["collapsed"])
+    flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
+    flat["score"] = 0.5 * (flat["unconditional/wasserstein_mean"] + flat["conditional/wasserstein_mean"])
+    return flat
+
+
+def run_trial(config: dict) -> None:
+    """Ray Tune trainable: one training run; a failure (NaN, non-PD covariance, OOM, ...) is recorded in
+    trial.json with its reason and reported with score NaN, so the sweep goes on."""
+    import ray
+    import torch
+    from ray import tune
+
+    from mrfbench.evaluate import EvalConfig
+    from mrfbench.experiment import run_experiment
+    from mrfbench.train import TrainConfig
+
+    torch.set_num_threads(max(1, int(config["cpus"])))
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    params = dict(config["params"])
+    record = {"model": config["model"], "stage": config["stage"], "seed": config["seed"], "params": params,
+              "node_id": ray.get_runtime_context().get_node_id(), "status": "running"}
+    write_json(trial_dir / TRIAL_FILE, record)
+    train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
+    model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
+    try:
+        metrics = run_experiment(
+            config["model"], config["dataset"], trial_dir / "run", model_options=model_params,
+            dataset_options={**config["dataset_options"], "seed": config["seed"]},
+            train_config=TrainConfig(epochs=config["epochs"], seed=config["seed"], device=config["device"],
+                                     **train_params),
+            eval_config=EvalConfig(seed=config["seed"], **config["eval_options"]),
+            overwrite=True, eval_split="val" if config["stage"] == "search" else "test",
+            on_epoch=_asha_reporter(config) if config.get("asha") else None,
+        )
+        result = flatten_metrics(metrics)
+        record.update(status="ok", metrics=result)
+    except Exception as err:  # noqa: BLE001 - any failure is the trial's outcome, recorded with its reason
+        result = {"score": math.nan, "failed": 1.0}
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+    write_json(trial_dir / TRIAL_FILE, record)
+    tune.report(result)
+
+
+def _asha_reporter(config: dict):
+    """Per-epoch proxy score for ASHA: unconditional W1 x1000 of 20k samples against the exact marginal."""
+    import numpy as np
+    from ray import tune
+
+    from mrfbench.metrics import w1_to_uniform
+
+    def report(model, epoch: int, record: dict) -> None:
+        model.eval()
+        samples = model.sample(20_000).reshape(20_000, -1).cpu().numpy()
+        tune.report({"score": float(np.mean(w1_to_uniform(samples)) * 1000), "val_loss": record["val_loss"]})
+
+    return report
+
+
+def _trial_config(settings: SweepSettings, space: SearchSpace, model: str, stage: str) -> dict:
+    return {
+        "model": model, "stage": stage, "dataset": space.dataset, "epochs": settings.epochs or space.epochs,
+        "device": settings.device, "cpus": settings.cpus_per_trial, "asha": settings.asha and stage == "search",
+        "dataset_options": settings.dataset_options,
+        "eval_options": {**settings.eval_options, **(settings.search_eval_options if stage == "search" else {})},
+    }
+
+
+class Sweep:
+    """Runs (or resumes) the search and final stages of a sweep with Ray Tune and Optuna."""
+
+    def __init__(self, settings: SweepSettings):
+        self.settings = settings
+        self.space = load_space(settings.space)
+        settings.validate(self.space)
+        self.out = Path(settings.out).resolve()
+        self.models = settings.models or list(self.space.params)
+        self.seeds = settings.seeds or self.space.seeds
+
+    @classmethod
+    def resume(cls, out: Path) -> Sweep:
+        path = Path(out) / SWEEP_FILE
+        if not path.exists():
+            raise UsageError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
+        try:
+            settings = SweepSettings(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise UsageError(f"corrupt {path}: {err}") from None
+        return cls(settings)
+
+    def planned_trials(self) -> int:
+        """Trials the sweep runs in all (search trials plus final seeds, or grid x seeds)."""
+        if self.settings.grid:
+            return sum(len(self.space.grid(m)) for m in self.models) * self.seeds
+        return sum((self.settings.trials if self.space.searched(m) else 0) + self.seeds for m in self.models)
+
+    def run(self, callbacks: list | None = None) -> None:
+        """Run every stage of every model; finished trials are never repeated on a resumed sweep."""
+        import ray
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / SWEEP_FILE, dataclasses.asdict(self.settings))
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        if not ray.is_initialized():
+            context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
+                               log_to_driver=False, configure_logging=False)
+            self.dashboard_url = getattr(context, "dashboard_url", None)
+        for model in self.models:
+            if self.settings.grid:
+                self._final(model, self.space.grid(model), callbacks)
+            else:
+                best = self._search(model, callbacks)
+                self._final(model, [best] if best is not None else [], callbacks)
+
+    def _trainable(self):
+        from ray import tune
+
+        return tune.with_resources(run_trial, {"cpu": self.settings.cpus_per_trial, "gpu": self.settings.gpus_per_trial})
+
+    def _tuner(self, name: str, param_space: dict, tune_config, callbacks):
+        from ray import tune
+
+        path = self.out / name
+        if tune.Tuner.can_restore(path):
+            return tune.Tuner.restore(str(path), self._trainable(), resume_unfinished=True, resume_errored=True)
+        run_config = tune.RunConfig(name=name, storage_path=str(self.out), verbose=0, callbacks=callbacks,
+                                    failure_config=tune.FailureConfig(max_failures=0))
+        return tune.Tuner(self._trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+    def _search(self, model: str, callbacks) -> dict | None:
+        """Optuna search over the model's space (seed 0, validation scores); returns the best parameters."""
+        import optuna
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
+
+        searched, fixed = self.space.searched(model), self.space.fixed(model)
+        if not searched:
+            return fixed
+        sampler = optuna.samplers.TPESampler(seed=0) if self.settings.sampler == "tpe" else \
+            optuna.samplers.RandomSampler(seed=0)
+        storage = optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
+        search = OptunaSearch(space={f"params/{k}": p.optuna_distribution() for k, p in searched.items()},
+                              metric="score", mode="min", sampler=sampler, storage=storage,
+                              study_name=f"{self.out.name}-{model}")
+        config = {**_trial_config(self.settings, self.space, model, "search"), "seed": 0,
+                  "params": {k: v for k, v in fixed.items()}}
+        tune_config = tune.TuneConfig(
+            trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self.settings.trials, max_concurrent_trials=self.settings.max_concurrent_trials,
+            scheduler=ASHAScheduler(metric="score", mode="min", grace_period=max(1, (self.settings.epochs or self.space.epochs) // 10))
+            if self.settings.asha else None)
+        results = self._tuner(f"search-{model}", config, tune_config, callbacks).fit()
+        return best_params(results_records(self.out / f"search-{model}"), fixed)
+
+    def _final(self, model: str, configs: list[dict], callbacks) -> None:
+        """Every config x seeds 0..N-1, scored on the test split."""
+        from ray import tune
+
+        if not configs:
+            return
+        config = {**_trial_config(self.settings, self.space, model, "final"),
+                  "params": tune.grid_search(configs), "seed": tune.grid_search(list(range(self.seeds)))}
+        tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
+                                      trial_dirname_creator=trial_dirname)
+        self._tuner(f"final-{model}", config, tune_config, callbacks).fit()
+
+
+def trial_dirname(trial) -> str:
+    """Short, unique trial directory names (Ray's default spells out the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def results_records(directory: Path) -> list[dict]:
+    """Every trial.json below ``directory``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(directory).glob(f"**/{TRIAL_FILE}"))]
+
+
+def best_params(records: list[dict], fixed: dict) -> dict | None:
+    """Parameters of the finished trial with the lowest score (None if every trial failed)."""
+    done = [r for r in records if r.get("status") == "ok" and math.isfinite(r["metrics"]["score"])]
+    if not done:
+        return None
+    return {**fixed, **min(done, key=lambda r: r["metrics"]["score"])["params"]}

@@ -1,0 +1,1 @@
+"""YAML search spaces shipped with mrfbench (package data); see ``mrfbench.spaces``."""

@@ -1,0 +1,160 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mrfbench.leaderboard import aggregate, tidy, write_leaderboard
+from mrfbench.sweep import Sweep, SweepSettings, results_records
+
+TINY = dict(
+    trials=2, seeds=2, epochs=1, cpus_per_trial=1,
+    dataset_options={"n_train": 256, "n_val": 64, "n_test": 32},
+    eval_options={"n_unconditional": 2000, "n_per_tuple": 2, "n_joint": 1000, "n_tau": 500, "n_projections": 20},
+    search_eval_options={},
+)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
+    out = tmp_path / "sweep"
+    Sweep(SweepSettings(out=str(out), space="copula", models=["gmrf", "mvae"], **TINY)).run()
+    records = results_records(out)
+    for model in ("gmrf", "mvae"):
+        search = [r for r in records if r["model"] == model and r["stage"] == "search"]
+        final = [r for r in records if r["model"] == model and r["stage"] == "final"]
+        assert len(search) == 2 and sorted(r["seed"] for r in final) == [0, 1]
+        assert all(r["status"] == "ok" for r in search + final)
+        best = min(search, key=lambda r: r["metrics"]["score"])
+        assert all(r["params"] == best["params"] for r in final)  # the best searched config, re-run over seeds
+    assert (out / "optuna.db").exists()
+    md, csv, board = write_leaderboard(out, tmp_path / "results")
+    assert md == tmp_path / "results" / "copula" / "leaderboard.md"
+    assert sorted(board["model"]) == ["gmrf", "mvae"] and set(board["seeds"]) == {2}
+    assert "0.86" in md.read_text()  # the paper's GMRF figure beside ours
+    assert pd.read_csv(csv).shape[0] == 2
+
+
+def test_grid_sweep_runs_every_combination_and_records_failures(local_ray, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("dataset: copula\nepochs: 1\nseeds: 1\nparams:\n  beta: {grid: [1.0, 0.5]}\n"
+                     "models:\n  gmrf:\n    lr: {grid: [0.001, 1.0e+6]}\n")
+    out = tmp_path / "grid"
+    Sweep(SweepSettings(out=str(out), space=str(space), grid=True, **{**TINY, "seeds": None})).run()
+    records = results_records(out)
+    assert sorted((r["params"]["beta"], r["params"]["lr"]) for r in records) == [
+        (0.5, 0.001), (0.5, 1e6), (1.0, 0.001), (1.0, 1e6)]
+    failed = [r for r in records if r["status"] == "failed"]
+    assert failed and all(r["params"]["lr"] == 1e6 for r in failed)  # a huge lr diverges: recorded, sweep goes on
+    assert all("non-finite" in r["error"] or "Error" in r["error"] for r in failed)
+    md, _, _ = write_leaderboard(out, tmp_path / "results")
+    assert "Failed trials" in md.read_text()
+
+
+def test_aggregator_means_and_stds_on_a_hand_made_table():
+    def record(model, beta, seed, score, stage="final"):
+        return {"model": model, "params": {"beta": beta}, "seed": seed, "stage": stage, "status": "ok",
+                "metrics": {"score": score, "unconditional/wasserstein_mean": 2 * score}}
+
+    records = [record("gmrf", 1.0, 0, 1.0), record("gmrf", 1.0, 1, 3.0), record("gmrf", 1.0, 2, 5.0),
+               record("gmrf", 0.1, 0, 10.0), record("mvae", 1.0, 0, 4.0),
+               {"model": "mvae", "params": {"beta": 1.0}, "seed": 1, "stage": "final", "status": "failed",
+                "error": "FloatingPointError: nan"}]
+    table = tidy(records)
+    assert list(table.columns) == ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
+    summary = aggregate(table).set_index(["model", "variant", "metric"])
+    row = summary.loc[("gmrf", "beta=1", "score")]
+    assert row["mean"] == pytest.approx(3.0) and row["std"] == pytest.approx(2.0) and row["n"] == 3
+    assert summary.loc[("gmrf", "beta=1", "unconditional/wasserstein_mean"), "mean"] == pytest.approx(6.0)
+    mvae = summary.loc[("mvae", "beta=1", "score")]
+    assert mvae["n"] == 1 and math.isnan(mvae["std"])  # the failed seed is not averaged in
+
+
+def test_malformed_spaces_give_clear_errors(tmp_path):
+    from mrfbench.errors import UsageError
+    from mrfbench.spaces import load_space
+
+    cases = {
+        "dataset: copula\nmodels:\n  gmrf:\n    beta: {logUniform: [1, 2]}\n": "models.gmrf.beta",
+        "dataset: copula\nmodels:\n  gmrf:\n    beta: -1\n": "beta must be > 0",
+        "dataset: copula\nmodels:\n  gmrf:\n    colour: red\n": "models.gmrf.colour",
+        "dataset: copula\nmodels:\n  gmrf:\n    lr: {loguniform: [0.1, 0.01]}\n": "low must be < high",
+        "dataset: copula\nmodels:\n  nope: {}\n": "models.nope: unknown model",
+        "dataset: mnist9\nmodels:\n  gmrf: {}\n": "unknown data set 'mnist9'",
+        "dataset: copula\nepochs: 0\nmodels:\n  gmrf: {}\n": "epochs must be an integer >= 1",
+        "dataset: copula\nmodel:\n  gmrf: {}\n": "unknown key(s) model",
+        "dataset: [copula\n": "not valid YAML",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"space{i}.yaml"
+        path.write_text(text)
+        with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            load_space(str(path))
+    assert load_space("copula_paper").grid("mvae")[0]["latent_dim"] == 3
+
+
+def test_cli_reports_a_malformed_space_in_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("dataset: copula\nmodels:\n  gmrf:\n    beta: {uniform: [1]}\n")
+    proc = subprocess.run([sys.executable, "-m", "mrfbench", "sweep", "--out", str(tmp_path / "s"), "--space", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "models.gmrf.beta.uniform: expected [low, high]" in proc.stderr
+
+
+SWEEP_SCRIPT = """
+import sys
+from mrfbench.sweep import Sweep, SweepSettings
+settings = SweepSettings(out=sys.argv[1], space="copula", models=["gmrf"], trials=3, seeds=2, epochs=1,
+    max_concurrent_trials=1, dataset_options={"n_train": 256, "n_val": 64, "n_test": 32},
+    eval_options={"n_unconditional": 2000, "n_per_tuple": 2, "n_joint": 1000, "n_tau": 500, "n_projections": 20},
+    search_eval_options={})
+Sweep.resume(sys.argv[1]).run() if len(sys.argv) > 2 else Sweep(settings).run()
+"""
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
+    out = tmp_path / "sweep"
+    script = tmp_path / "run.py"
+    script.write_text(SWEEP_SCRIPT)
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    first = None
+    while time.time() < deadline and first is None:
+        done = [p for p in out.glob("search-gmrf/*/trial.json") if json.loads(p.read_text())["status"] == "ok"]
+        first = done[0] if done else None
+        time.sleep(0.5)
+    assert first is not None, "no trial finished in time"
+    before = first.read_text()
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    proc.wait(timeout=120)
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    finished_before = len([r for r in results_records(out) if r["status"] == "ok"])
+    assert finished_before < 5  # it really was interrupted
+    resumed = subprocess.run([sys.executable, str(script), str(out), "resume"], env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    records = results_records(out)
+    search = [r for r in records if r["stage"] == "search"]
+    final = [r for r in records if r["stage"] == "final"]
+    assert len(search) == 3 and len({json.dumps(r["params"], sort_keys=True) for r in search}) == 3
+    assert sorted(r["seed"] for r in final) == [0, 1]
+    assert all(r["status"] == "ok" for r in records)
+    assert first.read_text() == before  # the trial finished before the interruption was not re-run
