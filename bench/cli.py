@@ -208,7 +208,7 @@ def sample(
 
 
 BUDGETS = {  # reproduce: budget -> (space, sweep settings)
-    "quick": ("copula_quick", {"dataset_options": {"n_train": 5_000}, "eval_options": {"n_unconditional": 200_000}}),
+    "quick": ("copula_quick", {"eval_options": {"n_unconditional": 200_000}}),
     "paper": ("copula_paper", {}),
 }
 

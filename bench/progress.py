@@ -15,7 +15,13 @@ class SweepProgress(Callback):
         self.progress, self.running, self.done, self.failed, self.best = progress, 0, 0, 0, math.inf
         self.task = progress.add_task("sweep", total=total, status="")
 
+    def __getstate__(self) -> dict:
+        """Ray pickles its run config with the callbacks; the live display stays in this process."""
+        return {**self.__dict__, "progress": None}
+
     def _show(self) -> None:
+        if self.progress is None:
+            return
         best = "-" if math.isinf(self.best) else f"{self.best:.2f}"
         status = f"running {self.running}  done {self.done}  failed {self.failed}  best score {best}"
         self.progress.update(self.task, completed=self.done + self.failed, status=status)
