@@ -22,7 +22,8 @@ def free_port() -> int:
 def test_sweep_runs_trials_on_two_nodes(tmp_path):
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+    # `ray start --head` turns on token authentication; every process joining the cluster must use it too
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token"}
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
     try:
         subprocess.run([*ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
