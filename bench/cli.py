@@ -24,6 +24,8 @@ NUnconditional = Annotated[int, typer.Option(help="unconditional samples scored"
 NPerTuple = Annotated[int, typer.Option(help="conditional generations per test tuple")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")]
 RunDir = Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")]
+ResultsDir = Annotated[Path, typer.Option(help="where leaderboards go")]
+Address = Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port [embedded local Ray]")]
 
 
 def clean_errors(command):
@@ -214,7 +216,6 @@ BUDGETS = {  # reproduce: budget -> (space, sweep settings)
 
 
 def _run_sweep(settings, results_dir: Path) -> None:
-    from mrfbench.leaderboard import write_leaderboard
     from mrfbench.progress import SweepProgress
     from mrfbench.sweep import Sweep
 
@@ -225,9 +226,15 @@ def _run_sweep(settings, results_dir: Path) -> None:
         sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
     if getattr(sweep, "dashboard_url", None):
         console.print(f"Ray dashboard: http://{sweep.dashboard_url}")
-    md, csv, _ = write_leaderboard(sweep.out, results_dir)
+    _print_leaderboard(sweep.out, results_dir)
+
+
+def _print_leaderboard(sweep_dir: Path, results_dir: Path) -> None:
+    from mrfbench.leaderboard import write_leaderboard
+
+    md, csv, _ = write_leaderboard(sweep_dir, results_dir)
     console.print(md.read_text(), markup=False, highlight=False)
-    console.print(f"wrote {md} and {csv}; trials in {sweep.out}")
+    console.print(f"wrote {md} and {csv}; trials in {sweep_dir}")
 
 
 @app.command()
@@ -244,11 +251,11 @@ def sweep(
     asha: Annotated[bool, typer.Option(help="ASHA early stopping of search trials")] = False,
     cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed")] = 0.0,
-    address: Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port [embedded local Ray]")] = None,
+    address: Address = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL [sqlite file in OUT]")] = None,
     dashboard: Annotated[bool, typer.Option(help="start the Ray dashboard and print its URL")] = False,
     resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
-    results_dir: Annotated[Path, typer.Option(help="where leaderboards go")] = Path("results"),
+    results_dir: ResultsDir = Path("results"),
     device: Device = "auto",
 ):
     """Search each model's space with Optuna on Ray Tune, re-run the best over seeds, write the leaderboard."""
@@ -268,14 +275,10 @@ def sweep(
 @clean_errors
 def leaderboard_command(
     sweep_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench sweep`")],
-    results_dir: Annotated[Path, typer.Option(help="where leaderboards go")] = Path("results"),
+    results_dir: ResultsDir = Path("results"),
 ):
     """Aggregate a sweep over seeds into results/<dataset>/leaderboard.{md,csv} beside the paper's table."""
-    from mrfbench.leaderboard import write_leaderboard
-
-    md, csv, _ = write_leaderboard(sweep_dir, results_dir)
-    console.print(md.read_text(), markup=False, highlight=False)
-    console.print(f"wrote {md} and {csv}")
+    _print_leaderboard(sweep_dir, results_dir)
 
 
 @app.command()
@@ -284,8 +287,8 @@ def reproduce(
     dataset: Annotated[str, typer.Argument(help="copula")],
     budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores) or paper (the full protocol)")] = "quick",
     out: Annotated[Path | None, typer.Option(help="sweep directory [results/sweeps/<dataset>-<budget>]")] = None,
-    results_dir: Annotated[Path, typer.Option(help="where leaderboards go")] = Path("results"),
-    address: Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port [embedded local Ray]")] = None,
+    results_dir: ResultsDir = Path("results"),
+    address: Address = None,
     device: Device = "auto",
 ):
     """The paper's table in one command: every model, the grid, 3 seeds, leaderboard and pair plots."""
