@@ -3,7 +3,8 @@
 A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs nothing else), ``optuna.db``
 (the Optuna studies, open it with optuna-dashboard), one Ray Tune experiment per stage and model
 (``search-<model>``, ``final-<model>``) and, in each trial's directory, ``trial.json`` (model, stage, seed,
-parameters, node, status and error) beside the run itself (``run/``: config, metrics, checkpoint, plot).
+parameters, node, status and error; a search trial that ASHA stopped early keeps status "running")
+beside the run itself (``run/``: config, metrics, checkpoint, plot).
 """
 
 from __future__ import annotations

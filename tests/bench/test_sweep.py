@@ -49,6 +49,19 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     assert pd.read_csv(csv).shape[0] == 2
 
 
+def test_asha_search_reports_every_epoch(local_ray, tmp_path):
+    out = tmp_path / "asha"
+    Sweep(SweepSettings(out=str(out), space="copula", models=["gmrf"], asha=True, sampler="random",
+                        **{**TINY, "epochs": 3, "seeds": 1})).run()
+    search = [r for r in results_records(out) if r["stage"] == "search"]
+    # ASHA may stop the worse trial early: it then never reaches its final scoring
+    assert len(search) == 2 and any(r["status"] == "ok" for r in search)
+    for progress in out.glob("search-gmrf/*/progress.csv"):
+        assert pd.read_csv(progress)["score"].notna().all()  # per-epoch proxy scores for ASHA
+    final = [r for r in results_records(out) if r["stage"] == "final"]
+    assert len(final) == 1 and final[0]["status"] == "ok"
+
+
 def test_grid_sweep_runs_every_combination_and_records_failures(local_ray, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("dataset: copula\nepochs: 1\nseeds: 1\nparams:\n  beta: {grid: [1.0, 0.5]}\n"
