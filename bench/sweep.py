@@ -220,12 +220,12 @@ class Sweep:
                               metric="score", mode="min", sampler=sampler, storage=storage,
                               study_name=f"{self.out.name}-{model}")
         config = {**_trial_config(self.settings, self.space, model, "search"), "seed": 0,
-                  "params": {k: v for k, v in fixed.items()}}
+                  "params": dict(fixed)}
         tune_config = tune.TuneConfig(
             trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self.settings.trials, max_concurrent_trials=self.settings.max_concurrent_trials,
             scheduler=ASHAScheduler(metric="score", mode="min", grace_period=max(1, (self.settings.epochs or self.space.epochs) // 10))
             if self.settings.asha else None)
-        results = self._tuner(f"search-{model}", config, tune_config, callbacks).fit()
+        self._tuner(f"search-{model}", config, tune_config, callbacks).fit()
         return best_params(results_records(self.out / f"search-{model}"), fixed)
 
     def _final(self, model: str, configs: list[dict], callbacks) -> None:

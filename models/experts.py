@@ -110,6 +110,14 @@ class ExpertsVAE(MultimodalVAE):
         prior = self.prior_sample(tuple(own.shape[:-1]), self.config.specific_dim)
         return torch.where(observed[:, None], own, prior)
 
+    def decode_given(self, x: torch.Tensor, observed: list[int], post: Posteriors, z: torch.Tensor) -> torch.Tensor:
+        """Conditional generations (B, n_per, M, F) from shared latents z (B, n_per, D): w_m as in
+        ``fill_specific``, the observed columns copied from x."""
+        mask = observed_mask(observed, self.config.n_modalities, x.device)
+        out = self.decode(self.per_modality(z), self.fill_specific(post, mask, z.shape[1]))
+        out[:, :, observed] = x[:, None, observed]
+        return out
+
     @torch.no_grad()
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:
         """Mean KL of each modality's unimodal posterior (shared and specific parts) to the prior, (M,)."""

@@ -19,7 +19,7 @@ from mrfbench.distributions import dreg_surrogate, log_mean_exp, mixture_log_pro
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
-from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
+from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors
 
 OBJECTIVES = ("elbo", "iwae", "dreg")
 
@@ -91,12 +91,9 @@ class MMVAE(ExpertsVAE):
     def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
         """z from the mixture of the observed experts (one observed modality drawn per sample);
         w_m as in ``fill_specific``."""
-        mask = observed_mask(observed, self.config.n_modalities, x.device)
         post = self.encode(x)
         z_all = post.shared.sample((n_per,)).transpose(0, 1)  # (B, n_per, M, D)
         obs = torch.as_tensor(sorted(observed), device=x.device)
         pick = obs[torch.randint(len(obs), z_all.shape[:2], device=x.device)]
         z = z_all.gather(2, pick[..., None, None].expand(-1, -1, 1, z_all.shape[-1])).squeeze(2)
-        out = self.decode(self.per_modality(z), self.fill_specific(post, mask, n_per))
-        out[:, :, observed] = x[:, None, observed]
-        return out
+        return self.decode_given(x, observed, post, z)

@@ -67,6 +67,4 @@ class MoPoE(ExpertsVAE):
         mask = observed_mask(observed, self.config.n_modalities, x.device)
         post = self.encode(x)
         z = self.subset_posteriors(post, mask[None]).sample((n_per,))[:, 0].transpose(0, 1)
-        out = self.decode(self.per_modality(z), self.fill_specific(post, mask, n_per))
-        out[:, :, observed] = x[:, None, observed]
-        return out
+        return self.decode_given(x, observed, post, z)
