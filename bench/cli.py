@@ -53,7 +53,7 @@ def models():
 
     table = Table("model", "description", title="models")
     for name, cls in sorted(MODELS.items()):
-        table.add_row(name, cls.description)
+        table.add_row(name, ("[yellow](experimental)[/] " if cls.experimental else "") + cls.description)
     console.print(table)
 
 
@@ -100,6 +100,8 @@ def dependence_table(metrics: dict) -> Table:
     table.add_row("Kendall tau max abs error", f"{dep['kendall_tau_max_error']:.4f}", "")
     table.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in col["kl_per_block"]), "")
     table.add_row("posterior collapse", "YES: blocks " + str(col["collapsed_blocks"]) if col["collapsed"] else "no", "")
+    for name, value in metrics.get("sampler", {}).items():
+        table.add_row(name.replace("_", " "), f"{value:.3f}", "")
     return table
 
 
@@ -112,6 +114,19 @@ def _eval_config(n_unconditional: int, n_per_tuple: int, seed: int):
     from mrfbench.evaluate import EvalConfig
 
     return EvalConfig(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=seed)
+
+
+def _parse_set(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs with YAML-typed values (numbers, booleans, strings)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set takes KEY=VALUE, got '{pair}'")
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return options
 
 
 @app.command("train")
@@ -131,6 +146,9 @@ def train_command(
     objective: Annotated[str | None, typer.Option(help="elbo, iwae or dreg (mmvae, mmvaeplus)")] = None,
     k: Annotated[int | None, typer.Option("--k", help="importance samples K (mmvae, mmvaeplus)")] = None,
     likelihood_scale: Annotated[str | None, typer.Option(help="optimal (batch maximum likelihood) or learned")] = None,
+    conditional: Annotated[str | None, typer.Option(help="moment-matched or exact GH conditional (almrf)")] = None,
+    set_options: Annotated[list[str] | None, typer.Option(
+        "--set", help="any model option as KEY=VALUE, repeatable (e.g. --set n_importance=16)")] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "cosine",
     batch_size: Annotated[int, typer.Option()] = 256,
@@ -149,8 +167,8 @@ def train_command(
 
     options = {"beta": beta, "latent_dim": latent_dim, "likelihood": likelihood, "dist": dist,
                "specific_dim": specific_dim, "objective": objective, "n_samples": k,
-               "likelihood_scale": likelihood_scale, "sparsity": sparsity}
-    options = {name: value for name, value in options.items() if value is not None}
+               "likelihood_scale": likelihood_scale, "sparsity": sparsity, "conditional": conditional}
+    options = {name: value for name, value in options.items() if value is not None} | _parse_set(set_options or [])
     train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
                                device=device, kl_warmup=kl_warmup)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -210,7 +228,8 @@ def sample(
 
 
 BUDGETS = {  # reproduce: budget -> (space, sweep settings)
-    "quick": ("copula_quick", {"eval_options": {"n_unconditional": 200_000}}),
+    "quick": ("copula_quick", {"eval_options": {"n_unconditional": 100_000, "n_per_tuple": 5, "n_joint": 50_000,
+                                                "n_tau": 10_000}}),
     "paper": ("copula_paper", {}),
 }
 

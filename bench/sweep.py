@@ -1,10 +1,11 @@
 """Sweeps: Ray Tune runs the trials, Optuna searches the space; every finished config is re-run over seeds.
 
 A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs nothing else), ``optuna.db``
-(the Optuna studies, open it with optuna-dashboard), one Ray Tune experiment per stage and model
-(``search-<model>``, ``final-<model>``) and, in each trial's directory, ``trial.json`` (model, stage, seed,
-parameters, node, status and error; a search trial that ASHA stopped early keeps status "running")
-beside the run itself (``run/``: config, metrics, checkpoint, plot).
+(the Optuna studies, open it with optuna-dashboard), one Ray Tune experiment per searched model
+(``search-<model>``), then one, ``final``, for every model's best config (or the grid) x seeds, so all
+models share the cluster. Each trial's directory holds ``trial.json`` (model, stage, seed, parameters,
+node, status and error; a search trial that ASHA stopped early keeps status "running") beside the run
+itself (``run/``: config, metrics, checkpoint, plot).
 """
 
 from __future__ import annotations
@@ -93,15 +94,15 @@ def run_trial(config: dict) -> None:
 
     torch.set_num_threads(max(1, int(config["cpus"])))
     trial_dir = Path(tune.get_context().get_trial_dir())
-    params = dict(config["params"])
-    record = {"model": config["model"], "stage": config["stage"], "seed": config["seed"], "params": params,
+    model, params = config["job"]["model"], dict(config["job"]["params"])
+    record = {"model": model, "stage": config["stage"], "seed": config["seed"], "params": params,
               "node_id": ray.get_runtime_context().get_node_id(), "status": "running"}
     write_json(trial_dir / TRIAL_FILE, record)
     train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
     model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
     try:
         metrics = run_experiment(
-            config["model"], config["dataset"], trial_dir / "run", model_options=model_params,
+            model, config["dataset"], trial_dir / "run", model_options=model_params,
             dataset_options={**config["dataset_options"], "seed": config["seed"]},
             train_config=TrainConfig(epochs=config["epochs"], seed=config["seed"], device=config["device"],
                                      **train_params),
@@ -133,9 +134,9 @@ def _asha_reporter(config: dict):
     return report
 
 
-def _trial_config(settings: SweepSettings, space: SearchSpace, model: str, stage: str) -> dict:
+def _trial_config(settings: SweepSettings, space: SearchSpace, stage: str) -> dict:
     return {
-        "model": model, "stage": stage, "dataset": space.dataset, "epochs": settings.epochs or space.epochs,
+        "stage": stage, "dataset": space.dataset, "epochs": settings.epochs or space.epochs,
         "device": settings.device, "cpus": settings.cpus_per_trial, "asha": settings.asha and stage == "search",
         "dataset_options": settings.dataset_options,
         "eval_options": {**settings.eval_options, **(settings.search_eval_options if stage == "search" else {})},
@@ -181,12 +182,12 @@ class Sweep:
             context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
                                log_to_driver=False, configure_logging=False)
             self.dashboard_url = getattr(context, "dashboard_url", None)
-        for model in self.models:
-            if self.settings.grid:
-                self._final(model, self.space.grid(model), callbacks)
-            else:
-                best = self._search(model, callbacks)
-                self._final(model, [best] if best is not None else [], callbacks)
+        if self.settings.grid:
+            jobs = [(model, params) for model in self.models for params in self.space.grid(model)]
+        else:
+            best = {model: self._search(model, callbacks) for model in self.models}
+            jobs = [(model, params) for model, params in best.items() if params is not None]
+        self._final(jobs, callbacks)
 
     def _trainable(self):
         from ray import tune
@@ -216,29 +217,33 @@ class Sweep:
         sampler = optuna.samplers.TPESampler(seed=0) if self.settings.sampler == "tpe" else \
             optuna.samplers.RandomSampler(seed=0)
         storage = optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
-        search = OptunaSearch(space={f"params/{k}": p.optuna_distribution() for k, p in searched.items()},
+        search = OptunaSearch(space={f"job/params/{k}": p.optuna_distribution() for k, p in searched.items()},
                               metric="score", mode="min", sampler=sampler, storage=storage,
                               study_name=f"{self.out.name}-{model}")
-        config = {**_trial_config(self.settings, self.space, model, "search"), "seed": 0,
-                  "params": dict(fixed)}
+        config = {**_trial_config(self.settings, self.space, "search"), "seed": 0,
+                  "job": {"model": model, "params": dict(fixed)}}
         tune_config = tune.TuneConfig(
-            trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self.settings.trials, max_concurrent_trials=self.settings.max_concurrent_trials,
-            scheduler=ASHAScheduler(metric="score", mode="min", grace_period=max(1, (self.settings.epochs or self.space.epochs) // 10))
+            trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self.settings.trials,
+            max_concurrent_trials=self.settings.max_concurrent_trials,
+            scheduler=ASHAScheduler(metric="score", mode="min",
+                                    grace_period=max(1, (self.settings.epochs or self.space.epochs) // 10))
             if self.settings.asha else None)
         self._tuner(f"search-{model}", config, tune_config, callbacks).fit()
         return best_params(results_records(self.out / f"search-{model}"), fixed)
 
-    def _final(self, model: str, configs: list[dict], callbacks) -> None:
-        """Every config x seeds 0..N-1, scored on the test split."""
+    def _final(self, jobs: list[tuple[str, dict]], callbacks) -> None:
+        """Every (model, config) job x seeds 0..N-1 in one Tune experiment, so all models share the
+        cluster; scored on the test split."""
         from ray import tune
 
-        if not configs:
+        if not jobs:
             return
-        config = {**_trial_config(self.settings, self.space, model, "final"),
-                  "params": tune.grid_search(configs), "seed": tune.grid_search(list(range(self.seeds)))}
+        config = {**_trial_config(self.settings, self.space, "final"),
+                  "job": tune.grid_search([{"model": m, "params": p} for m, p in jobs]),
+                  "seed": tune.grid_search(list(range(self.seeds)))}
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
-        self._tuner(f"final-{model}", config, tune_config, callbacks).fit()
+        self._tuner("final", config, tune_config, callbacks).fit()
 
 
 def trial_dirname(trial) -> str:

@@ -42,12 +42,14 @@ class MultimodalVAE(nn.Module):
 
     name: str = ""
     description: str = ""
+    experimental: bool = False  # listed as such by `mrfbench models`
     config_class: type[ModelConfig] = ModelConfig
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.beta_scale = 1.0  # set by the trainer during a KL warm-up; multiplies config.beta
+        self.sampler_diagnostics: dict[str, float] = {}  # filled by MCMC samplers (acceptance rates), reported
 
     @property
     def beta(self) -> float:

@@ -42,6 +42,7 @@ class GMRFMVAE(MultimodalVAE):
 
     description = "GMRF MVAE: full-covariance Gaussian MRF prior and posterior (paper Sec. 3.1.1)"
     config_class = GMRFConfig
+    latent_law = FullCovGaussian  # law of prior and posterior, built from (location or skew, Cholesky factor)
 
     def __init__(self, config: GMRFConfig):
         super().__init__(config)
@@ -63,9 +64,9 @@ class GMRFMVAE(MultimodalVAE):
     def capacity(self) -> int:
         return self.layout.n_free
 
-    def prior(self) -> FullCovGaussian:
+    def prior(self):
         L = self.layout.scale_tril(self.prior_log_diag, self.prior_within, self.prior_cross)
-        return FullCovGaussian(self.prior_loc, L)
+        return self.latent_law(self.prior_loc, L)
 
     def _unary(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-modality features (B, M, H), means (B, D), log-diagonal (B, D) and within-block entries."""
@@ -75,11 +76,11 @@ class GMRFMVAE(MultimodalVAE):
         mu, log_diag = out[..., :d].flatten(-2), out[..., d : 2 * d].flatten(-2)
         return features, mu, log_diag, self.layout.select_within(out[..., 2 * d :])
 
-    def posterior(self, x: torch.Tensor) -> FullCovGaussian:
+    def posterior(self, x: torch.Tensor):
         """q(z | x_1..x_M): unary blocks from each modality, cross blocks from the global encoder."""
         features, mu, log_diag, within = self._unary(x)
         cross = self.global_encoder(features.flatten(-2))
-        return FullCovGaussian(mu, self.layout.scale_tril(log_diag, within, cross))
+        return self.latent_law(mu, self.layout.scale_tril(log_diag, within, cross))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder means, (..., D) -> (..., M, F): modality i from its own block z_i."""
@@ -119,14 +120,18 @@ class GMRFMVAE(MultimodalVAE):
         if c.conditional_latent == "mean":
             z_obs = mu[:, None, obs_idx].expand(-1, n_per, -1)
         else:
-            unary = FullCovGaussian(mu, self.layout.scale_tril(log_diag, within, None))
+            unary = self.latent_law(mu, self.layout.scale_tril(log_diag, within, None))
             z_obs = unary.marginal(observed, c.latent_dim).sample((n_per,)).transpose(0, 1)  # (B, n_per, |o| d)
         z = torch.empty(*z_obs.shape[:2], self.layout.dim, device=x.device, dtype=x.dtype)
         z[..., obs_idx] = z_obs
-        z[..., block_indices(missing, c.latent_dim, x.device)] = self.prior().condition(observed, z_obs, c.latent_dim).sample()
+        z[..., block_indices(missing, c.latent_dim, x.device)] = self.sample_missing(observed, z_obs)
         out = self.decode(z)
         out[:, :, observed] = x[:, None, observed]
         return out
+
+    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
+        """Draw the missing latent blocks given the observed ones, (..., |o| d) -> (..., |m| d)."""
+        return self.prior().condition(observed, z_obs, self.config.latent_dim).sample()
 
     @torch.no_grad()
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:
