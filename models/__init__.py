@@ -37,6 +37,6 @@ def build_model(name: str, **options) -> MultimodalVAE:
     return cls(cls.config_class(**options))
 
 
-from mrfbench.models import almrf, gmrf, mmvae, mmvaeplus, mopoe, mvae, nnmrf  # noqa: E402,F401  (register the models)
+from mrfbench.models import almrf, gmrf, mmvae, mmvaeplus, mopoe, mrf, mvae, nnmrf  # noqa: E402,F401  (register the models)
 
 __all__ = ["MODELS", "LossOutput", "ModelConfig", "MultimodalVAE", "build_model", "get_model_class", "register_model"]

@@ -101,3 +101,18 @@ def test_invalid_options():
         build_model("nnmrf", confinement=-1.0)
     with pytest.raises(UsageError, match="mh chains"):
         build_model("nnmrf", mh_chains=0)
+
+
+def test_experimental_mrf_gives_finite_gradients_to_every_part_and_samples(data):
+    torch.manual_seed(0)
+    model = build_model("mrf", **FAST_MH)
+    assert model.experimental and model.capacity == 16
+    out = model.loss(data["test"][:16])
+    out.loss.backward()
+    assert out.terms["recon"] == pytest.approx(out.loss.item())
+    for part in (model.decoders, model.heads, model.energy, model.posterior_pairs):
+        grads = [p.grad for p in part.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    assert model.sample(50).shape == (50, 4, 2)
+    assert model.conditional_sample(data["test"][:3], [2], 4).shape == (3, 4, 4, 2)
+    assert torch.isfinite(model.kl_per_block(data["test"][:8])).all()
