@@ -28,8 +28,15 @@ ResultsDir = Annotated[Path, typer.Option(help="where leaderboards go")]
 Address = Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port [embedded local Ray]")]
 
 
+def torch_linalg_error() -> type[Exception]:
+    import torch
+
+    return torch.linalg.LinAlgError
+
+
 def clean_errors(command):
-    """Report user errors as one line on stderr with exit code 2, never as a traceback."""
+    """Report user errors as one line on stderr with exit code 2, and numerical failures of a run (NaN loss,
+    a covariance that is not positive definite) as one line with exit code 1, never as a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -38,6 +45,11 @@ def clean_errors(command):
         except UsageError as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except (FloatingPointError, torch_linalg_error()) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            err_console.print(f"[bold red]numerical failure:[/] {escape(first_line)}; files already written are kept",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; files already written are kept")
             raise typer.Exit(130) from None

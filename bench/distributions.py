@@ -133,10 +133,13 @@ class FullCovGaussian(Distribution):
         return 0.5 * d * (1.0 + math.log(2 * math.pi)) + 0.5 * self.log_det_cov()
 
     def marginal(self, blocks: Sequence[int], block_dim: int) -> FullCovGaussian:
-        """Marginal law of the given modality blocks."""
+        """Marginal law of the given modality blocks. Its Cholesky factor comes from a QR decomposition of
+        the selected rows of L (S_bb = L_b L_b^T = R^T R), which stays accurate where forming S_bb and
+        factorising it would fail (a posterior with one tiny scale and large within-block entries)."""
         idx = block_indices(blocks, block_dim, self.loc.device)
-        cov = self.covariance_matrix[..., idx[:, None], idx]
-        return FullCovGaussian(self.loc[..., idx], torch.linalg.cholesky(cov))
+        r = torch.linalg.qr(self.scale_tril[..., idx, :].mT, mode="r")[1]
+        sign = torch.sign(r.diagonal(dim1=-2, dim2=-1))
+        return FullCovGaussian(self.loc[..., idx], r.mT * torch.where(sign == 0, 1.0, sign).unsqueeze(-2))
 
     def condition(self, observed: Sequence[int], value: torch.Tensor, block_dim: int) -> FullCovGaussian:
         """Law of the remaining blocks given the ``observed`` blocks equal ``value`` (Proposition 1).

@@ -122,3 +122,14 @@ def test_marginal_is_the_sub_covariance():
 def test_sparsity_outside_unit_interval_is_rejected():
     with pytest.raises(ValueError, match="sparsity"):
         CholeskyLayout(2, 2, sparsity=1.0)
+
+
+def test_marginal_factor_survives_an_ill_conditioned_block():
+    """A posterior block with scale e^-12 beside an entry of 3: forming L L^T and factorising fails in
+    float32, the QR route must not."""
+    L = torch.diag_embed(torch.tensor([[1.0, 1.0, torch.tensor(-12.0).exp(), 1.0]]))
+    L[0, 3, 2] = 3.0
+    L[0, 2, 2], L[0, 3, 3] = 1.0, torch.tensor(-12.0).exp()
+    marginal = FullCovGaussian(torch.zeros(1, 4), L).marginal([1], 2)
+    assert torch.isfinite(marginal.scale_tril).all() and torch.all(marginal.scale_tril.diagonal(dim1=-2, dim2=-1) > 0)
+    torch.testing.assert_close(marginal.covariance_matrix, (L @ L.mT)[:, 2:, 2:])
