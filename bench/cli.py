@@ -331,6 +331,8 @@ def reproduce(
         raise UsageError(f"unknown budget '{budget}'; valid: {', '.join(BUDGETS)}")
     space, options = BUDGETS[budget]
     out = out or results_dir / "sweeps" / f"{dataset}-{budget}"
+    if budget != "paper":  # a first look never replaces the reference leaderboard results/<dataset>/
+        results_dir = results_dir / budget
     if (out / SWEEP_FILE).exists():
         console.print(f"resuming the sweep in {out}")
         _run_sweep(out, results_dir)

@@ -183,7 +183,7 @@ class Sweep:
                                log_to_driver=False, configure_logging=False)
             self.dashboard_url = getattr(context, "dashboard_url", None)
         if self.settings.grid:
-            jobs = [(model, params) for model in self.models for params in self.space.grid(model)]
+            jobs = interleave({model: self.space.grid(model) for model in self.models})
         else:
             best = {model: self._search(model, callbacks) for model in self.models}
             jobs = [(model, params) for model, params in best.items() if params is not None]
@@ -244,6 +244,13 @@ class Sweep:
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
         self._tuner("final", config, tune_config, callbacks).fit()
+
+
+def interleave(grids: dict[str, list[dict]]) -> list[tuple[str, dict]]:
+    """(model, params) jobs taking each model's i-th grid point in turn, so a sweep stopped early (or still
+    running) has covered every model, at the first values of each grid, rather than the first models."""
+    depth = max((len(grid) for grid in grids.values()), default=0)
+    return [(model, grid[i]) for i in range(depth) for model, grid in grids.items() if i < len(grid)]
 
 
 def trial_dirname(trial) -> str:

@@ -171,3 +171,27 @@ def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
     assert sorted(r["seed"] for r in final) == [0, 1]
     assert all(r["status"] == "ok" for r in records)
     assert first.read_text() == before  # the trial finished before the interruption was not re-run
+
+
+def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_ray, tmp_path, monkeypatch):
+    """The README's main command, wired end to end on a tiny budget (the real one takes minutes)."""
+    from typer.testing import CliRunner
+
+    from mrfbench import cli
+
+    tiny = {k: v for k, v in TINY.items() if k not in ("trials", "search_eval_options")}
+    monkeypatch.setitem(cli.BUDGETS, "quick", ("copula_quick", {**tiny, "seeds": 1, "models": ["gmrf", "mopoe"]}))
+    result = CliRunner().invoke(cli.app, ["reproduce", "copula", "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    board = (tmp_path / "quick" / "copula" / "leaderboard.md").read_text()
+    assert "| gmrf |" in board and "| mopoe |" in board
+    assert not (tmp_path / "copula").exists()  # the reference leaderboard is left alone
+    records = results_records(tmp_path / "sweeps" / "copula-quick")
+    assert sorted(r["model"] for r in records) == ["gmrf", "mopoe"] and all(r["status"] == "ok" for r in records)
+
+
+def test_grid_jobs_take_every_model_in_turn():
+    from mrfbench.sweep import interleave
+
+    jobs = interleave({"a": [{"beta": 1}, {"beta": 2}, {"beta": 3}], "b": [{"beta": 1}]})
+    assert jobs == [("a", {"beta": 1}), ("b", {"beta": 1}), ("a", {"beta": 2}), ("a", {"beta": 3})]
