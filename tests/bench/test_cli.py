@@ -40,7 +40,10 @@ def test_help_lists_the_commands():
 
 
 def test_registries_are_listed():
-    assert "gmrf" in invoke("models").output
+    listing = invoke("models").output
+    for name in ("gmrf", "almrf", "nnmrf", "mrf", "mvae", "mmvae", "mopoe", "mmvaeplus"):
+        assert f" {name} " in listing
+    assert "(experimental)" in listing
     assert "copula" in invoke("datasets").output
 
 
@@ -140,6 +143,9 @@ def test_installed_entry_point_reports_errors_without_traceback():
     ("mvae", ["--specific-dim", "3"]), ("mopoe", ["--dist", "laplace"]),
     ("mmvae", ["--objective", "dreg", "--k", "3"]), ("mmvaeplus", ["--objective", "elbo"]),
     ("gmrf", ["--sparsity", "0.5", "--likelihood", "laplace"]),
+    ("almrf", ["--conditional", "exact"]),
+    ("nnmrf", ["--set", "n_importance=4", "--set", "mh_chains=500", "--set", "mh_burn_in=20",
+               "--set", "collapse_samples=500"]),
 ])
 def test_every_model_trains_from_the_cli(tmp_path, model, extra):
     result = invoke("train", "--out", tmp_path / model, "--model", model, *TINY, *extra)
@@ -151,3 +157,28 @@ def test_every_model_trains_from_the_cli(tmp_path, model, extra):
 def test_options_a_model_lacks_are_rejected(tmp_path):
     assert_clean_error(invoke("train", "--out", tmp_path / "x", "--model", "mvae", "--sparsity", "0.5", *TINY),
                        "model 'mvae' has no option(s) sparsity")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "nnmrf", "--set", "n_importance=1"], "n importance must be >= 2"),
+    (["--model", "nnmrf", "--set", "n_importance"], "--set takes KEY=VALUE"),
+    (["--model", "gmrf", "--set", "colour=red"], "model 'gmrf' has no option(s) colour"),
+    (["--model", "almrf", "--conditional", "approximate"], "unknown conditional 'approximate'"),
+])
+def test_bad_model_options_are_one_clear_line(tmp_path, args, message):
+    assert_clean_error(invoke("train", "--out", tmp_path / "x", *TINY, *args), message)
+
+
+def test_numerical_failures_are_one_line_with_exit_1(tmp_path, monkeypatch):
+    import torch
+
+    import mrfbench.experiment
+
+    def fail(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.cholesky: the input is not positive-definite.\nsecond line")
+
+    monkeypatch.setattr(mrfbench.experiment, "run_experiment", fail)
+    result = invoke("train", "--out", tmp_path / "x", *TINY)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.stderr.strip().splitlines() if line]
+    assert len(lines) == 1 and "numerical failure" in lines[0] and "not positive-definite" in lines[0]
