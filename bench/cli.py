@@ -364,3 +364,23 @@ def data(
         manifest = build(kind, load_mnist(mnist), out, seed, backgrounds.split(",") if backgrounds else None)
     shapes = ", ".join(f"{split} {tuple(manifest[f'{split}_shape'])}" for split in ("train", "test"))
     console.print(f"{kind} in {out}: {shapes}; manifest {out / 'manifest.json'}")
+
+
+@app.command()
+@clean_errors
+def classifiers(
+    build_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench data`")],
+    epochs: Annotated[int, typer.Option(help="training epochs per classifier")] = 3,
+    retrain: Annotated[bool, typer.Option(help="train anew even if cached")] = False,
+):
+    """Train (or load) the per-modality digit classifiers behind coherence and fid_suite; print test accuracy."""
+    from mrfbench.image_metrics import modality_classifiers
+
+    if epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {epochs}")
+    with console.status(f"classifiers for {build_dir}"):
+        _, accuracies = modality_classifiers(build_dir, epochs, retrain)
+    table = Table("modality", "test accuracy", title=f"digit classifiers in {build_dir / 'classifiers'}")
+    for m, value in enumerate(accuracies):
+        table.add_row(str(m), f"{value:.4f}")
+    console.print(table)

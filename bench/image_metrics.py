@@ -1,0 +1,210 @@
+"""Image metrics for PolyMNIST / MNIST-3: coherence through digit classifiers the suite trains, FID through
+torch-fidelity (Inception when its weights are given, else features of the suite's classifier, reported as
+``fid_suite``), and SSIM through torchmetrics. Images are uint8 (N, 3, 28, 28) or float in [0, 1]."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mrfbench.distributions import nonempty_subsets
+from mrfbench.errors import UsageError
+from mrfbench.runs import atomic_write, write_json
+
+SUITE_EXTRACTOR = "mrfbench-digit-features"
+CLASSIFIERS_DIR = "classifiers"  # in a build directory: m<k>.pt per modality and accuracy.json
+
+
+class DigitClassifier(nn.Module):
+    """The published PolyMNIST classifier: two stride-2 convolutions 3 -> 10 -> 20 with dropout, then
+    linear 980 -> 128 -> 10. ``features`` gives the 128-d penultimate layer (the suite's FID features)."""
+
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(channels, 10, 3, stride=2, padding=1), nn.ReLU(), nn.Dropout2d(0.1),
+            nn.Conv2d(10, 20, 3, stride=2, padding=1), nn.ReLU(), nn.Dropout2d(0.1), nn.Flatten(),
+            nn.Linear(980, 128), nn.ReLU())
+        self.head = nn.Linear(128, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(as_float(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 3, seed: int = 0,
+                     batch_size: int = 128) -> DigitClassifier:
+    """Adam on (N, C, 28, 28) images; a few epochs reach > 95% on PolyMNIST-like data."""
+    torch.manual_seed(seed)
+    model = DigitClassifier(images.shape[1])
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.from_numpy(np.array(images)), torch.from_numpy(np.asarray(labels))
+    for _ in range(epochs):
+        model.train()
+        for batch in torch.randperm(len(x)).split(batch_size):
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(classifier: DigitClassifier, images, batch_size: int = 2048) -> torch.Tensor:
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
+    return torch.cat([classifier(part).argmax(-1) for part in x.split(batch_size)])
+
+
+def accuracy(classifier: DigitClassifier, images, labels) -> float:
+    return float((predict(classifier, images) == torch.as_tensor(np.asarray(labels))).float().mean())
+
+
+def load_classifier(path: Path) -> DigitClassifier:
+    """A classifier saved by ``modality_classifiers`` (its channel count read from the weights)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        classifier = DigitClassifier(state["trunk.0.weight"].shape[1])
+        classifier.load_state_dict(state)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise UsageError(f"corrupt classifier {path} ({type(err).__name__}); retrain with --retrain") from None
+    return classifier.eval()
+
+
+def modality_classifiers(build_dir: Path, epochs: int = 3, retrain: bool = False) -> tuple[list[DigitClassifier], list[float]]:
+    """One classifier per modality of a build (labels (N,) shared, or (N, M) per modality), trained on the
+    train split and cached in ``<build>/classifiers/m<k>.pt`` with the test accuracies in accuracy.json;
+    ``retrain`` trains them anew."""
+    from mrfbench.datasets.polymnist import load_build
+
+    folder = Path(build_dir) / CLASSIFIERS_DIR
+    splits = load_build(build_dir)
+    (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
+    n_modalities = train_x.shape[1]
+    paths = [folder / f"m{m}.pt" for m in range(n_modalities)]
+    if all(p.exists() for p in paths) and (folder / "accuracy.json").exists() and not retrain:
+        return [load_classifier(p) for p in paths], json.loads((folder / "accuracy.json").read_text())["test_accuracy"]
+
+    def labels_of(y, m):
+        return y[:, m] if y.ndim == 2 else y
+
+    classifiers = [train_classifier(train_x[:, m], labels_of(train_y, m), epochs, seed=m) for m in range(n_modalities)]
+    accuracies = [accuracy(c, test_x[:, m], labels_of(test_y, m)) for m, c in enumerate(classifiers)]
+    folder.mkdir(exist_ok=True)
+    for path, classifier in zip(paths, classifiers):
+        atomic_write(path, lambda h, c=classifier: torch.save(c.state_dict(), h))
+    write_json(folder / "accuracy.json", {"test_accuracy": accuracies, "epochs": epochs})
+    return classifiers, accuracies
+
+
+def conditional_coherence(generate: Callable[[torch.Tensor, list[int]], torch.Tensor], x: torch.Tensor,
+                          labels: torch.Tensor, classifiers: list[DigitClassifier]) -> dict:
+    """For every non-empty proper subset of observed modalities, ``generate(x, observed)`` -> (N, M, C, H, W)
+    generations; coherence is the fraction of generated (unobserved) modalities whose predicted digit is the
+    label. Returns the mean per subset size ("size_k") and over all subsets ("mean")."""
+    n_modalities = x.shape[1]
+    per_size: dict[int, list[float]] = {}
+    for mask in nonempty_subsets(n_modalities)[:-1]:
+        observed = [int(i) for i in torch.nonzero(mask).flatten()]
+        generated = generate(x, observed)
+        hits = [(predict(classifiers[m], generated[:, m]) == labels).float().mean().item()
+                for m in range(n_modalities) if m not in observed]
+        per_size.setdefault(len(observed), []).append(float(np.mean(hits)))
+    out = {f"size_{k}": float(np.mean(v)) for k, v in sorted(per_size.items())}
+    out["mean"] = float(np.mean([h for v in per_size.values() for h in v]))
+    return out
+
+
+def unconditional_coherence(samples: torch.Tensor, classifiers: list[DigitClassifier]) -> float:
+    """Fraction of joint generations (N, M, C, H, W) whose modalities' predicted digits all agree."""
+    predictions = torch.stack([predict(c, samples[:, m]) for m, c in enumerate(classifiers)], 1)
+    return float((predictions == predictions[:, :1]).all(1).float().mean())
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean SSIM between two image batches (N, C, H, W) (torchmetrics, data range 1)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return float(structural_similarity_index_measure(as_float(a), as_float(b), data_range=1.0))
+
+
+def fid(a, b, inception_weights: Path | None = None, suite_classifier: Path | None = None,
+        device: str = "cpu") -> dict[str, float]:
+    """FID between two uint8 image sets (N, 3, H, W) through torch-fidelity: ``{"fid": ...}`` with the
+    Inception weights the user gives (the paper's metric), else ``{"fid_suite": ...}`` with the 128-d
+    features of the suite's digit classifier saved at ``suite_classifier`` (``<build>/classifiers/m<k>.pt``;
+    not comparable to the paper's Inception FID)."""
+    import torch_fidelity
+
+    if inception_weights is not None and not Path(inception_weights).exists():
+        raise UsageError(f"--inception-weights {inception_weights} does not exist")
+    if inception_weights is None and (suite_classifier is None or not Path(suite_classifier).exists()):
+        raise UsageError("FID needs --inception-weights FILE or a trained suite classifier; neither is available")
+    _register_suite_extractor()
+    options = ({"feature_extractor": "inception-v3-compat", "feature_extractor_weights_path": str(inception_weights)}
+               if inception_weights is not None else
+               {"feature_extractor": SUITE_EXTRACTOR, "feature_layer_fid": "128",
+                "feature_extractor_weights_path": str(suite_classifier)})
+    result = torch_fidelity.calculate_metrics(
+        input1=_ImageSet(a), input2=_ImageSet(b), fid=True, cuda=device.startswith("cuda"), verbose=False,
+        cache=False, batch_size=256, save_cpu_ram=True, **options)  # save_cpu_ram: no loader worker processes
+    return {"fid" if inception_weights is not None else "fid_suite": float(result["frechet_inception_distance"])}
+
+
+class _ImageSet(torch.utils.data.Dataset):
+    def __init__(self, images):
+        self.images = torch.as_tensor(np.ascontiguousarray(images))
+        if self.images.dtype != torch.uint8:
+            self.images = (self.images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def _register_suite_extractor() -> None:
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if SUITE_EXTRACTOR in FEATURE_EXTRACTORS_REGISTRY:
+        return
+
+    class SuiteDigitFeatures(FeatureExtractorBase):
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            self.classifier = load_classifier(Path(feature_extractor_weights_path))
+
+        @staticmethod
+        def get_provided_features_list():
+            return ("128",)
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return "128"
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
+
+        def forward(self, x):
+            if self.classifier.trunk[0].in_channels == 1:  # grey digits given as RGB
+                x = as_float(x).mean(1, keepdim=True)
+            return (self.classifier.features(x).double(),)
+
+    register_feature_extractor(SUITE_EXTRACTOR, SuiteDigitFeatures)

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from mrfbench.datasets.mnist import MNIST
+from mrfbench.datasets.polymnist import build, load_build
+from mrfbench.errors import UsageError
+from mrfbench.image_metrics import (
+    conditional_coherence, fid, modality_classifiers, predict, ssim, unconditional_coherence)
+
+
+def easy_mnist(n_train=3000, n_test=300, seed=0) -> MNIST:
+    """Digits as bars at a label-dependent height, thick and bright, with noise: easy to classify."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        rows = 2 + 2 * labels[:, None] + np.arange(3)[None]
+        images[np.arange(n)[:, None], rows, 4:24] = 255
+        return images, labels
+
+    (a, b), (c, d) = make(n_train), make(n_test)
+    return MNIST(a, b, c, d, "easy", "0" * 64)
+
+
+@pytest.fixture(scope="module")
+def polymnist(tmp_path_factory):
+    """A small PolyMNIST build over the scikit-image backgrounds, with its classifiers."""
+    out = tmp_path_factory.mktemp("pm")
+    build("polymnist", easy_mnist(), out, seed=0)
+    classifiers, accuracies = modality_classifiers(out, epochs=6)
+    return out, classifiers, accuracies
+
+
+def test_classifiers_reach_high_accuracy_and_are_cached(polymnist):
+    out, classifiers, accuracies = polymnist
+    assert len(classifiers) == 5 and min(accuracies) >= 0.95, accuracies
+    cached, cached_acc = modality_classifiers(out)
+    assert cached_acc == accuracies
+    x = torch.from_numpy(np.ascontiguousarray(load_build(out)["test"][0][:50, 2]))
+    assert torch.equal(predict(cached[2], x), predict(classifiers[2], x))
+    (out / "classifiers" / "m1.pt").write_bytes(b"broken")
+    with pytest.raises(UsageError, match="corrupt classifier"):
+        modality_classifiers(out)
+    modality_classifiers(out, epochs=1, retrain=True)  # retrained on demand, cache repaired
+
+
+def test_coherence_is_one_for_an_oracle_and_near_chance_for_noise(polymnist):
+    out, classifiers, _ = polymnist
+    images, labels = load_build(out)["test"]
+    x, y = torch.from_numpy(np.array(images)), torch.from_numpy(labels)
+    oracle = conditional_coherence(lambda data, observed: data, x, y, classifiers)
+    assert set(oracle) == {"size_1", "size_2", "size_3", "size_4", "mean"}
+    assert oracle["mean"] > 0.95
+    g = torch.Generator().manual_seed(0)
+    noise = conditional_coherence(lambda data, observed: torch.randint(0, 256, data.shape, generator=g, dtype=torch.uint8),
+                                  x, y, classifiers)
+    assert noise["mean"] < 0.3
+    assert unconditional_coherence(x, classifiers) > 0.9
+    shuffled = x[:, :, :, :, :].clone()
+    shuffled[:, 1] = x[torch.randperm(len(x), generator=g), 1]
+    assert unconditional_coherence(shuffled, classifiers) < 0.3
+
+
+def test_fid_of_a_set_against_itself_is_zero_and_grows_for_other_images(polymnist):
+    out, _, _ = polymnist
+    images, _ = load_build(out)["test"]
+    real = np.ascontiguousarray(images[:, 0])
+    weights = out / "classifiers" / "m0.pt"
+    same = fid(real, real, suite_classifier=weights)
+    noise = np.random.default_rng(0).integers(0, 256, real.shape).astype(np.uint8)
+    other = fid(real, noise, suite_classifier=weights)
+    assert set(same) == {"fid_suite"} and abs(same["fid_suite"]) < 1e-3
+    assert other["fid_suite"] > 1.0
+    with pytest.raises(UsageError, match="inception-weights"):
+        fid(real, real, inception_weights=out / "absent.pth")
+
+
+def test_ssim_of_identical_images_is_one():
+    x = torch.rand(4, 3, 28, 28)
+    assert ssim(x, x) == pytest.approx(1.0)
+    assert ssim(x, torch.rand(4, 3, 28, 28)) < 0.5
