@@ -21,8 +21,13 @@ class ModelConfig:
     likelihood: str = "gaussian"
     likelihood_scale: str = "optimal"  # the batch's maximum-likelihood scale, or "learned"
     hidden: int = 256
+    architecture: str = "mlp"  # modality encoders/decoders: "mlp", or "conv" for C x 28 x 28 images
 
     def __post_init__(self):
+        if self.architecture not in ("mlp", "conv"):
+            raise UsageError(f"unknown architecture '{self.architecture}'; valid: mlp, conv")
+        if self.architecture == "conv" and self.modality_dim % 784:
+            raise UsageError(f"the conv architecture needs C x 28 x 28 modalities, got {self.modality_dim} features")
         if not self.beta > 0:
             raise UsageError(f"beta must be > 0, got {self.beta}")
         if self.latent_dim < 1:

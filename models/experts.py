@@ -15,7 +15,7 @@ from torch.distributions import Distribution, kl_divergence
 from mrfbench.distributions import FACTORISED, factorised, standard
 from mrfbench.errors import UsageError
 from mrfbench.models.base import ModelConfig, MultimodalVAE
-from mrfbench.models.networks import GroupedMLP, Likelihood
+from mrfbench.models.networks import GroupedMLP, Likelihood, modality_decoder, modality_encoder
 
 
 @dataclass
@@ -54,9 +54,9 @@ class ExpertsVAE(MultimodalVAE):
         super().__init__(config)
         c = config
         m, h = c.n_modalities, c.hidden
-        self.trunks = GroupedMLP(m, [c.modality_dim, h, h], final_relu=True)
+        self.trunks = modality_encoder(c, h)
         self.heads = GroupedMLP(m, [h, 2 * (c.latent_dim + c.specific_dim)])
-        self.decoders = GroupedMLP(m, [c.latent_dim + c.specific_dim, h, h, c.modality_dim])
+        self.decoders = modality_decoder(c, c.latent_dim + c.specific_dim)
         self.likelihood = Likelihood(c.likelihood, m, c.modality_dim, c.likelihood_scale)
 
     @property
@@ -91,7 +91,7 @@ class ExpertsVAE(MultimodalVAE):
         return self.likelihood.log_prob(x, mean, mask)
 
     def prior_sample(self, shape: tuple[int, ...], dim: int) -> torch.Tensor:
-        ref = torch.empty(*shape, dim, device=self.trunks.net[0].weight.device)
+        ref = torch.empty(*shape, dim, device=next(self.parameters()).device)
         return standard(self.config.dist, ref).sample()
 
     @torch.no_grad()

@@ -18,7 +18,7 @@ from mrfbench.distributions import CholeskyLayout, FullCovGaussian, block_indice
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput, ModelConfig, MultimodalVAE
-from mrfbench.models.networks import GroupedMLP, Likelihood, mlp
+from mrfbench.models.networks import GroupedMLP, Likelihood, mlp, modality_decoder, modality_encoder
 
 
 @dataclass
@@ -49,10 +49,10 @@ class GMRFMVAE(MultimodalVAE):
         c = config
         m, d, h = c.n_modalities, c.latent_dim, c.hidden
         self.layout = CholeskyLayout(m, d, c.sparsity, c.mask_seed)
-        self.trunks = GroupedMLP(m, [c.modality_dim, h, h], final_relu=True)
+        self.trunks = modality_encoder(c, h)
         self.heads = GroupedMLP(m, [h, 2 * d + self.layout.n_within_per_block])
         self.global_encoder = mlp([m * h, c.global_hidden, c.global_hidden, self.layout.n_cross])
-        self.decoders = GroupedMLP(m, [d, h, h, c.modality_dim])
+        self.decoders = modality_decoder(c, d)
         self.likelihood = Likelihood(c.likelihood, m, c.modality_dim, c.likelihood_scale)
         D = self.layout.dim
         self.prior_loc = nn.Parameter(torch.zeros(D))

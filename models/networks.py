@@ -43,6 +43,65 @@ class GroupedMLP(nn.Module):
         return self.net(grouped).transpose(0, 1).reshape(*batch, x.shape[-2], -1)
 
 
+class ConvEncoder(nn.Module):
+    """Per-modality convolutional encoders for C x 28 x 28 images (the MoPoE / MMVAE+ PolyMNIST layout:
+    three stride-2 convolutions 32 -> 64 -> 128, then linear), all modalities at once as grouped
+    convolutions: (..., M, C * 784) -> (..., M, out), ReLU output like the MLP trunks."""
+
+    def __init__(self, n_groups: int, channels: int, out: int):
+        super().__init__()
+        m = n_groups
+        self.n_groups, self.channels = m, channels
+        self.convs = nn.Sequential(
+            nn.Conv2d(m * channels, m * 32, 3, 2, 1, groups=m), nn.ReLU(),  # 28 -> 14
+            nn.Conv2d(m * 32, m * 64, 3, 2, 1, groups=m), nn.ReLU(),  # 14 -> 7
+            nn.Conv2d(m * 64, m * 128, 3, 2, 1, groups=m), nn.ReLU())  # 7 -> 4
+        self.linear = GroupedLinear(m, 128 * 16, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, m = x.shape[:-2], self.n_groups
+        h = self.convs(x.reshape(-1, m * self.channels, 28, 28)).reshape(-1, m, 128 * 16)
+        return torch.relu(self.linear(h.transpose(0, 1).contiguous())).transpose(0, 1).reshape(*batch, m, -1)
+
+
+class ConvDecoder(nn.Module):
+    """Per-modality transposed-convolution decoders, the mirror of ``ConvEncoder``:
+    (..., M, latent) -> (..., M, C * 784)."""
+
+    def __init__(self, n_groups: int, latent: int, channels: int):
+        super().__init__()
+        m = n_groups
+        self.n_groups, self.channels = m, channels
+        self.linear = GroupedLinear(m, latent, 128 * 16)
+        self.deconvs = nn.Sequential(
+            nn.ReLU(), nn.ConvTranspose2d(m * 128, m * 64, 3, 2, 1, groups=m),  # 4 -> 7
+            nn.ReLU(), nn.ConvTranspose2d(m * 64, m * 32, 4, 2, 1, groups=m),  # 7 -> 14
+            nn.ReLU(), nn.ConvTranspose2d(m * 32, m * channels, 4, 2, 1, groups=m))  # 14 -> 28
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        batch, m = z.shape[:-2], self.n_groups
+        h = self.linear(z.reshape(-1, m, z.shape[-1]).transpose(0, 1).contiguous()).transpose(0, 1)
+        out = self.deconvs(h.reshape(-1, m * 128, 4, 4))
+        return out.reshape(*batch, m, self.channels * 784)
+
+
+ARCHITECTURES = ("mlp", "conv")
+
+
+def modality_encoder(config, out: int) -> nn.Module:
+    """The per-modality feature extractors a model's heads sit on: MLPs, or convolutions for images."""
+    if config.architecture == "conv":
+        return ConvEncoder(config.n_modalities, config.modality_dim // 784, out)
+    return GroupedMLP(config.n_modalities, [config.modality_dim, config.hidden, out], final_relu=True)
+
+
+def modality_decoder(config, latent: int) -> nn.Module:
+    """Per-modality decoders from ``latent`` dimensions to the modality's features."""
+    if config.architecture == "conv":
+        return ConvDecoder(config.n_modalities, latent, config.modality_dim // 784)
+    return GroupedMLP(config.n_modalities, [latent, config.hidden, config.hidden, config.modality_dim])
+
+
 def mlp(sizes: list[int]) -> nn.Sequential:
     """MLP with ReLU between layers and a linear last layer."""
     layers: list[nn.Module] = []

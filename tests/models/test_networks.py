@@ -45,3 +45,40 @@ def test_unknown_likelihood_options_are_usage_errors():
         Likelihood("poisson", 1, 1)
     with pytest.raises(UsageError, match="scale 'fixed'"):
         Likelihood("gaussian", 1, 1, scale="fixed")
+
+
+def test_conv_networks_keep_modalities_apart_and_shape_images():
+    from mrfbench.models.networks import ConvDecoder, ConvEncoder
+
+    encoder, decoder = ConvEncoder(5, 3, 64), ConvDecoder(5, 8, 3)
+    x = torch.rand(4, 5, 3 * 784)
+    h = encoder(x)
+    assert h.shape == (4, 5, 64) and decoder(torch.randn(2, 4, 5, 8)).shape == (2, 4, 5, 3 * 784)
+    moved = x.clone()
+    moved[:, 1] = torch.rand(4, 3 * 784)
+    h2 = encoder(moved)
+    torch.testing.assert_close(h2[:, [0, 2, 3, 4]], h[:, [0, 2, 3, 4]])  # grouped: no mixing across modalities
+    assert not torch.allclose(h2[:, 1], h[:, 1])
+
+
+@pytest.mark.parametrize("name", ["gmrf", "almrf", "nnmrf", "mvae", "mmvae", "mopoe", "mmvaeplus"])
+def test_every_model_runs_on_images_with_the_conv_architecture(name):
+    from mrfbench.models import build_model
+
+    extra = {"mh_chains": 32, "mh_burn_in": 2, "collapse_samples": 64} if name == "nnmrf" else {}
+    model = build_model(name, n_modalities=5, modality_dim=3 * 784, architecture="conv", latent_dim=4, **extra)
+    x = torch.rand(6, 5, 3 * 784)
+    model.loss(x).loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.sample(3).shape == (3, 5, 3 * 784)
+    assert model.conditional_sample(x[:2], [0, 2], 2).shape == (2, 2, 5, 3 * 784)
+
+
+def test_conv_architecture_needs_image_modalities():
+    from mrfbench.errors import UsageError
+    from mrfbench.models import build_model
+
+    with pytest.raises(UsageError, match="28 x 28"):
+        build_model("gmrf", architecture="conv")
+    with pytest.raises(UsageError, match="unknown architecture"):
+        build_model("gmrf", architecture="resnet")
