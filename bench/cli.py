@@ -117,7 +117,24 @@ def dependence_table(metrics: dict) -> Table:
     return table
 
 
+def image_table(metrics: dict) -> Table:
+    coherence = metrics["coherence"]
+    table = Table("image metric", "value", title=f"{metrics['model']}, beta={metrics['beta']}, "
+                  f"{metrics['n_tuples']:,} test tuples (higher coherence and SSIM, lower FID are better)")
+    for key, value in coherence["conditional"].items():
+        table.add_row(f"conditional coherence, {key.replace('_', ' ')}", f"{value:.3f}")
+    table.add_row("unconditional coherence", f"{coherence['unconditional']:.3f}")
+    table.add_row("SSIM, conditional generations vs truth", f"{metrics['ssim_conditional']:.3f}")
+    table.add_row("fid_suite per modality (suite features, not Inception)", ", ".join(f"{v:.2f}" for v in metrics["fid_suite"]))
+    table.add_row("classifier test accuracy", ", ".join(f"{v:.3f}" for v in metrics["classifier_test_accuracy"]))
+    table.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in metrics["collapse"]["kl_per_block"]))
+    return table
+
+
 def print_results(metrics: dict) -> None:
+    if "coherence" in metrics:
+        console.print(image_table(metrics))
+        return
     console.print(results_table(metrics))
     console.print(dependence_table(metrics))
 
@@ -165,9 +182,10 @@ def train_command(
     lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "cosine",
     batch_size: Annotated[int, typer.Option()] = 256,
     kl_warmup: Annotated[float, typer.Option(help="fraction of training over which beta ramps up from 0")] = 0.1,
-    n_train: Annotated[int, typer.Option(help="training tuples")] = 20_000,
-    n_val: Annotated[int, typer.Option(help="validation tuples")] = 5_000,
-    n_test: Annotated[int, typer.Option(help="test tuples")] = 5_000,
+    n_train: Annotated[int | None, typer.Option(help="training tuples [copula 20,000; images all]")] = None,
+    n_val: Annotated[int | None, typer.Option(help="validation tuples [5,000]")] = None,
+    n_test: Annotated[int | None, typer.Option(help="test tuples [copula 5,000; images all]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="image data: the build of `mrfbench data` [the cache]")] = None,
     n_unconditional: NUnconditional = 1_000_000,
     n_per_tuple: NPerTuple = 20,
     device: Device = "auto",
@@ -196,12 +214,15 @@ def train_command(
 
         metrics = run_experiment(
             model, dataset, out, model_options=options,
-            dataset_options={"n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed},
+            dataset_options={k: v for k, v in {"n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed,
+                                               "build_dir": None if data_dir is None else str(data_dir)}.items()
+                             if v is not None},
             train_config=train_config, eval_config=_eval_config(n_unconditional, n_per_tuple, seed),
             overwrite=overwrite, on_epoch=on_epoch,
         )
     print_results(metrics)
-    console.print(f"wrote {out}/ (config.json, history.json, checkpoint.pt, metrics.json, pairplot.png); "
+    console.print(f"wrote {out}/ (config.json, history.json, checkpoint.pt, metrics.json, "
+                  f"{'samples.png' if 'coherence' in metrics else 'pairplot.png'}); "
                   f"trained in {metrics['training']['wall_time_s']:.0f} s")
 
 

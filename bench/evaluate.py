@@ -28,10 +28,11 @@ class EvalConfig:
     n_tau: int = 20_000  # samples for the Kendall's tau matrices
     collapse_threshold: float = 0.05  # nats: a latent block whose mean KL is below this carries nothing
     chunk: int = 100_000
+    n_image_tuples: int = 10_000  # image data: test tuples scored (coherence, SSIM, fid_suite)
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_unconditional", "n_per_tuple", "n_joint", "n_projections", "n_tau", "chunk"):
+        for name in ("n_unconditional", "n_per_tuple", "n_joint", "n_projections", "n_tau", "chunk", "n_image_tuples"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
 

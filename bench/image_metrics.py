@@ -50,13 +50,14 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 3, se
     model = DigitClassifier(images.shape[1])
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = torch.from_numpy(np.array(images)), torch.from_numpy(np.asarray(labels))
-    for _ in range(epochs):
-        model.train()
-        for batch in torch.randperm(len(x)).split(batch_size):
-            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+    with torch.enable_grad():  # also when called from an evaluation under no_grad
+        for _ in range(epochs):
+            model.train()
+            for batch in torch.randperm(len(x)).split(batch_size):
+                loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
     return model.eval()
 
 
@@ -208,3 +209,44 @@ def _register_suite_extractor() -> None:
             return (self.classifier.features(x).double(),)
 
     register_feature_extractor(SUITE_EXTRACTOR, SuiteDigitFeatures)
+
+
+def to_images(flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Model outputs (..., M, C * 784) in [0, 1] -> uint8 images (..., M, C, 28, 28)."""
+    return (flat.clamp(0, 1) * 255).round().to(torch.uint8).reshape(*flat.shape[:-1], *shape)
+
+
+@torch.no_grad()
+def evaluate_images(model, dataset, test: torch.Tensor, labels: torch.Tensor, n_tuples: int, chunk: int,
+                    device: torch.device) -> tuple[dict, torch.Tensor]:
+    """Coherence (conditional per subset size, unconditional), fid_suite per modality (unconditional
+    generations against the test images) and SSIM of conditional generations against the true images, on
+    the first ``n_tuples`` test tuples; also returns the uint8 unconditional generations."""
+    model.eval()
+    classifiers, accuracies = modality_classifiers(dataset.build_dir)
+    shape, n = dataset.modality_shape, min(n_tuples, len(test))
+    x, y = test[:n], labels[:n]
+    truth = to_images(x, shape)
+    samples = torch.cat([to_images(model.sample(min(chunk, n - s)).cpu(), shape) for s in range(0, n, chunk)])
+    similarities = []
+
+    def generate(data: torch.Tensor, observed: list[int]) -> torch.Tensor:
+        parts = [model.conditional_sample(data[s : s + chunk].to(device), observed, 1)[:, 0].cpu()
+                 for s in range(0, len(data), chunk)]
+        generated = to_images(torch.cat(parts), shape)
+        missing = [m for m in range(data.shape[1]) if m not in observed]
+        similarities.append(ssim(generated[:, missing].flatten(0, 1), truth[:, missing].flatten(0, 1)))
+        return generated
+
+    y_shared = y if y.ndim == 1 else y[:, 0]  # MNIST-3: the label of modalities 1 and 2
+    metrics = {
+        "n_tuples": n,
+        "classifier_test_accuracy": [round(a, 4) for a in accuracies],
+        "coherence": {"conditional": conditional_coherence(generate, x, y_shared, classifiers),
+                      "unconditional": unconditional_coherence(samples, classifiers)},
+        "ssim_conditional": float(np.mean(similarities)),
+        "fid_suite": [fid(truth[:, m], samples[:, m], suite_classifier=dataset.build_dir / CLASSIFIERS_DIR / f"m{m}.pt")["fid_suite"]
+                      for m in range(truth.shape[1])],
+    }
+    metrics["fid_suite_mean"] = float(np.mean(metrics["fid_suite"]))
+    return metrics, samples

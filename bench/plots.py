@@ -36,3 +36,18 @@ def copula_pair_plot(true: np.ndarray, generated: np.ndarray, path: Path, n_poin
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def image_grid(inputs: np.ndarray, generated: np.ndarray, path: Path) -> None:
+    """The paper's Figure 2 layout as a PNG: a row of inputs (k, C, 28, 28) of the observed modality, then
+    one row per other modality of its conditional generations (rows, k, C, 28, 28); uint8 images."""
+    from PIL import Image
+
+    def row(images):
+        return np.concatenate([np.pad(im, ((0, 0), (1, 1), (1, 1)), constant_values=255) for im in images], 2)
+
+    rows = [row(inputs), np.full((inputs.shape[1], 4, row(inputs).shape[2]), 255, np.uint8)] + [row(g) for g in generated]
+    grid = np.concatenate(rows, 1)
+    if grid.shape[0] == 1:
+        grid = np.repeat(grid, 3, 0)
+    Image.fromarray(grid.transpose(1, 2, 0)).resize((grid.shape[2] * 3, grid.shape[1] * 3), Image.NEAREST).save(path)

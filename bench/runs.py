@@ -17,6 +17,7 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PAIRPLOT_FILE = "pairplot.png"
+SAMPLE_GRID_FILE = "samples.png"  # image data: inputs of modality 0, then generations of the others
 
 
 def atomic_write(path: Path, write) -> None:

@@ -149,6 +149,9 @@ class Sweep:
     def __init__(self, settings: SweepSettings):
         self.settings = settings
         self.space = load_space(settings.space)
+        if self.space.dataset != "copula":
+            raise UsageError(f"sweeps score the copula data only for now; space {self.space.name} is on "
+                             f"{self.space.dataset} (train image models with `mrfbench train`)")
         settings.validate(self.space)
         self.out = Path(settings.out).resolve()
         self.models = settings.models or list(self.space.params)

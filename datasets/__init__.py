@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from mrfbench.datasets.copula import CopulaConfig, CopulaDataset
+from mrfbench.datasets.images import ImageConfig, MNIST3Dataset, PolyMNISTDataset
 from mrfbench.errors import UsageError
 
-DATASETS = {"copula": (CopulaDataset, CopulaConfig)}
+DATASETS = {"copula": (CopulaDataset, CopulaConfig), "polymnist": (PolyMNISTDataset, ImageConfig),
+            "mnist3": (MNIST3Dataset, ImageConfig)}
 DATASET_DESCRIPTIONS = {
     "copula": "4 modalities x 2-D, Uniform(0,1) marginals tied by Gaussian copulas (paper Sec. 4.2)",
+    "polymnist": "5 modalities of 3x28x28 digits on photo backgrounds (Sutter et al. 2021); `mrfbench data polymnist`",
+    "mnist3": "3 modalities of 28x28 digits: two of the label, one random (paper App. D.2); `mrfbench data mnist3`",
 }
 
 

@@ -162,3 +162,24 @@ def test_data_command_builds_from_user_files_and_reports_missing_sources_in_one_
     result = runner.invoke(app, ["data", "mnist3", "--mnist", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--mnist" in result.stderr and "Traceback" not in result.output
     assert runner.invoke(app, ["data", "cifar"]).exit_code == 2
+
+
+def test_every_step_of_an_image_run_from_the_cli(tmp_path, backgrounds):
+    """Train on a tiny PolyMNIST build, score coherence, SSIM and fid_suite, write the sample grid."""
+    from typer.testing import CliRunner
+
+    from mrfbench.cli import app
+
+    build("polymnist", synthetic_mnist(), tmp_path / "pm", seed=0, background_paths=backgrounds)
+    result = CliRunner().invoke(app, [
+        "train", "--model", "mopoe", "--dataset", "polymnist", "--data-dir", str(tmp_path / "pm"), "--epochs", "1",
+        "--n-val", "50", "--n-test", "40", "--batch-size", "50", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_tuples"] == 40 and len(metrics["fid_suite"]) == 5
+    assert set(metrics["coherence"]["conditional"]) == {"size_1", "size_2", "size_3", "size_4", "mean"}
+    assert 0 <= metrics["coherence"]["unconditional"] <= 1 and -1 <= metrics["ssim_conditional"] <= 1
+    assert (tmp_path / "run" / "samples.png").exists()
+    assert (tmp_path / "pm" / "classifiers" / "accuracy.json").exists()  # trained on first use, cached
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model_config"]["architecture"] == "conv"
