@@ -1,7 +1,7 @@
-"""Benchmark: GMRF MVAE train-step time divided by a diagonal-Gaussian VAE's with the same encoders.
+"""Benchmark: MRF MVAE train-step times (GMRF, ALMRF, NN-MRF) divided by a diagonal-Gaussian VAE's.
 
 Run: python tests/benchmarks/bench_train_step.py [--batch-size 256] [--repeats 7] [--steps 30]
-Both models share per-modality encoder trunks, decoders and likelihood; the diagonal VAE has no global
+All models share per-modality encoder trunks, decoders and likelihood; the diagonal VAE has no global
 encoder, a diagonal posterior per modality and a standard normal prior. Timings are interleaved in one
 run so the ratio is not skewed by machine load.
 """
@@ -62,20 +62,21 @@ def main() -> None:
     torch.manual_seed(0)
     data = get_dataset("copula", n_train=args.batch_size * args.steps).splits()["train"]
     batches = list(data.split(args.batch_size))
-    models = {"gmrf": build_model("gmrf"), "diagonal": DiagonalGaussianVAE()}
+    models = {"gmrf": build_model("gmrf"), "almrf": build_model("almrf"), "nnmrf": build_model("nnmrf"),
+              "diagonal": DiagonalGaussianVAE()}
     for model in models.values():
         time_steps(model, batches[:3])  # warm-up
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.repeats):
         for name, model in models.items():
             times[name].append(time_steps(model, batches))
-    gmrf, diag = statistics.median(times["gmrf"]), statistics.median(times["diagonal"])
+    median = {name: statistics.median(values) for name, values in times.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"median of {args.repeats} x {args.steps} steps")
-    print(f"gmrf train step     {gmrf * 1e3:8.2f} ms")
-    print(f"diagonal train step {diag * 1e3:8.2f} ms")
-    print(f"ratio gmrf / diagonal: {gmrf / diag:.2f}")
-
+    for name, value in median.items():
+        print(f"{name:9s} train step {value * 1e3:8.2f} ms")
+    for name in ("gmrf", "almrf", "nnmrf"):
+        print(f"ratio {name} / diagonal: {median[name] / median['diagonal']:.2f}")
 
 if __name__ == "__main__":
     main()
