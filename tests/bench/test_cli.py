@@ -97,7 +97,7 @@ def test_finished_runs_are_not_overwritten(run_dir):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "nope"], "unknown model 'nope'; valid: gmrf"),
+        (["--model", "nope"], "unknown model 'nope'; valid: almrf, gmrf"),
         (["--dataset", "nope"], "unknown data set 'nope'; valid: copula"),
         (["--beta", "0"], "beta must be > 0"),
         (["--beta", "-1"], "beta must be > 0"),
