@@ -391,7 +391,7 @@ def data(
 @clean_errors
 def classifiers(
     build_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench data`")],
-    epochs: Annotated[int, typer.Option(help="training epochs per classifier")] = 3,
+    epochs: Annotated[int, typer.Option(help="training epochs per classifier")] = 6,
     retrain: Annotated[bool, typer.Option(help="train anew even if cached")] = False,
 ):
     """Train (or load) the per-modality digit classifiers behind coherence and fid_suite; print test accuracy."""
