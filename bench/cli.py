@@ -372,15 +372,13 @@ def data(
     seed: Annotated[int, typer.Option()] = 0,
 ):
     """Build PolyMNIST or the 3-modality MNIST offline, once, into a cache directory with a manifest."""
-    import os
-
+    from mrfbench.datasets.images import default_build_dir
     from mrfbench.datasets.mnist import load_mnist
     from mrfbench.datasets.polymnist import build
 
     if kind not in ("polymnist", "mnist3"):
         raise UsageError(f"unknown image data set '{kind}'; valid: polymnist, mnist3")
-    cache = Path(os.environ.get("MRFBENCH_CACHE", Path.home() / ".cache" / "mrfbench"))
-    out = out or cache / f"{kind}-seed{seed}"
+    out = out or default_build_dir(kind, seed)
     with console.status(f"building {kind} in {out}"):
         manifest = build(kind, load_mnist(mnist), out, seed, backgrounds.split(",") if backgrounds else None)
     shapes = ", ".join(f"{split} {tuple(manifest[f'{split}_shape'])}" for split in ("train", "test"))

@@ -147,6 +147,4 @@ def evaluate_copula(
         "dependence": _dependence(dataset, generated, cfg, rng),
         "collapse": collapse_report(model, test, cfg.collapse_threshold, device),
     }
-    if model.sampler_diagnostics:
-        metrics["sampler"] = dict(model.sampler_diagnostics)
     return metrics, generated

@@ -103,35 +103,35 @@ def score_run(
     """Score a trained model, write metrics.json and the pair plot (copula) or sample grid (images), return
     the metrics."""
     if len(dataset.modality_shape) == 3:
-        return _score_images(model, dataset, test, eval_config, device, out, training)
-    metrics, generated = evaluate_copula(model, dataset, test.cpu(), eval_config, device)
-    metrics = {"model": model.name, "capacity": model.capacity, "beta": model.config.beta, **metrics,
+        scores = _score_images(model, dataset, test, eval_config, device, out, training)
+    else:
+        scores, generated = evaluate_copula(model, dataset, test.cpu(), eval_config, device)
+        copula_pair_plot(test.cpu().numpy(), generated, out / PAIRPLOT_FILE,
+                         title=f"{model.name}, beta={model.config.beta}")
+    metrics = {"model": model.name, "capacity": model.capacity, "beta": model.config.beta, **scores,
+               **({"sampler": dict(model.sampler_diagnostics)} if model.sampler_diagnostics else {}),
                "training": training}
     write_json(out / METRICS_FILE, metrics)
-    copula_pair_plot(test.cpu().numpy(), generated, out / PAIRPLOT_FILE, title=f"{model.name}, beta={model.config.beta}")
     return metrics
 
 
 def _score_images(model, dataset, test, eval_config: EvalConfig, device, out: Path, training: dict) -> dict:
+    """Coherence, SSIM, fid_suite and collapse of an image model; writes the sample grid."""
     from mrfbench.evaluate import collapse_report
     from mrfbench.image_metrics import evaluate_images, to_images
     from mrfbench.plots import image_grid
 
     torch.manual_seed(eval_config.seed)
     labels = dataset.labels()[training.get("eval_split", "test")]
-    metrics, _ = evaluate_images(model, dataset, test.cpu(), labels, eval_config.n_image_tuples,
-                                 max(1, eval_config.chunk // 100), device)
-    metrics = {"model": model.name, "capacity": model.capacity, "beta": model.config.beta, **metrics,
-               "collapse": collapse_report(model, test[:1000], eval_config.collapse_threshold, device),
-               **({"sampler": dict(model.sampler_diagnostics)} if model.sampler_diagnostics else {}),
-               "training": training}
-    write_json(out / METRICS_FILE, metrics)
+    scores, _ = evaluate_images(model, dataset, test.cpu(), labels, eval_config.n_image_tuples,
+                                max(1, eval_config.chunk // 100), device)
+    scores["collapse"] = collapse_report(model, test[:1000], eval_config.collapse_threshold, device)
     with torch.no_grad():
         given_first = model.conditional_sample(test[:8].to(device), [0], 1)[:, 0].cpu()
     shape = dataset.modality_shape
     image_grid(to_images(test[:8, 0].cpu(), shape).numpy(),
                to_images(given_first[:, 1:], shape).transpose(0, 1).numpy(), out / SAMPLE_GRID_FILE)
-    return metrics
+    return scores
 
 
 def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, object, dict, torch.device]:

@@ -72,12 +72,7 @@ class MRFMVAE(NNMRFMVAE):
         blocks = range(c.n_modalities) if block is None else [block]
         idx = block_indices(blocks, c.latent_dim, z.device)
         unary = 0.5 * ((z[..., idx] - mu[..., idx]) * torch.exp(-log_scale[..., idx])).pow(2).sum(-1)
-        touching = pairs.pairs if block is None else pairs.pairs[(pairs.pairs == block).any(-1)]
-        zb = z.unflatten(-1, (c.n_modalities, c.latent_dim))
-        i, j = touching[:, 0], touching[:, 1]
-        pair_in = torch.cat([zb[..., i, :], zb[..., j, :],
-                             torch.cat([pairs.onehot[i], pairs.onehot[j]], -1).expand(*zb.shape[:-2], -1, -1)], -1)
-        return unary + pairs.pairwise(pair_in).squeeze(-1).sum(-1)
+        return unary + pairs.pairwise_sum(z, pairs.pairs if block is None else pairs.touching(block))
 
     def _posterior_samples(self, mu: torch.Tensor, log_scale: torch.Tensor, n: int, burn_in: int) -> torch.Tensor:
         """n draws per data point, (n, B, D), by Metropolis-within-Gibbs from the unary means."""

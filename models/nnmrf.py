@@ -42,15 +42,23 @@ class MRFPotentials(nn.Module):
         self.register_buffer("pairs", torch.combinations(torch.arange(n_blocks), 2), persistent=False)
         self.register_buffer("onehot", torch.eye(n_blocks), persistent=False)
 
-    def _terms(self, z: torch.Tensor, blocks: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    def pairwise_sum(self, z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """sum of psi_ij(z_i, z_j) over the given (P, 2) block pairs, (..., M d) -> (...)."""
         zb = z.unflatten(-1, (self.n_blocks, self.block_dim))
-        batch = zb.shape[:-2]
-        unary_in = torch.cat([zb[..., blocks, :], self.onehot[blocks].expand(*batch, -1, -1)], -1)
         i, j = pairs[:, 0], pairs[:, 1]
         pair_in = torch.cat([zb[..., i, :], zb[..., j, :],
-                             torch.cat([self.onehot[i], self.onehot[j]], -1).expand(*batch, -1, -1)], -1)
+                             torch.cat([self.onehot[i], self.onehot[j]], -1).expand(*zb.shape[:-2], -1, -1)], -1)
+        return self.pairwise(pair_in).squeeze(-1).sum(-1)
+
+    def _terms(self, z: torch.Tensor, blocks: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        zb = z.unflatten(-1, (self.n_blocks, self.block_dim))
+        unary_in = torch.cat([zb[..., blocks, :], self.onehot[blocks].expand(*zb.shape[:-2], -1, -1)], -1)
         base = 0.5 * self.confinement * zb[..., blocks, :].pow(2).sum((-2, -1))
-        return self.unary(unary_in).squeeze(-1).sum(-1) + self.pairwise(pair_in).squeeze(-1).sum(-1) + base
+        return self.unary(unary_in).squeeze(-1).sum(-1) + self.pairwise_sum(z, pairs) + base
+
+    def touching(self, block: int) -> torch.Tensor:
+        """The block pairs that involve ``block``."""
+        return self.pairs[(self.pairs == block).any(-1)]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """E(z), (..., M d) -> (...)."""
@@ -58,8 +66,7 @@ class MRFPotentials(nn.Module):
 
     def local(self, z: torch.Tensor, block: int) -> torch.Tensor:
         """The terms of E(z) that involve ``block`` (enough for Metropolis-Hastings updates of it)."""
-        touching = self.pairs[(self.pairs == block).any(-1)]
-        return self._terms(z, torch.tensor([block], device=z.device), touching)
+        return self._terms(z, torch.tensor([block], device=z.device), self.touching(block))
 
 
 @dataclass
