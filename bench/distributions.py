@@ -242,14 +242,17 @@ def dreg_surrogate(log_w: torch.Tensor, samples: list[torch.Tensor], sample_dim:
     ``log_w`` must be computed with the posterior parameters detached inside log q; the gradient reaching
     the encoder through the reparameterised ``samples`` (leading dims matching ``log_w``'s, or fewer
     trailing ones broadcast by it) is rescaled by the normalised weights via hooks, so the encoder gets
-    squared weights, the decoder and prior the weighted IWAE gradient. Returns the sum over samples."""
+    squared weights, the decoder and prior the weighted IWAE gradient. The returned value is the IWAE bound
+    log mean_k w_k itself (so a validation loss, and the checkpoint chosen by it, mean something); only its
+    gradient is DReG's."""
     with torch.no_grad():
         weights = torch.softmax(log_w, dim=sample_dim)
     for sample in samples:
         if sample.requires_grad:
             scale = weights.reshape(*weights.shape, *([1] * (sample.dim() - weights.dim())))
             sample.register_hook(lambda grad, scale=scale: scale * grad)
-    return (weights * log_w).sum(sample_dim)
+    surrogate = (weights * log_w).sum(sample_dim)
+    return log_mean_exp(log_w.detach(), sample_dim) + surrogate - surrogate.detach()
 
 
 # --- asymmetric Laplace, generalized inverse Gaussian and generalized hyperbolic (ALMRF, paper Sec. 3.1.2) --

@@ -81,7 +81,8 @@ def test_mixture_log_prob_is_the_log_of_the_average_density():
 
 
 def test_dreg_gradients_are_the_doubly_reparameterised_ones():
-    """Encoder: sum_k w_k^2 dlog w_k/dz dz/dphi; decoder: the IWAE gradient sum_k w_k dlog w_k/dtheta."""
+    """Encoder: sum_k w_k^2 dlog w_k/dz dz/dphi; decoder: the IWAE gradient sum_k w_k dlog w_k/dtheta; the
+    value is the IWAE bound (what validation, and so the checkpoint choice, reads)."""
     torch.manual_seed(0)
     mu = torch.tensor([0.3, -0.2], requires_grad=True)
     theta = torch.tensor([0.5, 1.5], requires_grad=True)
@@ -92,7 +93,9 @@ def test_dreg_gradients_are_the_doubly_reparameterised_ones():
         return log_joint - Normal(mu.detach(), 1.0).log_prob(z).sum(-1)
 
     z = mu + eps
-    dreg_surrogate(log_weights(z), [z], 0).backward()
+    value = dreg_surrogate(log_weights(z), [z], 0)
+    torch.testing.assert_close(value, log_mean_exp(log_weights(mu.detach() + eps), 0))  # the IWAE bound
+    value.backward()
     dreg_mu, dreg_theta = mu.grad.clone(), theta.grad.clone()
 
     mu.grad = theta.grad = None
