@@ -22,6 +22,9 @@ err_console = Console(stderr=True)
 
 NUnconditional = Annotated[int, typer.Option(help="unconditional samples scored")]
 NPerTuple = Annotated[int, typer.Option(help="conditional generations per test tuple")]
+NImageTuples = Annotated[int | None, typer.Option(help="image data: test tuples scored [10,000]")]
+InceptionWeights = Annotated[str | None, typer.Option(
+    help="image data: the standard Inception weights (pt_inception-2015-12-05) for the paper's FID")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")]
 RunDir = Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")]
 ResultsDir = Annotated[Path, typer.Option(help="where leaderboards go")]
@@ -118,31 +121,41 @@ def dependence_table(metrics: dict) -> Table:
 
 
 def image_table(metrics: dict) -> Table:
-    coherence = metrics["coherence"]
-    table = Table("image metric", "value", title=f"{metrics['model']}, beta={metrics['beta']}, "
-                  f"{metrics['n_tuples']:,} test tuples (higher coherence and SSIM, lower FID are better)")
-    for key, value in coherence["conditional"].items():
-        table.add_row(f"conditional coherence, {key.replace('_', ' ')}", f"{value:.3f}")
-    table.add_row("unconditional coherence", f"{coherence['unconditional']:.3f}")
-    table.add_row("SSIM, conditional generations vs truth", f"{metrics['ssim_conditional']:.3f}")
-    table.add_row("fid_suite per modality (suite features, not Inception)", ", ".join(f"{v:.2f}" for v in metrics["fid_suite"]))
-    table.add_row("classifier test accuracy", ", ".join(f"{v:.3f}" for v in metrics["classifier_test_accuracy"]))
-    table.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in metrics["collapse"]["kl_per_block"]))
+    uncond, cond = metrics["unconditional"], metrics["conditional"]
+    table = Table("image metric", "unconditional", "conditional",
+                  title=f"{metrics['model']}, beta={metrics['beta']}, {metrics['n_tuples']:,} test tuples "
+                        "(higher coherence and SSIM, lower FID are better)")
+    table.add_row("coherence", f"{uncond['coherence']:.3f}",
+                  f"{cond['coherence']:.3f} (ceiling {cond['ceiling']['coherence']:.3f})")
+    for key, value in cond["coherence_by_size"].items():
+        if key != "mean":
+            table.add_row(f"  given {key.replace('size_', '')} modalities", "", f"{value:.3f}")
+    for key in ("fid_suite", "fid"):
+        if key in uncond:
+            label = "fid_suite (suite features, not Inception)" if key == "fid_suite" else "FID (Inception)"
+            table.add_row(f"{label}, noise floor {uncond['floor'][key]:.2f}", f"{uncond[key]:.2f}", f"{cond[key]:.2f}")
+    table.add_row("SSIM, conditional generations vs truth", "", f"{cond['ssim']:.3f}")
+    table.add_row("classifier test accuracy", ", ".join(f"{v:.3f}" for v in metrics["classifier_test_accuracy"]), "")
+    table.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in metrics["collapse"]["kl_per_block"]), "")
     return table
 
 
+def is_image_run(metrics: dict) -> bool:
+    return "n_tuples" in metrics
+
+
 def print_results(metrics: dict) -> None:
-    if "coherence" in metrics:
+    if is_image_run(metrics):
         console.print(image_table(metrics))
         return
     console.print(results_table(metrics))
     console.print(dependence_table(metrics))
 
 
-def _eval_config(n_unconditional: int, n_per_tuple: int, seed: int):
+def _eval_config(**options):
     from mrfbench.evaluate import EvalConfig
 
-    return EvalConfig(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=seed)
+    return EvalConfig(**{k: v for k, v in options.items() if v is not None})
 
 
 def _parse_set(pairs: list[str]) -> dict:
@@ -188,6 +201,8 @@ def train_command(
     data_dir: Annotated[Path | None, typer.Option(help="image data: the build of `mrfbench data` [the cache]")] = None,
     n_unconditional: NUnconditional = 1_000_000,
     n_per_tuple: NPerTuple = 20,
+    n_image_tuples: NImageTuples = None,
+    inception_weights: InceptionWeights = None,
     device: Device = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
 ):
@@ -217,12 +232,14 @@ def train_command(
             dataset_options={k: v for k, v in {"n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed,
                                                "build_dir": None if data_dir is None else str(data_dir)}.items()
                              if v is not None},
-            train_config=train_config, eval_config=_eval_config(n_unconditional, n_per_tuple, seed),
+            train_config=train_config,
+            eval_config=_eval_config(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=seed,
+                                     n_image_tuples=n_image_tuples, inception_weights=inception_weights),
             overwrite=overwrite, on_epoch=on_epoch,
         )
     print_results(metrics)
     console.print(f"wrote {out}/ (config.json, history.json, checkpoint.pt, metrics.json, "
-                  f"{'samples.png' if 'coherence' in metrics else 'pairplot.png'}); "
+                  f"{'samples.png' if is_image_run(metrics) else 'pairplot.png'}); "
                   f"trained in {metrics['training']['wall_time_s']:.0f} s")
 
 
@@ -233,12 +250,15 @@ def evaluate(
     n_unconditional: Annotated[int | None, typer.Option(help="unconditional samples scored [default: the run's]")] = None,
     n_per_tuple: Annotated[int | None, typer.Option(help="generations per test tuple [default: the run's]")] = None,
     seed: Annotated[int | None, typer.Option(help="evaluation seed [default: the run's]")] = None,
+    n_image_tuples: NImageTuples = None,
+    inception_weights: InceptionWeights = None,
     device: Device = "auto",
 ):
-    """Recompute a run's metrics from its checkpoint (rewrites metrics.json and the pair plot)."""
+    """Recompute a run's metrics from its checkpoint (rewrites metrics.json and the pair plot or grid)."""
     from mrfbench.experiment import evaluate_run
 
-    overrides = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "seed": seed}
+    overrides = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "seed": seed,
+                 "n_image_tuples": n_image_tuples, "inception_weights": inception_weights}
     print_results(evaluate_run(run_dir, {k: v for k, v in overrides.items() if v is not None}, device))
 
 

@@ -28,7 +28,8 @@ class EvalConfig:
     n_tau: int = 20_000  # samples for the Kendall's tau matrices
     collapse_threshold: float = 0.05  # nats: a latent block whose mean KL is below this carries nothing
     chunk: int = 100_000
-    n_image_tuples: int = 10_000  # image data: test tuples scored (coherence, SSIM, fid_suite)
+    n_image_tuples: int = 10_000  # image data: test tuples scored (coherence, SSIM, FID)
+    inception_weights: str | None = None  # image data: the standard Inception weights, for the paper's FID
     seed: int = 0
 
     def __post_init__(self):

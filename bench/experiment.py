@@ -124,7 +124,7 @@ def _score_images(model, dataset, test, eval_config: EvalConfig, device, out: Pa
     torch.manual_seed(eval_config.seed)
     labels = dataset.labels()[training.get("eval_split", "test")]
     scores, _ = evaluate_images(model, dataset, test.cpu(), labels, eval_config.n_image_tuples,
-                                max(1, eval_config.chunk // 100), device)
+                                max(1, eval_config.chunk // 100), device, eval_config.inception_weights)
     scores["collapse"] = collapse_report(model, test[:1000], eval_config.collapse_threshold, device)
     with torch.no_grad():
         given_first = model.conditional_sample(test[:8].to(device), [0], 1)[:, 0].cpu()

@@ -109,26 +109,39 @@ def modality_classifiers(build_dir: Path, epochs: int = 6, retrain: bool = False
 
 
 def conditional_coherence(generate: Callable[[torch.Tensor, list[int]], torch.Tensor], x: torch.Tensor,
-                          labels: torch.Tensor, classifiers: list[DigitClassifier]) -> dict:
+                          labels: torch.Tensor, classifiers: list[DigitClassifier],
+                          sharing: list[int] | None = None) -> dict:
     """For every non-empty proper subset of observed modalities, ``generate(x, observed)`` -> (N, M, C, H, W)
     generations; coherence is the fraction of generated (unobserved) modalities whose predicted digit is the
-    label. Returns the mean per subset size ("size_k") and over all subsets ("mean")."""
+    label. Only the modalities in ``sharing`` (default: all) carry the label: a subset is scored when it
+    observes one of them, on the unobserved ones among them (MNIST-3: modalities 1 and 2; its third digit is
+    independent, so no generation of it can be right or wrong). ``generate`` is called for every subset.
+    Returns the mean per subset size ("size_k") and over all scored subsets ("mean")."""
     n_modalities = x.shape[1]
+    sharing = list(range(n_modalities)) if sharing is None else sharing
     per_size: dict[int, list[float]] = {}
-    for mask in nonempty_subsets(n_modalities)[:-1]:
-        observed = [int(i) for i in torch.nonzero(mask).flatten()]
+    for observed in proper_subsets(n_modalities):
         generated = generate(x, observed)
-        hits = [(predict(classifiers[m], generated[:, m]) == labels).float().mean().item()
-                for m in range(n_modalities) if m not in observed]
-        per_size.setdefault(len(observed), []).append(float(np.mean(hits)))
+        targets = [m for m in sharing if m not in observed] if set(observed) & set(sharing) else []
+        if targets:
+            hits = [(predict(classifiers[m], generated[:, m]) == labels).float().mean().item() for m in targets]
+            per_size.setdefault(len(observed), []).append(float(np.mean(hits)))
     out = {f"size_{k}": float(np.mean(v)) for k, v in sorted(per_size.items())}
     out["mean"] = float(np.mean([h for v in per_size.values() for h in v]))
     return out
 
 
-def unconditional_coherence(samples: torch.Tensor, classifiers: list[DigitClassifier]) -> float:
-    """Fraction of joint generations (N, M, C, H, W) whose modalities' predicted digits all agree."""
-    predictions = torch.stack([predict(c, samples[:, m]) for m, c in enumerate(classifiers)], 1)
+def proper_subsets(n_modalities: int) -> list[list[int]]:
+    """The observed sets of conditional generation: every non-empty proper subset, by size."""
+    return [[int(i) for i in torch.nonzero(mask).flatten()] for mask in nonempty_subsets(n_modalities)[:-1]]
+
+
+def unconditional_coherence(samples: torch.Tensor, classifiers: list[DigitClassifier],
+                            sharing: list[int] | None = None) -> float:
+    """Fraction of joint generations (N, M, C, H, W) whose label-sharing modalities (default: all) are
+    predicted as one digit."""
+    sharing = list(range(samples.shape[1])) if sharing is None else sharing
+    predictions = torch.stack([predict(classifiers[m], samples[:, m]) for m in sharing], 1)
     return float((predictions == predictions[:, :1]).all(1).float().mean())
 
 
@@ -152,6 +165,8 @@ def fid(a, b, inception_weights: Path | None = None, suite_classifier: Path | No
     if inception_weights is None and (suite_classifier is None or not Path(suite_classifier).exists()):
         raise UsageError("FID needs --inception-weights FILE or a trained suite classifier; neither is available")
     _register_suite_extractor()
+    if inception_weights is not None and a.shape[1] == 1:  # grey digits: Inception reads RGB
+        a, b = (torch.as_tensor(v).expand(-1, 3, -1, -1) for v in (a, b))
     options = ({"feature_extractor": "inception-v3-compat", "feature_extractor_weights_path": str(inception_weights)}
                if inception_weights is not None else
                {"feature_extractor": SUITE_EXTRACTOR, "feature_layer_fid": "128",
@@ -218,17 +233,24 @@ def to_images(flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_images(model, dataset, test: torch.Tensor, labels: torch.Tensor, n_tuples: int, chunk: int,
-                    device: torch.device) -> tuple[dict, torch.Tensor]:
-    """Coherence (conditional per subset size, unconditional), fid_suite per modality (unconditional
-    generations against the test images) and SSIM of conditional generations against the true images, on
-    the first ``n_tuples`` test tuples; also returns the uint8 unconditional generations."""
+                    device: torch.device, inception_weights: str | None = None) -> tuple[dict, torch.Tensor]:
+    """Paper Table 1 metrics on the first ``n_tuples`` test tuples, as "unconditional" and "conditional"
+    sections: coherence, FID per modality and their mean (``fid_suite``; also the paper's Inception ``fid``
+    when ``inception_weights`` is given), SSIM of conditional generations against the true images. A
+    modality's conditional FID pools its generations over every subset that leaves it out, each test tuple
+    once (tuple i from the (i mod c)-th of those c subsets). Noise floor: the FID between the two halves of
+    the real test images; ceiling of coherence: the classifiers' test accuracy. Also returns the uint8
+    unconditional generations."""
     model.eval()
     classifiers, accuracies = modality_classifiers(dataset.build_dir)
+    sharing = list(dataset.label_sharing or range(dataset.n_modalities))
     shape, n = dataset.modality_shape, min(n_tuples, len(test))
     x, y = test[:n], labels[:n]
     truth = to_images(x, shape)
     samples = torch.cat([to_images(model.sample(min(chunk, n - s)).cpu(), shape) for s in range(0, n, chunk)])
-    similarities = []
+    subsets = proper_subsets(truth.shape[1])
+    leaving_out = {m: [i for i, o in enumerate(subsets) if m not in o] for m in range(truth.shape[1])}
+    pooled, similarities = torch.empty_like(truth), []
 
     def generate(data: torch.Tensor, observed: list[int]) -> torch.Tensor:
         parts = [model.conditional_sample(data[s : s + chunk].to(device), observed, 1)[:, 0].cpu()
@@ -236,17 +258,32 @@ def evaluate_images(model, dataset, test: torch.Tensor, labels: torch.Tensor, n_
         generated = to_images(torch.cat(parts), shape)
         missing = [m for m in range(data.shape[1]) if m not in observed]
         similarities.append(ssim(generated[:, missing].flatten(0, 1), truth[:, missing].flatten(0, 1)))
+        for m in missing:
+            rows = slice(leaving_out[m].index(subsets.index(observed)), None, len(leaving_out[m]))
+            pooled[rows, m] = generated[rows, m]
         return generated
 
-    y_shared = y if y.ndim == 1 else y[:, 0]  # MNIST-3: the label of modalities 1 and 2
+    def fids(generated: torch.Tensor, reference: torch.Tensor) -> dict:
+        per = [{**fid(reference[:, m], generated[:, m], suite_classifier=dataset.build_dir / CLASSIFIERS_DIR / f"m{m}.pt"),
+                **(fid(reference[:, m], generated[:, m], inception_weights) if inception_weights else {})}
+               for m in range(reference.shape[1])]
+        out = {}
+        for key in per[0]:
+            out[key], out[f"{key}_per_modality"] = float(np.mean([p[key] for p in per])), [p[key] for p in per]
+        return out
+
+    y_shared = y if y.ndim == 1 else y[:, sharing[0]]
+    coherence = conditional_coherence(generate, x, y_shared, classifiers, sharing)
+    half = n // 2
+    floor = {k: v for k, v in fids(truth[half : 2 * half], truth[:half]).items() if not k.endswith("_per_modality")}
     metrics = {
         "n_tuples": n,
+        "label_sharing": sharing,
         "classifier_test_accuracy": [round(a, 4) for a in accuracies],
-        "coherence": {"conditional": conditional_coherence(generate, x, y_shared, classifiers),
-                      "unconditional": unconditional_coherence(samples, classifiers)},
-        "ssim_conditional": float(np.mean(similarities)),
-        "fid_suite": [fid(truth[:, m], samples[:, m], suite_classifier=dataset.build_dir / CLASSIFIERS_DIR / f"m{m}.pt")["fid_suite"]
-                      for m in range(truth.shape[1])],
+        "unconditional": {"coherence": unconditional_coherence(samples, classifiers, sharing),
+                          **fids(samples, truth), "floor": floor},
+        "conditional": {"coherence": coherence["mean"], "coherence_by_size": coherence, **fids(pooled, truth),
+                        "ssim": float(np.mean(similarities)), "floor": floor,
+                        "ceiling": {"coherence": float(np.mean([accuracies[m] for m in sharing]))}},
     }
-    metrics["fid_suite_mean"] = float(np.mean(metrics["fid_suite"]))
     return metrics, samples

@@ -30,6 +30,7 @@ class ImageDataset:
     """Tuples of C x 28 x 28 images in [0, 1], flattened per modality: tensors (N, M, C * 784)."""
 
     kind = "polymnist"
+    label_sharing: tuple[int, ...] | None = None  # modalities that show the tuple's digit (None: all)
 
     def __init__(self, config: ImageConfig | None = None):
         self.config = config or ImageConfig()
@@ -69,3 +70,4 @@ class PolyMNISTDataset(ImageDataset):
 
 class MNIST3Dataset(ImageDataset):
     kind = "mnist3"
+    label_sharing = (0, 1)  # the third digit is drawn independently of the label

@@ -81,3 +81,54 @@ def test_ssim_of_identical_images_is_one():
     x = torch.rand(4, 3, 28, 28)
     assert ssim(x, x) == pytest.approx(1.0)
     assert ssim(x, torch.rand(4, 3, 28, 28)) < 0.5
+
+
+class OracleModel:
+    """Stands in for a perfect model: conditional generations are the true tuples, prior samples are test
+    tuples in a shuffled order."""
+
+    def __init__(self, test: torch.Tensor):
+        self.test = test
+
+    def eval(self):
+        return self
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.test[torch.randperm(len(self.test))[:n]]
+
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        return x[:, None].expand(-1, n_per, -1, -1)
+
+
+def test_an_oracle_model_scores_its_ceiling_and_floor(polymnist):
+    """Every metric section on a perfect generator: coherence at the classifiers' accuracy, conditional FID 0
+    (so the pooled conditional generations cover every test tuple), SSIM 1, unconditional FID near the floor."""
+    from mrfbench.datasets.images import ImageConfig, PolyMNISTDataset
+    from mrfbench.image_metrics import evaluate_images
+
+    out, _, _ = polymnist
+    dataset = PolyMNISTDataset(ImageConfig(build_dir=str(out), n_val=100))
+    test, labels = dataset.splits()["test"], dataset.labels()["test"]
+    metrics, samples = evaluate_images(OracleModel(test), dataset, test, labels, 200, 64, torch.device("cpu"))
+    uncond, cond = metrics["unconditional"], metrics["conditional"]
+    assert metrics["n_tuples"] == 200 and samples.shape == (200, 5, 3, 28, 28)
+    assert cond["coherence"] == pytest.approx(cond["ceiling"]["coherence"], abs=0.03)
+    assert set(cond["coherence_by_size"]) == {"size_1", "size_2", "size_3", "size_4", "mean"}
+    assert abs(cond["fid_suite"]) < 1e-3 and len(cond["fid_suite_per_modality"]) == 5
+    assert cond["ssim"] == pytest.approx(1.0)
+    assert uncond["coherence"] >= np.prod(metrics["classifier_test_accuracy"]) - 0.05  # all classifiers right
+    assert uncond["fid_suite"] < 3 * uncond["floor"]["fid_suite"] + 1e-3
+
+
+def test_mnist3_coherence_scores_only_the_label_sharing_modalities(tmp_path):
+    """The third MNIST-3 digit is independent of the label: the truth is coherent on modalities 1 and 2, and
+    counting the third would call it incoherent."""
+    build("mnist3", easy_mnist(), tmp_path, seed=0)
+    classifiers, _ = modality_classifiers(tmp_path, epochs=4)
+    images, labels = load_build(tmp_path)["test"]
+    x, y = torch.from_numpy(np.array(images)), torch.from_numpy(labels)
+    oracle = conditional_coherence(lambda data, observed: data, x, y[:, 0], classifiers, sharing=[0, 1])
+    assert set(oracle) == {"size_1", "size_2", "mean"} and oracle["mean"] > 0.95
+    assert conditional_coherence(lambda data, observed: data, x, y[:, 0], classifiers)["mean"] < 0.8
+    assert unconditional_coherence(x, classifiers, sharing=[0, 1]) > 0.9
+    assert unconditional_coherence(x, classifiers) < 0.3

@@ -176,9 +176,11 @@ def test_every_step_of_an_image_run_from_the_cli(tmp_path, backgrounds):
         "--n-val", "50", "--n-test", "40", "--batch-size", "50", "--out", str(tmp_path / "run"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["n_tuples"] == 40 and len(metrics["fid_suite"]) == 5
-    assert set(metrics["coherence"]["conditional"]) == {"size_1", "size_2", "size_3", "size_4", "mean"}
-    assert 0 <= metrics["coherence"]["unconditional"] <= 1 and -1 <= metrics["ssim_conditional"] <= 1
+    uncond, cond = metrics["unconditional"], metrics["conditional"]
+    assert metrics["n_tuples"] == 40 and len(uncond["fid_suite_per_modality"]) == len(cond["fid_suite_per_modality"]) == 5
+    assert set(cond["coherence_by_size"]) == {"size_1", "size_2", "size_3", "size_4", "mean"}
+    assert 0 <= uncond["coherence"] <= 1 and 0 <= cond["coherence"] <= 1 and -1 <= cond["ssim"] <= 1
+    assert uncond["floor"]["fid_suite"] >= 0 and "fid" not in uncond  # no Inception weights given
     assert (tmp_path / "run" / "samples.png").exists()
     assert (tmp_path / "pm" / "classifiers" / "accuracy.json").exists()  # trained on first use, cached
     config = json.loads((tmp_path / "run" / "config.json").read_text())
