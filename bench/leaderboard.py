@@ -12,9 +12,27 @@ from mrfbench.runs import atomic_write
 from mrfbench.sweep import SWEEP_FILE, results_records
 
 TIDY_COLUMNS = ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
-TABLE_METRICS = {  # data set -> (setting, metric) columns of the paper's table
+TABLE_METRICS = {  # data set -> (setting, metric) columns of the paper's table (1: PolyMNIST, 2: copula, 4: MNIST-3)
     "copula": [(s, f"wasserstein_{d}") for s in ("unconditional", "conditional") for d in ("dim1", "dim2", "mean")],
+    "polymnist": [(s, m) for s in ("unconditional", "conditional") for m in ("fid", "coherence")]
+    + [("conditional", "ssim")],
+    "mnist3": [(s, m) for s in ("unconditional", "conditional") for m in ("fid", "coherence")],
 }
+BOUNDS = {  # data set -> (tidy metric, column title) of the noise floors and ceilings printed beside the table
+    "copula": [("unconditional/floor_wasserstein_mean", "floor uncond"),
+               ("conditional/floor_wasserstein_mean", "floor cond")],
+    "polymnist": [("unconditional/floor_fid_suite", "fid_suite floor"),
+                  ("conditional/ceiling_coherence", "coherence ceiling")],
+}
+BOUNDS["mnist3"] = BOUNDS["polymnist"]
+NOTES = {
+    "copula": "Wasserstein-1 x1000, lower is better; floors are the same metric on exact samples.",
+    "polymnist": "Coherence and SSIM higher, FID lower is better. FID marked * is fid_suite: the FID on the "
+                 "features of the suite's digit classifiers, not the Inception FID of the paper (whose figure "
+                 "stands beside it for reference only; no difference is taken). Floor: the FID between two "
+                 "halves of the real test images; ceiling: the classifiers' test accuracy.",
+}
+NOTES["mnist3"] = NOTES["polymnist"] + " MNIST-3 coherence counts modalities 1 and 2 (the third digit is random)."
 
 
 def variant_name(params: dict) -> str:
@@ -47,7 +65,8 @@ def best_variants(summary: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
 
 def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """The paper's table layout: one row per model (best final variant), ours as mean and std over seeds,
-    the paper's figure and the difference (ours - paper) beside each column."""
+    the paper's figure and the difference (ours - paper) beside each column. An image FID column holds the
+    Inception ``fid`` when the runs had its weights, else ``fid_suite`` (then no difference is taken)."""
     paper = {(r["model"], r["setting"], r["metric"]): float(r["value"]) for r in paper_rows() if r["dataset"] == dataset}
     rows = []
     for _, best in best_variants(summary).iterrows():
@@ -55,15 +74,19 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
                        & (summary["stage"] == "final")].set_index("metric")
         row = {"model": best["model"], "variant": best["variant"], "seeds": int(mine.loc["score", "n"])}
         for setting, metric in TABLE_METRICS[dataset]:
-            key = f"{setting}/{metric}"
-            ours = mine.loc[key] if key in mine.index else None
+            key, source = f"{setting}/{metric}", f"{setting}/{metric}"
+            if metric == "fid" and source not in mine.index:
+                source = f"{setting}/fid_suite"
+            ours = mine.loc[source] if source in mine.index else None
             theirs = paper.get((best["model"], setting, metric))
+            comparable = ours is not None and theirs is not None and source == key
             row[f"{key} mean"] = None if ours is None else ours["mean"]
             row[f"{key} std"] = None if ours is None else ours["std"]
+            row[f"{key} source"] = source.split("/")[1]
             row[f"{key} paper"] = theirs
-            row[f"{key} diff"] = None if ours is None or theirs is None else ours["mean"] - theirs
-        for floor in ("unconditional/floor_wasserstein_mean", "conditional/floor_wasserstein_mean"):
-            row[floor] = mine.loc[floor, "mean"] if floor in mine.index else None
+            row[f"{key} diff"] = ours["mean"] - theirs if comparable else None
+        for bound, _ in BOUNDS[dataset]:
+            row[bound] = mine.loc[bound, "mean"] if bound in mine.index else None
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -71,22 +94,26 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
 def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame) -> str:
     def cell(row, key):
         mean, std, paper = row[f"{key} mean"], row[f"{key} std"], row[f"{key} paper"]
-        ours = "-" if pd.isna(mean) else f"{mean:.2f}" + ("" if pd.isna(std) else f" ± {std:.2f}")
+        ours = "-" if pd.isna(mean) else f"{mean:.3g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
+        ours += "*" if row[f"{key} source"] == "fid_suite" else ""
         return ours + ("" if paper is None or pd.isna(paper) else f" ({paper:g})")
 
+    def bound(value):
+        return "-" if value is None or pd.isna(value) else f"{value:.3g}"
+
     keys = [f"{s}/{m}" for s, m in TABLE_METRICS[dataset]]
+    titles = [k.replace("unconditional/", "uncond ").replace("conditional/", "cond ").replace("wasserstein_", "")
+              for k in keys]
     lines = [f"# {dataset} leaderboard",
              "",
              "Ours: mean ± std over seeds of each model's best variant (lowest mean score); the paper's figure",
-             "in parentheses. Wasserstein-1 x1000, lower is better; floors are the same metric on exact samples.",
+             f"in parentheses. {NOTES[dataset]}",
              "",
-             "| model | variant | seeds | " + " | ".join(k.replace("wasserstein_", "") for k in keys)
-             + " | floor uncond | floor cond |",
-             "|" + "---|" * (len(keys) + 5)]
+             "| model | variant | seeds | " + " | ".join(titles + [t for _, t in BOUNDS[dataset]]) + " |",
+             "|" + "---|" * (len(keys) + len(BOUNDS[dataset]) + 3)]
     for _, row in board.iterrows():
         lines.append(f"| {row['model']} | {row['variant']} | {row['seeds']} | "
-                     + " | ".join(cell(row, k) for k in keys)
-                     + f" | {row['unconditional/floor_wasserstein_mean']:.2f} | {row['conditional/floor_wasserstein_mean']:.2f} |")
+                     + " | ".join([cell(row, k) for k in keys] + [bound(row[b]) for b, _ in BOUNDS[dataset]]) + " |")
     if len(failures):
         lines += ["", "Failed trials:", ""]
         lines += [f"- {r.model} {r.variant} seed {r.seed} ({r.stage}): {r.error}" for r in failures.itertuples()]

@@ -20,7 +20,8 @@ def default_build_dir(kind: str, seed: int) -> Path:
 @dataclass
 class ImageConfig:
     build_dir: str | None = None  # default: $MRFBENCH_CACHE or ~/.cache/mrfbench, /<kind>-seed<seed>
-    seed: int = 0  # the build's seed (pairing and crops)
+    build_seed: int = 0  # the build's seed (pairing and crops), which picks the default build directory
+    seed: int = 0  # the run's seed: a build is fixed, so it changes nothing here (kept for a uniform interface)
     n_val: int = 5_000  # held out from the end of the training split
     n_train: int | None = None  # use only the first n training tuples (None: all)
     n_test: int | None = None  # use only the first n test tuples (None: all)
@@ -34,10 +35,11 @@ class ImageDataset:
 
     def __init__(self, config: ImageConfig | None = None):
         self.config = config or ImageConfig()
-        self.build_dir = Path(self.config.build_dir) if self.config.build_dir else default_build_dir(self.kind, self.config.seed)
+        self.build_dir = (Path(self.config.build_dir) if self.config.build_dir
+                          else default_build_dir(self.kind, self.config.build_seed))
         if not (self.build_dir / MANIFEST).exists():
             raise UsageError(f"no {self.kind} build in {self.build_dir}: run `mrfbench data {self.kind} --seed "
-                             f"{self.config.seed}` (or pass the build directory as build_dir)")
+                             f"{self.config.build_seed}` (or pass the build directory as build_dir, --data-dir)")
         self._arrays = load_build(self.build_dir)
         images = self._arrays["train"][0]
         self.n_modalities, self.modality_shape = images.shape[1], tuple(images.shape[2:])

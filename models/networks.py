@@ -92,14 +92,16 @@ def modality_encoder(config, out: int) -> nn.Module:
     """The per-modality feature extractors a model's heads sit on: MLPs, or convolutions for images."""
     if config.architecture == "conv":
         return ConvEncoder(config.n_modalities, config.modality_dim // 784, out)
-    return GroupedMLP(config.n_modalities, [config.modality_dim, config.hidden, out], final_relu=True)
+    sizes = [config.modality_dim] + [config.hidden] * (config.mlp_layers - 2) + [out]  # the heads add one layer
+    return GroupedMLP(config.n_modalities, sizes, final_relu=True)
 
 
 def modality_decoder(config, latent: int) -> nn.Module:
     """Per-modality decoders from ``latent`` dimensions to the modality's features."""
     if config.architecture == "conv":
         return ConvDecoder(config.n_modalities, latent, config.modality_dim // 784)
-    return GroupedMLP(config.n_modalities, [latent, config.hidden, config.hidden, config.modality_dim])
+    sizes = [latent] + [config.hidden] * (config.mlp_layers - 1) + [config.modality_dim]
+    return GroupedMLP(config.n_modalities, sizes)
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:

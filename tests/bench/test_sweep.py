@@ -97,6 +97,39 @@ def test_aggregator_means_and_stds_on_a_hand_made_table():
     assert mvae["n"] == 1 and math.isnan(mvae["std"])  # the failed seed is not averaged in
 
 
+def image_metrics(coherence: float, inception: bool = False) -> dict:
+    """The sections an image run's metrics.json has (bench.image_metrics.evaluate_images)."""
+    fids = {"fid_suite": 3.0, "fid_suite_per_modality": [3.0] * 5, **({"fid": 90.0} if inception else {})}
+    return {"n_tuples": 100, "collapse": {"collapsed": False}, "training": {"wall_time_s": 5.0},
+            "unconditional": {"coherence": coherence / 2, **fids, "floor": {"fid_suite": 0.5}},
+            "conditional": {"coherence": coherence, "coherence_by_size": {"size_1": coherence, "mean": coherence},
+                            **fids, "ssim": 0.9, "floor": {"fid_suite": 0.5}, "ceiling": {"coherence": 0.96}}}
+
+
+@pytest.mark.parametrize("inception", [False, True])
+def test_image_leaderboard_keeps_fid_suite_apart_from_the_papers_fid(inception):
+    from mrfbench.leaderboard import leaderboard, to_markdown
+    from mrfbench.sweep import flatten_metrics
+
+    flat = flatten_metrics(image_metrics(0.8, inception))
+    assert flat["score"] == pytest.approx(1 - 0.5 * (0.4 + 0.8))
+    assert flat["conditional/ceiling_coherence"] == 0.96 and flat["unconditional/floor_fid_suite"] == 0.5
+    records = [{"model": "gmrf", "params": {"beta": b}, "seed": s, "stage": "final", "status": "ok",
+                "metrics": flatten_metrics(image_metrics(c + 0.02 * s, inception))}
+               for b, c in ((1e-3, 0.8), (1e-4, 0.6)) for s in (0, 1)]
+    board = leaderboard(aggregate(tidy(records)), "polymnist").iloc[0]
+    assert board["variant"] == "beta=0.001" and board["conditional/coherence mean"] == pytest.approx(0.81)
+    assert board["conditional/coherence diff"] == pytest.approx(0.81 - 0.869)  # Table 1, GMRF
+    assert board["unconditional/fid paper"] == pytest.approx(118.21)
+    assert board["unconditional/fid source"] == ("fid" if inception else "fid_suite")
+    if inception:
+        assert board["unconditional/fid diff"] == pytest.approx(90.0 - 118.21)
+    else:  # fid_suite is another metric: shown, starred, never subtracted from the paper's Inception FID
+        assert board["unconditional/fid mean"] == 3.0 and pd.isna(board["unconditional/fid diff"])
+    markdown = to_markdown(leaderboard(aggregate(tidy(records)), "polymnist"), "polymnist", pd.DataFrame())
+    assert ("* (118.21)" in markdown) != inception and "coherence ceiling" in markdown
+
+
 def test_malformed_spaces_give_clear_errors(tmp_path):
     from mrfbench.errors import UsageError
     from mrfbench.spaces import load_space

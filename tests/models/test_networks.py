@@ -82,3 +82,18 @@ def test_conv_architecture_needs_image_modalities():
         build_model("gmrf", architecture="conv")
     with pytest.raises(UsageError, match="unknown architecture"):
         build_model("gmrf", architecture="resnet")
+
+
+@pytest.mark.parametrize("layers, hidden", [(3, 256), (4, 1024)])
+def test_mlp_depth_follows_the_papers_tables(layers, hidden):
+    """Copula (Table 3): encoder 2 -> 256 -> 256 then heads, decoder latent -> 256 -> 256 -> 2. MNIST-3
+    (Appendix D.2): four layers of 1024 on each side."""
+    from mrfbench.models.base import ModelConfig
+    from mrfbench.models.networks import GroupedLinear, modality_decoder, modality_encoder
+
+    config = ModelConfig(n_modalities=3, modality_dim=784 if layers == 4 else 2, hidden=hidden, mlp_layers=layers)
+    encoder, decoder = modality_encoder(config, hidden), modality_decoder(config, 8)
+    shapes = lambda net: [tuple(m.weight.shape[1:]) for m in net.modules() if isinstance(m, GroupedLinear)]
+    d = config.modality_dim
+    assert shapes(encoder) == [(d, hidden)] + [(hidden, hidden)] * (layers - 2)  # + the model's heads
+    assert shapes(decoder) == [(8, hidden)] + [(hidden, hidden)] * (layers - 2) + [(hidden, d)]
