@@ -69,12 +69,16 @@ class MRFPotentials(nn.Module):
         return self._terms(z, torch.tensor([block], device=z.device), self.touching(block))
 
 
+PARTITION_PROPOSALS = ("posterior", "batch")
+
+
 @dataclass
 class NNMRFConfig(GMRFConfig):
     conditional_latent: str = "mean"  # one chain per tuple from its observed blocks' means ("sample": a chain per draw)
     potential_hidden: int = 32  # width of the potential MLPs (the paper used 1024 for 8-D blocks of images)
     confinement: float = 1.0  # precision of the Gaussian base measure in the prior energy (0: none)
     n_importance: int = 8  # posterior samples per data point for the log-partition estimate (Eq. 15)
+    partition: str = "posterior"  # proposal of that estimate: each point's posterior (Eq. 15) or "batch"
     mh_chains: int = 16_384  # parallel chains for prior sampling
     mh_burn_in: int = 200
     mh_thin: int = 5
@@ -87,6 +91,8 @@ class NNMRFConfig(GMRFConfig):
             raise UsageError(f"n importance must be >= 2 (with 1 the log-partition term vanishes), got {self.n_importance}")
         if self.confinement < 0:
             raise UsageError(f"confinement must be >= 0, got {self.confinement}")
+        if self.partition not in PARTITION_PROPOSALS:
+            raise UsageError(f"unknown partition proposal '{self.partition}'; valid: {', '.join(PARTITION_PROPOSALS)}")
         for name in ("mh_chains", "mh_thin", "potential_hidden", "collapse_samples"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
@@ -116,9 +122,22 @@ class NNMRFMVAE(GMRFMVAE):
         z = q.rsample((self.config.n_importance,))  # (K, B, D)
         recon = self.likelihood.log_prob(x, self.decode(z)).sum(-1).mean(0)
         log_w = -self.energy(z) - q.log_prob(z)
-        divergence = log_mean_exp(log_w, 0) - log_w.mean(0)  # estimate of KL(q || p), >= 0
+        divergence = -log_w.mean(0) + self.log_partition(q, z, log_w)  # estimate of KL(q || p)
         loss = (-recon + self.beta * divergence).mean()
         return LossOutput(loss, {"recon": -recon.mean().item(), "kl": divergence.mean().item()})
+
+    def log_partition(self, q, z: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+        """Importance-sampled ln Z of the prior from the posterior draws z (K, B, D), log_w = -E(z) - ln q(z).
+
+        "posterior" (Eq. 15): per data point, proposal q(z | x_b). Its draws sit where q is, so the prior's
+        gradient, E_q[grad E] - sum_k w_k grad E(z_k) with w the normalised weights of those same draws, nearly
+        cancels: the prior hardly learns. "batch" (ours): one estimate for the batch with the aggregate
+        posterior (1/B) sum_b q(z | x_b) as proposal, so the gradient contrasts the posteriors' mass with the
+        prior's across the batch (contrastive, as in maximum likelihood for energy models)."""
+        if self.config.partition == "posterior":
+            return log_mean_exp(log_w, 0)
+        log_mixture = log_mean_exp(q.log_prob(z.unsqueeze(-2)), -1)  # (K, B): z_kb under every q(z | x_b')
+        return log_mean_exp((-self.energy(z) - log_mixture).flatten(), 0)
 
     def _mh(self) -> MHSettings:
         c = self.config
