@@ -284,10 +284,10 @@ QUICK_COPULA_EVAL = {"n_unconditional": 100_000, "n_per_tuple": 5, "n_joint": 50
 BUDGETS = {  # reproduce: (data set, budget) -> (space, sweep settings)
     ("copula", "quick"): ("copula_quick", {"eval_options": QUICK_COPULA_EVAL}),
     ("copula", "paper"): ("copula_paper", {}),
-    ("polymnist", "quick"): ("polymnist_quick", {"dataset_options": {"n_train": 1000, "n_test": 500},
+    ("polymnist", "quick"): ("polymnist_quick", {"dataset_options": {"n_train": 1000, "n_val": 500, "n_test": 500},
                                                  "eval_options": {"n_image_tuples": 500}}),
     ("polymnist", "paper"): ("polymnist_paper", {}),
-    ("mnist3", "quick"): ("mnist3_quick", {"dataset_options": {"n_train": 2000, "n_test": 1000},
+    ("mnist3", "quick"): ("mnist3_quick", {"dataset_options": {"n_train": 2000, "n_val": 500, "n_test": 1000},
                                            "eval_options": {"n_image_tuples": 1000}}),
     ("mnist3", "paper"): ("mnist3_paper", {}),
 }
