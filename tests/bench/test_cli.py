@@ -113,6 +113,15 @@ def test_bad_train_input_is_one_clear_line(tmp_path, args, message):
     assert not (tmp_path / "x").exists()  # nothing is written for a rejected run
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["cifar"], "reproduce supports: copula, mnist3, polymnist (got 'cifar')"),
+    (["polymnist", "--budget", "huge"], "unknown budget 'huge'; valid: quick, paper"),
+])
+def test_bad_reproduce_input_is_one_clear_line(tmp_path, args, message):
+    assert_clean_error(invoke("reproduce", *args, "--results-dir", tmp_path), message)
+    assert not any(tmp_path.iterdir())
+
+
 def test_unwritable_output_path(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

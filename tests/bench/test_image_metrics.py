@@ -123,8 +123,8 @@ def test_an_oracle_model_scores_its_ceiling_and_floor(polymnist):
 def test_mnist3_coherence_scores_only_the_label_sharing_modalities(tmp_path):
     """The third MNIST-3 digit is independent of the label: the truth is coherent on modalities 1 and 2, and
     counting the third would call it incoherent."""
-    build("mnist3", easy_mnist(), tmp_path, seed=0)
-    classifiers, _ = modality_classifiers(tmp_path, epochs=4)
+    build("mnist3", easy_mnist(n_train=1500), tmp_path, seed=0)
+    classifiers, _ = modality_classifiers(tmp_path, epochs=3)
     images, labels = load_build(tmp_path)["test"]
     x, y = torch.from_numpy(np.array(images)), torch.from_numpy(labels)
     oracle = conditional_coherence(lambda data, observed: data, x, y[:, 0], classifiers, sharing=[0, 1])
