@@ -61,11 +61,13 @@ def test_conv_networks_keep_modalities_apart_and_shape_images():
     assert not torch.allclose(h2[:, 1], h[:, 1])
 
 
-@pytest.mark.parametrize("name", ["gmrf", "almrf", "nnmrf", "mvae", "mmvae", "mopoe", "mmvaeplus"])
+@pytest.mark.parametrize("name", ["gmrf", "almrf", "nnmrf", "mrf", "mvae", "mmvae", "mopoe", "mmvaeplus"])
 def test_every_model_runs_on_images_with_the_conv_architecture(name):
-    from mrfbench.models import build_model
+    from mrfbench.models import MODELS, build_model
 
-    extra = {"mh_chains": 32, "mh_burn_in": 2, "collapse_samples": 64} if name == "nnmrf" else {}
+    assert set(MODELS) == {"gmrf", "almrf", "nnmrf", "mrf", "mvae", "mmvae", "mopoe", "mmvaeplus"}  # all of them
+    extra = {"nnmrf": {"mh_chains": 32, "mh_burn_in": 2, "collapse_samples": 64},
+             "mrf": {"prior_chains": 32}}.get(name, {})
     model = build_model(name, n_modalities=5, modality_dim=3 * 784, architecture="conv", latent_dim=4, **extra)
     x = torch.rand(6, 5, 3 * 784)
     model.loss(x).loss.backward()
