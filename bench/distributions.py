@@ -128,6 +128,15 @@ class FullCovGaussian(Distribution):
         d = self.loc.shape[-1]
         return -0.5 * (d * math.log(2 * math.pi) + white.pow(2).sum(-1)) - 0.5 * self.log_det_cov()
 
+    def log_prob_each(self, value: torch.Tensor) -> torch.Tensor:
+        """ln N(value_n; loc_b, cov_b) for every point (N, D) under every member of a 1-D batch (B,): (N, B).
+        One inverse factor per member and two matrix products, instead of N x B triangular solves."""
+        d = self.loc.shape[-1]
+        eye = torch.eye(d, dtype=self.loc.dtype, device=self.loc.device).expand_as(self.scale_tril)
+        inverse = torch.linalg.solve_triangular(self.scale_tril, eye, upper=False)  # (B, D, D)
+        white = torch.einsum("bij,nj->nbi", inverse, value) - torch.einsum("bij,bj->bi", inverse, self.loc)
+        return -0.5 * (d * math.log(2 * math.pi) + white.pow(2).sum(-1)) - 0.5 * self.log_det_cov()
+
     def entropy(self) -> torch.Tensor:
         d = self.loc.shape[-1]
         return 0.5 * d * (1.0 + math.log(2 * math.pi)) + 0.5 * self.log_det_cov()

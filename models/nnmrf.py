@@ -136,8 +136,9 @@ class NNMRFMVAE(GMRFMVAE):
         prior's across the batch (contrastive, as in maximum likelihood for energy models)."""
         if self.config.partition == "posterior":
             return log_mean_exp(log_w, 0)
-        log_mixture = log_mean_exp(q.log_prob(z.unsqueeze(-2)), -1)  # (K, B): z_kb under every q(z | x_b')
-        return log_mean_exp((-self.energy(z) - log_mixture).flatten(), 0)
+        points = z.flatten(0, 1)  # (K B, D)
+        log_mixture = log_mean_exp(q.log_prob_each(points), -1)  # each z_kb under every q(z | x_b'), averaged
+        return log_mean_exp(-self.energy(points) - log_mixture, 0)
 
     def _mh(self) -> MHSettings:
         c = self.config

@@ -54,6 +54,13 @@ def test_log_prob_entropy_and_kl_match_torch_multivariate_normal():
     torch.testing.assert_close(kl_divergence(q, p), kl_divergence(mq, mp))
 
 
+def test_log_prob_each_scores_every_point_under_every_member():
+    q = random_gaussian((5,))
+    x = torch.randn(7, 6, dtype=torch.float64)
+    expected = MultivariateNormal(q.loc, scale_tril=q.scale_tril).log_prob(x.unsqueeze(1))  # (7, 5)
+    torch.testing.assert_close(q.log_prob_each(x), expected)
+
+
 def test_kl_broadcasts_a_batched_posterior_against_an_unbatched_prior():
     q, p = random_gaussian((4,)), random_gaussian(())
     expected = kl_divergence(MultivariateNormal(q.loc, scale_tril=q.scale_tril),
