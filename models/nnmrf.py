@@ -121,24 +121,24 @@ class NNMRFMVAE(GMRFMVAE):
         q = self.posterior(x)
         z = q.rsample((self.config.n_importance,))  # (K, B, D)
         recon = self.likelihood.log_prob(x, self.decode(z)).sum(-1).mean(0)
-        log_w = -self.energy(z) - q.log_prob(z)
-        divergence = -log_w.mean(0) + self.log_partition(q, z, log_w)  # estimate of KL(q || p)
+        energy, log_q = self.energy(z), q.log_prob(z)
+        divergence = (energy + log_q).mean(0) + self.log_partition(q, z, energy, log_q)  # KL(q || p) estimate
         loss = (-recon + self.beta * divergence).mean()
         return LossOutput(loss, {"recon": -recon.mean().item(), "kl": divergence.mean().item()})
 
-    def log_partition(self, q, z: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
-        """Importance-sampled ln Z of the prior from the posterior draws z (K, B, D), log_w = -E(z) - ln q(z).
+    def log_partition(self, q, z: torch.Tensor, energy: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """Importance-sampled ln Z of the prior from the posterior draws z (K, B, D), given their energies E(z)
+        and posterior log-densities ln q(z | x_b), both (K, B).
 
         "posterior" (Eq. 15): per data point, proposal q(z | x_b). Its draws sit where q is, so the prior's
         gradient, E_q[grad E] - sum_k w_k grad E(z_k) with w the normalised weights of those same draws, nearly
-        cancels: the prior hardly learns. "batch" (ours): one estimate for the batch with the aggregate
+        cancels. "batch" (ours): one estimate for the batch with the aggregate
         posterior (1/B) sum_b q(z | x_b) as proposal, so the gradient contrasts the posteriors' mass with the
         prior's across the batch (contrastive, as in maximum likelihood for energy models)."""
         if self.config.partition == "posterior":
-            return log_mean_exp(log_w, 0)
-        points = z.flatten(0, 1)  # (K B, D)
-        log_mixture = log_mean_exp(q.log_prob_each(points), -1)  # each z_kb under every q(z | x_b'), averaged
-        return log_mean_exp(-self.energy(points) - log_mixture, 0)
+            return log_mean_exp(-energy - log_q, 0)
+        log_mixture = log_mean_exp(q.log_prob_each(z.flatten(0, 1)), -1)  # each z_kb under every q(z | x_b')
+        return log_mean_exp(-energy.flatten() - log_mixture, 0)
 
     def _mh(self) -> MHSettings:
         c = self.config
