@@ -1,7 +1,8 @@
 """MMVAE (Shi et al. 2019): the joint posterior is the uniform mixture of the unimodal experts, trained
 with the stratified bound: for each modality r, K samples z ~ q(z | x_r) reconstruct every modality and
 are weighted by log p(z) + sum_d log p(x_d | z) - log (1/M) sum_m q(z | x_m). ``objective`` picks the
-stratified ELBO (mean over K), the stratified IWAE or its DReG estimator (the paper's ``dreg --looser``).
+stratified ELBO (mean over K; the default, with K = 1, as in Sutter et al.'s code, which the MRF paper used
+for its MMVAE rows), the stratified IWAE or its DReG estimator (Shi et al.'s ``dreg --looser``).
 beta multiplies log p(z) - log q (1 reproduces the original, which has no beta).
 
 Factorised (MMVAE_f of Palumbo et al. 2023): u = [z, w_m]; w_r ~ q(w | x_r) is scored under the prior and
@@ -26,13 +27,15 @@ OBJECTIVES = ("elbo", "iwae", "dreg")
 
 @dataclass
 class MMVAEConfig(ExpertsConfig):
-    objective: str = "dreg"
-    n_samples: int = 10  # K importance samples per modality (1 for "elbo" unless set)
+    objective: str = "elbo"
+    n_samples: int | None = None  # K samples per modality; unset: 1 for "elbo", 10 for "iwae" and "dreg"
 
     def __post_init__(self):
         super().__post_init__()
         if self.objective not in OBJECTIVES:
             raise UsageError(f"unknown objective '{self.objective}'; valid: {', '.join(OBJECTIVES)}")
+        if self.n_samples is None:
+            self.n_samples = 1 if self.objective == "elbo" else 10
         if self.n_samples < 1:
             raise UsageError(f"number of samples must be >= 1, got {self.n_samples}")
 

@@ -21,6 +21,7 @@ from mrfbench.models.mmvae import MMVAE, MMVAEConfig
 @dataclass
 class MMVAEPlusConfig(MMVAEConfig):
     specific_dim: int = 3
+    objective: str = "dreg"
 
     def __post_init__(self):
         super().__post_init__()

@@ -95,3 +95,13 @@ def test_invalid_baseline_options():
         build_model("mvae", dist="student")
     with pytest.raises(UsageError, match="objective 'vae'"):
         build_model("mmvae", objective="vae")
+
+
+@pytest.mark.parametrize(("name", "options", "objective", "k"), [
+    ("mmvae", {}, "elbo", 1), ("mmvae", {"objective": "dreg"}, "dreg", 10),
+    ("mmvae", {"objective": "iwae", "n_samples": 3}, "iwae", 3), ("mmvaeplus", {}, "dreg", 10),
+    ("mmvaeplus", {"objective": "elbo"}, "elbo", 1), ("mmvaeplus", {"n_samples": 1}, "dreg", 1),
+])
+def test_mixture_objective_defaults(name, options, objective, k):
+    config = build_model(name, **options).config
+    assert (config.objective, config.n_samples) == (objective, k)
