@@ -60,15 +60,18 @@ class MVAE(ExpertsVAE):
         subsets = self.training_subsets(x.device)  # (S, M)
         q = self.joint(post, subsets)
         z = q.rsample()  # (S, B, D)
-        member = subsets[:, None, :].expand(-1, len(x), -1)  # (S, B, M)
+        index, valid = members_first(subsets)  # (C, M): decoder m sees the z of the subsets holding m
+        inputs = z[index].transpose(1, 2)  # (C, B, M, D)
         w = post.specific.rsample() if self.factorised else None
-        recon = (self.reconstruction(x, self.decode(self.per_modality(z), w), member) * member).sum(-1)
+        valid_b = valid[:, None, :].expand(-1, len(x), -1)  # (C, B, M)
+        recon = (self.reconstruction(x, self.decode(inputs, w), valid_b) * valid_b).sum((0, 2))  # (B,)
         kl = kl_divergence(q, standard(self.config.dist, q.loc)).sum(-1)  # (S, B)
         if self.factorised:
             kl_w = kl_divergence(post.specific, standard(self.config.dist, post.specific.loc)).sum(-1)  # (B, M)
-            kl = kl + (member * kl_w).sum(-1)
-        loss = (-recon + self.beta * kl).sum(0).mean()
-        return LossOutput(loss, {"recon": -recon.sum(0).mean().item(), "kl": kl.sum(0).mean().item()})
+            kl = kl + (subsets[:, None, :] * kl_w).sum(-1)
+        kl = kl.sum(0)
+        loss = (-recon + self.beta * kl).mean()
+        return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
 
     @torch.no_grad()
     def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
@@ -77,3 +80,11 @@ class MVAE(ExpertsVAE):
         post = self.encode(x)
         z = self.joint(post, mask[None]).sample((n_per,))[:, 0].transpose(0, 1)  # (B, n_per, D)
         return self.decode_given(x, observed, post, z)
+
+
+def members_first(subsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For subsets (S, M), column m of ``index`` (C, M) lists the subsets that hold modality m (padded with
+    others, which ``valid`` marks False); C is the most subsets any modality is in. Each ELBO reconstructs
+    only its own modalities, so decoding these C rows instead of all S skips the terms that do not count."""
+    index = torch.argsort((~subsets).to(torch.uint8), dim=0, stable=True)[: int(subsets.sum(0).max())]
+    return index, subsets.gather(0, index)

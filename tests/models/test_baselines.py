@@ -1,7 +1,11 @@
+import random
+
 import pytest
 import torch
+from torch.distributions import kl_divergence
 
 from mrfbench.datasets import get_dataset
+from mrfbench.distributions import standard
 from mrfbench.errors import UsageError
 from mrfbench.models import build_model
 from mrfbench.train import TrainConfig, train
@@ -105,3 +109,22 @@ def test_invalid_baseline_options():
 def test_mixture_objective_defaults(name, options, objective, k):
     config = build_model(name, **options).config
     assert (config.objective, config.n_samples) == (objective, k)
+
+
+def test_mvae_loss_decodes_only_members_and_equals_the_masked_full_decode(data):
+    """The loss decodes, per modality, only the subsets holding it; the result must equal decoding every
+    modality from every subset's z and masking the terms outside each subset."""
+    model = build_model("mvae", specific_dim=2, n_random_subsets=2)
+    x = data["train"][:32]
+    random.seed(1), torch.manual_seed(1)
+    fast = model.loss(x).loss
+    random.seed(1), torch.manual_seed(1)
+    post = model.encode(x)
+    subsets = model.training_subsets(x.device)
+    q = model.joint(post, subsets)
+    z, w = q.rsample(), post.specific.rsample()
+    member = subsets[:, None, :].expand(-1, len(x), -1)
+    recon = (model.reconstruction(x, model.decode(model.per_modality(z), w), member) * member).sum(-1)
+    kl = kl_divergence(q, standard("gaussian", q.loc)).sum(-1)
+    kl = kl + (member * kl_divergence(post.specific, standard("gaussian", post.specific.loc)).sum(-1)).sum(-1)
+    torch.testing.assert_close(fast, (-recon + kl).sum(0).mean())
