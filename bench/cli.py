@@ -358,10 +358,11 @@ def sweep(
 @app.command("leaderboard")
 @clean_errors
 def leaderboard_command(
-    sweep_dir: Annotated[Path, typer.Argument(help="a directory written by `mrfbench sweep`")],
+    sweep_dir: Annotated[Path, typer.Argument(help="a sweep directory, or a folder of `mrfbench train` runs")],
     results_dir: ResultsDir = Path("results"),
 ):
-    """Aggregate a sweep over seeds into results/<dataset>/leaderboard.{md,csv} beside the paper's table."""
+    """Aggregate a sweep (or hand-made runs) over seeds into results/<dataset>/leaderboard.{md,csv} beside
+    the paper's table."""
     _print_leaderboard(sweep_dir, results_dir)
 
 

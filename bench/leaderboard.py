@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pandas as pd
 
 from mrfbench.paper import paper_rows
-from mrfbench.runs import atomic_write
-from mrfbench.sweep import SWEEP_FILE, results_records
+from mrfbench.errors import UsageError
+from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, read_json
+from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records
 
 TIDY_COLUMNS = ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
 TABLE_METRICS = {  # data set -> (setting, metric) columns of the paper's table (1: PolyMNIST, 2: copula, 4: MNIST-3)
@@ -58,8 +60,10 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_variants(summary: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
-    """Per model, the variant of ``stage`` with the lowest mean score."""
+    """Per model, the variant of ``stage`` with the lowest mean score among those with the most seeds (a
+    partial grid, or a seed-0 grid beside the chosen variant's seeds, does not crown a lucky single seed)."""
     scores = summary[(summary["stage"] == stage) & (summary["metric"] == "score")]
+    scores = scores[scores["n"] == scores.groupby("model")["n"].transform("max")]
     return scores.loc[scores.groupby("model")["mean"].idxmin(), ["model", "variant"]]
 
 
@@ -87,6 +91,7 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
             row[f"{key} diff"] = ours["mean"] - theirs if comparable else None
         for bound, _ in BOUNDS[dataset]:
             row[bound] = mine.loc[bound, "mean"] if bound in mine.index else None
+        row["train s"] = mine.loc["train_wall_time_s", "mean"] if "train_wall_time_s" in mine.index else None
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -106,31 +111,67 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame) -> st
               for k in keys]
     lines = [f"# {dataset} leaderboard",
              "",
-             "Ours: mean ± std over seeds of each model's best variant (lowest mean score); the paper's figure",
-             f"in parentheses. {NOTES[dataset]}",
+             "Ours: mean ± std over seeds of each model's best variant (lowest mean score among its variants with",
+             "the most seeds); the paper's figure in parentheses; train s: mean training seconds per run.",
+             NOTES[dataset],
              "",
-             "| model | variant | seeds | " + " | ".join(titles + [t for _, t in BOUNDS[dataset]]) + " |",
-             "|" + "---|" * (len(keys) + len(BOUNDS[dataset]) + 3)]
+             "| model | variant | seeds | " + " | ".join(titles + [t for _, t in BOUNDS[dataset]]) + " | train s |",
+             "|" + "---|" * (len(keys) + len(BOUNDS[dataset]) + 4)]
     for _, row in board.iterrows():
         lines.append(f"| {row['model']} | {row['variant']} | {row['seeds']} | "
-                     + " | ".join([cell(row, k) for k in keys] + [bound(row[b]) for b, _ in BOUNDS[dataset]]) + " |")
+                     + " | ".join([cell(row, k) for k in keys] + [bound(row[b]) for b, _ in BOUNDS[dataset]])
+                     + f" | {bound(row['train s'])} |")
     if len(failures):
         lines += ["", "Failed trials:", ""]
         lines += [f"- {r.model} {r.variant} seed {r.seed} ({r.stage}): {r.error}" for r in failures.itertuples()]
     return "\n".join(lines) + "\n"
 
 
+def run_records(directory: Path) -> tuple[str, list[dict]]:
+    """The data set and a final-stage record for every finished ``mrfbench train`` run below ``directory``
+    (a config.json beside a metrics.json); a run's variant is beta, its epochs and every model option it
+    set away from the model's default."""
+    from mrfbench.models import get_model_class
+
+    records, datasets = [], set()
+    for metrics_file in sorted(Path(directory).glob(f"**/{METRICS_FILE}")):
+        if not (metrics_file.parent / CONFIG_FILE).exists():
+            continue
+        config, metrics = read_json(metrics_file.parent / CONFIG_FILE), read_json(metrics_file)
+        try:
+            options = config["model_config"]
+            shape = {k: options[k] for k in ("n_modalities", "modality_dim")}
+            default = dataclasses.asdict(get_model_class(config["model"]).config_class(**shape))
+            params = {k: v for k, v in options.items() if k == "beta" or default.get(k) != v}
+            params["epochs"] = config["train"]["epochs"]
+            record = {"model": config["model"], "params": params, "seed": config["train"]["seed"],
+                      "stage": "final", "status": "ok", "metrics": flatten_metrics(metrics)}
+        except (KeyError, TypeError, ValueError) as err:
+            raise UsageError(f"run {metrics_file.parent} is not a complete mrfbench run "
+                             f"({type(err).__name__}: {err}); move it out of {directory}") from None
+        datasets.add(config["dataset"])
+        records.append(record)
+    if not records:
+        raise UsageError(f"{directory} holds neither a sweep ({SWEEP_FILE}) nor finished runs ({METRICS_FILE})")
+    if len(datasets) > 1:
+        raise UsageError(f"runs below {directory} mix data sets ({', '.join(sorted(datasets))}); one table each")
+    return datasets.pop(), records
+
+
 def write_leaderboard(sweep_dir: Path, results_dir: Path) -> tuple[Path, Path, pd.DataFrame]:
-    """Aggregate a sweep directory into results_dir/<dataset>/leaderboard.{md,csv} (written atomically)."""
-    from mrfbench.errors import UsageError
+    """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into
+    results_dir/<dataset>/leaderboard.{md,csv} (written atomically)."""
     from mrfbench.spaces import load_space
 
     sweep_dir = Path(sweep_dir)
-    if not (sweep_dir / SWEEP_FILE).exists():
-        raise UsageError(f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE})")
-    settings = json.loads((sweep_dir / SWEEP_FILE).read_text())
-    dataset = load_space(settings["space"]).dataset
-    table = tidy(results_records(sweep_dir))
+    if not sweep_dir.is_dir():
+        raise UsageError(f"{sweep_dir} is not a directory")
+    if (sweep_dir / SWEEP_FILE).exists():
+        settings = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        dataset, records = load_space(settings["space"]).dataset, results_records(sweep_dir)
+    else:
+        dataset, records = run_records(sweep_dir)
+    table = tidy(records)
     if table.empty or not (table["status"] == "ok").any():
         raise UsageError(f"no finished trial in {sweep_dir} yet")
     board = leaderboard(aggregate(table), dataset)

@@ -1,0 +1,49 @@
+import pytest
+
+from mrfbench.errors import UsageError
+from mrfbench.evaluate import EvalConfig
+from mrfbench.experiment import run_experiment
+from mrfbench.leaderboard import aggregate, leaderboard, tidy, write_leaderboard
+from mrfbench.train import TrainConfig
+
+DATA = {"n_train": 128, "n_val": 64, "n_test": 32}
+EVAL = EvalConfig(n_unconditional=2000, n_per_tuple=2, n_joint=1000, n_tau=500, n_projections=20)
+
+
+def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
+    """Runs made by hand (`mrfbench train`) aggregate like a sweep's trials: one variant per distinct
+    beta / epochs / non-default option, seeds averaged, the paper's figure beside ours."""
+    runs = tmp_path / "runs"
+    for name, options, seed in [("a", {"specific_dim": 2}, 0), ("b", {"specific_dim": 2}, 1), ("c", {}, 0)]:
+        run_experiment("mvae", "copula", runs / name, model_options={"beta": 1.0, **options},
+                       dataset_options={**DATA, "seed": seed}, eval_config=EVAL,
+                       train_config=TrainConfig(epochs=1, batch_size=64, seed=seed, device="cpu"))
+    md, csv, board = write_leaderboard(runs, tmp_path / "results")
+    row = board.set_index("model").loc["mvae"]
+    assert row["variant"] == "beta=1,epochs=1,specific_dim=2" and row["seeds"] == 2  # most seeds wins
+    assert row["unconditional/wasserstein_mean paper"] == pytest.approx(2.9) and row["train s"] > 0
+    assert "| mvae | beta=1,epochs=1,specific_dim=2 | 2 |" in md.read_text() and csv.exists()
+
+
+def test_best_variant_is_the_lowest_mean_among_the_most_seeded():
+    def record(beta, seed, score):
+        return {"model": "gmrf", "params": {"beta": beta}, "seed": seed, "stage": "final", "status": "ok",
+                "metrics": {"score": score}}
+
+    records = [record(1.0, 0, 5.0), record(1.0, 1, 7.0), record(0.1, 0, 9.0), record(0.1, 1, 8.0),
+               record(2.5, 0, 1.0)]  # a single lucky seed does not win
+    board = leaderboard(aggregate(tidy(records)), "copula")
+    assert board.loc[0, "variant"] == "beta=1" and board.loc[0, "seeds"] == 2
+
+
+def test_leaderboard_of_a_directory_without_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(UsageError, match="neither a sweep"):
+        write_leaderboard(tmp_path, tmp_path / "results")
+    with pytest.raises(UsageError, match="is not a directory"):
+        write_leaderboard(tmp_path / "missing", tmp_path / "results")
+    broken = tmp_path / "old-run"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model": "gmrf"}')
+    (broken / "metrics.json").write_text("{}")
+    with pytest.raises(UsageError, match="old-run is not a complete mrfbench run"):
+        write_leaderboard(tmp_path, tmp_path / "results")
