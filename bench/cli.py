@@ -326,7 +326,8 @@ def sweep(
     seeds: Annotated[int | None, typer.Option(help="seeds of the final stage [the space's]")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs per trial [the space's]")] = None,
     grid: Annotated[bool, typer.Option(help="run the space as an exhaustive grid x seeds")] = False,
-    sampler: Annotated[str, typer.Option(help="tpe or random")] = "tpe",
+    sampler: Annotated[str, typer.Option(help="tpe, random, or grid: each grid point once on seed 0 (validation), "
+                                              "then the best over the seeds (test); --trials is ignored")] = "tpe",
     asha: Annotated[bool, typer.Option(help="ASHA early stopping of search trials")] = False,
     cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed")] = 0.0,

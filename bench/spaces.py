@@ -59,7 +59,8 @@ class SearchSpace:
         searched = self.searched(model)
         ranged = [p.name for p in searched.values() if p.kind not in ("grid", "choice")]
         if ranged:
-            raise UsageError(f"space '{self.name}': --grid needs grid or choice values, not ranges for {', '.join(ranged)}")
+            raise UsageError(f"space '{self.name}': a grid (--grid, --sampler grid) needs grid or choice values, "
+                             f"not ranges for {', '.join(ranged)}")
         names = list(searched)
         combos = itertools.product(*(searched[n].values for n in names))
         return [{**self.fixed(model), **dict(zip(names, combo))} for combo in combos]

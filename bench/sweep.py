@@ -22,7 +22,7 @@ from mrfbench.errors import UsageError
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS, SearchSpace, load_space
 
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once, on seed 0
 SWEEP_FILE = "sweep.json"
 TRIAL_FILE = "trial.json"
 
@@ -62,6 +62,9 @@ class SweepSettings:
             raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
+        if self.sampler == "grid":
+            for model in self.models or space.params:
+                space.grid(model)  # a clear error for ranges, which a grid cannot enumerate
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
 
@@ -181,7 +184,13 @@ class Sweep:
         """Trials the sweep runs in all (search trials plus final seeds, or grid x seeds)."""
         if self.settings.grid:
             return sum(len(self.space.grid(m)) for m in self.models) * self.seeds
-        return sum((self.settings.trials if self.space.searched(m) else 0) + self.seeds for m in self.models)
+        return sum(self._search_trials(m) + self.seeds for m in self.models)
+
+    def _search_trials(self, model: str) -> int:
+        """Search-stage trials of a model: --trials, or its grid size with the grid sampler."""
+        if not self.space.searched(model):
+            return 0
+        return len(self.space.grid(model)) if self.settings.sampler == "grid" else self.settings.trials
 
     def run(self, callbacks: list | None = None) -> None:
         """Run every stage of every model; finished trials are never repeated on a resumed sweep."""
@@ -226,8 +235,10 @@ class Sweep:
         searched, fixed = self.space.searched(model), self.space.fixed(model)
         if not searched:
             return fixed
-        sampler = optuna.samplers.TPESampler(seed=0) if self.settings.sampler == "tpe" else \
-            optuna.samplers.RandomSampler(seed=0)
+        sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=0),
+                   "random": lambda: optuna.samplers.RandomSampler(seed=0),
+                   "grid": lambda: optuna.samplers.GridSampler(
+                       {f"job/params/{k}": list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
         storage = optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
         search = OptunaSearch(space={f"job/params/{k}": p.optuna_distribution() for k, p in searched.items()},
                               metric="score", mode="min", sampler=sampler, storage=storage,
@@ -235,7 +246,7 @@ class Sweep:
         config = {**_trial_config(self.settings, self.space, "search"), "seed": 0,
                   "job": {"model": model, "params": dict(fixed)}}
         tune_config = tune.TuneConfig(
-            trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self.settings.trials,
+            trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self._search_trials(model),
             max_concurrent_trials=self.settings.max_concurrent_trials,
             scheduler=ASHAScheduler(metric="score", mode="min",
                                     grace_period=max(1, (self.settings.epochs or self.space.epochs) // 10))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mrfbench.errors import UsageError
 from mrfbench.leaderboard import aggregate, tidy, write_leaderboard
 from mrfbench.sweep import Sweep, SweepSettings, results_records
 
@@ -47,6 +48,24 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     assert sorted(board["model"]) == ["gmrf", "mvae"] and set(board["seeds"]) == {2}
     assert "0.86" in md.read_text()  # the paper's GMRF figure beside ours
     assert pd.read_csv(csv).shape[0] == 2
+
+
+def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_seeds(local_ray, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("dataset: copula\nepochs: 1\nseeds: 2\nparams:\n  beta: {grid: [1.0, 0.5, 0.1]}\n"
+                     "models:\n  gmrf:\n    latent_dim: 2\n")
+    out = tmp_path / "gridsearch"
+    sweep = Sweep(SweepSettings(out=str(out), space=str(space), sampler="grid", **{**TINY, "trials": 1}))
+    assert sweep.planned_trials() == 3 + 2
+    sweep.run()
+    records = results_records(out)
+    search = [r for r in records if r["stage"] == "search"]
+    final = [r for r in records if r["stage"] == "final"]
+    assert sorted(r["params"]["beta"] for r in search) == [0.1, 0.5, 1.0] and all(r["seed"] == 0 for r in search)
+    best = min(search, key=lambda r: r["metrics"]["score"])["params"]
+    assert sorted(r["seed"] for r in final) == [0, 1] and all(r["params"] == best for r in final)
+    with pytest.raises(UsageError, match="needs grid or choice values"):
+        Sweep(SweepSettings(out=str(tmp_path / "x"), space="copula", sampler="grid"))
 
 
 def test_asha_search_reports_every_epoch(local_ray, tmp_path):
@@ -131,7 +150,6 @@ def test_image_leaderboard_keeps_fid_suite_apart_from_the_papers_fid(inception):
 
 
 def test_malformed_spaces_give_clear_errors(tmp_path):
-    from mrfbench.errors import UsageError
     from mrfbench.spaces import load_space
 
     cases = {
