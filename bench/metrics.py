@@ -28,6 +28,12 @@ def w1_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.atleast_1d(ot.wasserstein_1d(np.asarray(a, np.float64), np.asarray(b, np.float64), p=1))
 
 
+def w1_per_group(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean over groups of the W1 between matching columns of a and b, both (G, n, k) with equal n (order
+    statistics pair up, so a sort suffices), (k,)."""
+    return np.abs(np.sort(a, axis=1) - np.sort(b, axis=1)).mean(axis=1).mean(axis=0)
+
+
 def random_directions(dim: int, n_projections: int, seed: int) -> np.ndarray:
     """n_projections directions uniform on the unit sphere of R^dim, as columns (dim, n_projections)."""
     v = np.random.default_rng(seed).standard_normal((dim, n_projections))

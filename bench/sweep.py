@@ -83,6 +83,10 @@ def flatten_metrics(metrics: dict) -> dict[str, float]:
                      if key.startswith(TABLE_KEYS) and isinstance(value, (int, float))})
         for bound in ("floor", "ceiling"):
             flat.update({f"{setting}/{bound}_{key}": float(value) for key, value in section.get(bound, {}).items()})
+    per_tuple = metrics["conditional"].get("per_tuple")
+    if per_tuple:  # copula: conditional W1 per tuple, which sees whether generations use what is observed
+        flat["conditional/per_tuple_wasserstein_mean"] = float(per_tuple["wasserstein_mean"])
+        flat["conditional/floor_per_tuple_wasserstein_mean"] = float(per_tuple["floor"]["wasserstein_mean"])
     flat.update({f"dependence/{k}": float(v) for k, v in metrics.get("dependence", {}).items()})
     flat["collapsed"] = float(metrics["collapse"]["collapsed"])
     flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])

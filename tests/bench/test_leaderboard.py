@@ -22,7 +22,8 @@ def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
     row = board.set_index("model").loc["mvae"]
     assert row["variant"] == "beta=1,epochs=1,specific_dim=2" and row["seeds"] == 2  # most seeds wins
     assert row["unconditional/wasserstein_mean paper"] == pytest.approx(2.9) and row["train s"] > 0
-    assert 0 <= row["dependence/kendall_tau_mae mean"] <= 2  # our dependence figure beside the paper's
+    assert 0 <= row["dependence/kendall_tau_mae mean"] <= 2  # our dependence figures beside the paper's
+    assert row["conditional/per_tuple_wasserstein_mean mean"] > 0
     assert "| mvae | beta=1,epochs=1,specific_dim=2 | 2 |" in md.read_text() and csv.exists()
     assert "Kendall tau MAE" in md.read_text()
 

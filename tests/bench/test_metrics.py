@@ -2,7 +2,14 @@ import numpy as np
 import ot
 import pytest
 
-from mrfbench.metrics import kendall_tau_matrix, random_directions, sliced_wasserstein, w1_between, w1_to_uniform
+from mrfbench.metrics import (
+    kendall_tau_matrix,
+    random_directions,
+    sliced_wasserstein,
+    w1_between,
+    w1_per_group,
+    w1_to_uniform,
+)
 
 
 def test_w1_to_uniform_matches_pot_against_a_fine_uniform_grid():
@@ -51,3 +58,10 @@ def test_kendall_tau_matrix_is_symmetric_with_unit_diagonal():
     x[:, 2] = -x[:, 0]
     tau = kendall_tau_matrix(x)
     assert np.allclose(np.diag(tau), 1) and np.allclose(tau, tau.T) and tau[0, 2] == pytest.approx(-1)
+
+
+def test_w1_per_group_is_the_mean_over_groups_of_columnwise_pot():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 30, 3)), rng.uniform(size=(5, 30, 3))
+    expected = np.mean([[ot.wasserstein_1d(a[g, :, j], b[g, :, j], p=1) for j in range(3)] for g in range(5)], axis=0)
+    np.testing.assert_allclose(w1_per_group(a, b), expected, rtol=1e-10)
