@@ -154,7 +154,7 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
     set away from the model's default."""
     from mrfbench.models import get_model_class
 
-    records, datasets = [], set()
+    records, datasets, seen = [], set(), {}
     for metrics_file in sorted(Path(directory).glob(f"**/{METRICS_FILE}")):
         if not (metrics_file.parent / CONFIG_FILE).exists():
             continue
@@ -170,6 +170,11 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"run {metrics_file.parent} is not a complete mrfbench run "
                              f"({type(err).__name__}: {err}); move it out of {directory}") from None
+        key = (record["model"], json.dumps(params, sort_keys=True), record["seed"])
+        if key in seen:
+            raise UsageError(f"runs {seen[key]} and {metrics_file.parent} repeat one model, variant and seed; "
+                             "keep one so the seed counts once")
+        seen[key] = metrics_file.parent
         datasets.add(config["dataset"])
         records.append(record)
     if not records:

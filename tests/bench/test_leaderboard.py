@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from mrfbench.errors import UsageError
@@ -26,6 +28,9 @@ def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
     assert row["conditional/per_tuple_wasserstein_mean mean"] > 0
     assert "| mvae | beta=1,epochs=1,specific_dim=2 | 2 |" in md.read_text() and csv.exists()
     assert "Kendall tau MAE" in md.read_text()
+    shutil.copytree(runs / "a", runs / "a-again")
+    with pytest.raises(UsageError, match="repeat one model, variant and seed"):
+        write_leaderboard(runs, tmp_path / "results")
 
 
 def test_best_variant_is_the_lowest_mean_among_the_most_seeded():
