@@ -88,6 +88,7 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     for _, best in best_variants(summary).iterrows():
         mine = summary[(summary["model"] == best["model"]) & (summary["variant"] == best["variant"])
                        & (summary["stage"] == "final")].set_index("metric")
+        stat = lambda metric, column="mean": mine.loc[metric, column] if metric in mine.index else None  # noqa: E731
         row = {"model": best["model"], "variant": best["variant"], "seeds": int(mine.loc["score", "n"])}
         for setting, metric in TABLE_METRICS[dataset]:
             key, source = f"{setting}/{metric}", f"{setting}/{metric}"
@@ -101,12 +102,10 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
             row[f"{key} source"] = source.split("/")[1]
             row[f"{key} paper"] = theirs
             row[f"{key} diff"] = ours["mean"] - theirs if comparable else None
-        for bound, _ in BOUNDS[dataset]:
-            row[bound] = mine.loc[bound, "mean"] if bound in mine.index else None
+        row.update({bound: stat(bound) for bound, _ in BOUNDS[dataset]})
         for metric, _ in BEYOND.get(dataset, []):
-            row[f"{metric} mean"] = mine.loc[metric, "mean"] if metric in mine.index else None
-            row[f"{metric} std"] = mine.loc[metric, "std"] if metric in mine.index else None
-        row["train s"] = mine.loc["train_wall_time_s", "mean"] if "train_wall_time_s" in mine.index else None
+            row[f"{metric} mean"], row[f"{metric} std"] = stat(metric), stat(metric, "std")
+        row["train s"] = stat("train_wall_time_s")
         rows.append(row)
     return pd.DataFrame(rows)
 
