@@ -97,9 +97,10 @@ def results_table(metrics: dict, dataset: str = "copula") -> Table:
                   title=f"{metrics['model']} on {dataset}, beta={metrics['beta']}, capacity {metrics['capacity']}"
                   " (Wasserstein-1 x1000, lower is better)")
     for setting, label in (("unconditional", "unconditional, n={n:,}"),
-                           ("conditional", "conditional, {n_test:,} tuples x {n_per_tuple}")):
+                           ("conditional", "conditional, {n_test:,} {split} tuples x {n_per_tuple}")):
         m = metrics[setting]
-        table.add_row(label.format(**m), _fmt(m["wasserstein_dim1"]), _fmt(m["wasserstein_dim2"]),
+        split = metrics.get("training", {}).get("eval_split", "test")
+        table.add_row(label.format(split=split, **m), _fmt(m["wasserstein_dim1"]), _fmt(m["wasserstein_dim2"]),
                       _fmt(m["wasserstein_mean"]), _fmt(m["floor"]["wasserstein_mean"]),
                       _fmt(paper.get((setting, "wasserstein_mean"))))
     return table
@@ -204,6 +205,8 @@ def train_command(
     n_image_tuples: NImageTuples = None,
     inception_weights: InceptionWeights = None,
     device: Device = "auto",
+    eval_split: Annotated[str, typer.Option(
+        help="split the conditional figures are scored on: test, or val for a search run")] = "test",
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
 ):
     """Train a model, keep its best checkpoint, score it and write a pair plot into OUT."""
@@ -235,7 +238,7 @@ def train_command(
             train_config=train_config,
             eval_config=_eval_config(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=seed,
                                      n_image_tuples=n_image_tuples, inception_weights=inception_weights),
-            overwrite=overwrite, on_epoch=on_epoch,
+            overwrite=overwrite, on_epoch=on_epoch, eval_split=eval_split,
         )
     print_results(metrics)
     console.print(f"wrote {out}/ (config.json, history.json, checkpoint.pt, metrics.json, "
@@ -252,6 +255,7 @@ def evaluate(
     seed: Annotated[int | None, typer.Option(help="evaluation seed [default: the run's]")] = None,
     n_image_tuples: NImageTuples = None,
     inception_weights: InceptionWeights = None,
+    split: Annotated[str | None, typer.Option(help="test or val [default: the run's]")] = None,
     device: Device = "auto",
 ):
     """Recompute a run's metrics from its checkpoint (rewrites metrics.json and the pair plot or grid)."""
@@ -259,7 +263,7 @@ def evaluate(
 
     overrides = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "seed": seed,
                  "n_image_tuples": n_image_tuples, "inception_weights": inception_weights}
-    print_results(evaluate_run(run_dir, {k: v for k, v in overrides.items() if v is not None}, device))
+    print_results(evaluate_run(run_dir, {k: v for k, v in overrides.items() if v is not None}, device, split))
 
 
 @app.command()

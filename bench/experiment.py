@@ -34,6 +34,7 @@ from mrfbench.runs import (
 )
 from mrfbench.train import TrainConfig, resolve_device, seed_everything, train
 
+EVAL_SPLITS = ("test", "val")  # 'val' scores a search run (choosing beta) without touching the test split
 
 def _build(model_name: str, model_options: dict, dataset):
     architecture = "conv" if len(dataset.modality_shape) == 3 else "mlp"  # images get convolutions
@@ -60,6 +61,7 @@ def run_experiment(
     """Train ``model_name`` on ``dataset_name``, write config, history, checkpoint, metrics and pair plot
     into ``out_dir`` and return the metrics. All inputs are validated before any training starts.
     ``eval_split`` is the split conditional generation is scored on ('val' while searching)."""
+    check_split(eval_split)
     train_config = train_config or TrainConfig()
     eval_config = eval_config or EvalConfig()
     model_options, dataset_options = dict(model_options or {}), dict(dataset_options or {})
@@ -95,6 +97,11 @@ def run_experiment(
         "machine": platform.machine(),
     }
     return score_run(model, dataset, splits[eval_split], eval_config, device, out, {**training, "eval_split": eval_split})
+
+
+def check_split(split: str) -> None:
+    if split not in EVAL_SPLITS:
+        raise UsageError(f"unknown evaluation split '{split}'; valid: {', '.join(EVAL_SPLITS)}")
 
 
 def score_run(
@@ -151,17 +158,21 @@ def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, o
     return model.to(device).eval(), dataset, config, device
 
 
-def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str = "auto") -> dict:
-    """Recompute the metrics of a finished run from its checkpoint (the test split is regenerated from the
-    run's seed); the run's own evaluation settings apply unless ``overrides`` changes them."""
+def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str = "auto",
+                 split: str | None = None) -> dict:
+    """Recompute the metrics of a finished run from its checkpoint (its splits are regenerated from the
+    run's seed); the run's own evaluation settings and split apply unless ``overrides`` or ``split`` change them."""
+    if split is not None:
+        check_split(split)
     model, dataset, config, device = load_run(run_dir, device_name)
     try:
         eval_config = EvalConfig(**{**config["eval"], **(overrides or {})})
     except (KeyError, TypeError) as err:
         raise UsageError(f"run {run_dir} has no valid evaluation settings: {err}") from None
     previous = read_json(run_dir / METRICS_FILE).get("training", {}) if (run_dir / METRICS_FILE).exists() else {}
-    split = previous.get("eval_split", "test")
-    return score_run(model, dataset, dataset.splits()[split], eval_config, device, Path(run_dir), previous)
+    split = split or previous.get("eval_split", "test")
+    return score_run(model, dataset, dataset.splits()[split], eval_config, device, Path(run_dir),
+                     {**previous, "eval_split": split})
 
 
 def export_samples(run_dir: Path, n: int, out_file: Path, seed: int = 0, device_name: str = "auto") -> dict[str, tuple]:

@@ -110,7 +110,13 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame) -> str:
+def search_scores(summary: pd.DataFrame) -> pd.DataFrame:
+    """The search stage's score (validation split) of every variant, best first within each model."""
+    scores = summary[(summary["stage"] == "search") & (summary["metric"] == "score")]
+    return scores[["model", "variant", "n", "mean"]].sort_values(["model", "mean"]).reset_index(drop=True)
+
+
+def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searched: pd.DataFrame | None = None) -> str:
     def ours(row, key):
         mean, std = row[f"{key} mean"], row[f"{key} std"]
         return "-" if pd.isna(mean) else f"{mean:.3g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
@@ -141,6 +147,13 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame) -> st
                      + " | ".join([cell(row, k) for k in keys] + [bound(row[b]) for b, _ in BOUNDS[dataset]]
                                   + [ours(row, m) for m, _ in beyond])
                      + f" | {bound(row['train s'])} |")
+    if searched is not None and len(searched):
+        lines += ["", "Search stage, scored on the validation split (score: mean of the unconditional and conditional "
+                  "figures, W1 x1000 on the copula data, 1 - coherence on images; lower is better):", "",
+                  "| model | variant | seeds | score |", "|---|---|---|---|"]
+        best = searched.groupby("model").head(1).index
+        lines += [f"| {r.model} | {r.variant} | {r.n} | {r.mean:.3g}{' (best)' if r.Index in best else ''} |"
+                  for r in searched.itertuples()]
     if len(failures):
         lines += ["", "Failed trials:", ""]
         lines += [f"- {r.model} {r.variant} seed {r.seed} ({r.stage}): {r.error}" for r in failures.itertuples()]
@@ -148,9 +161,9 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame) -> st
 
 
 def run_records(directory: Path) -> tuple[str, list[dict]]:
-    """The data set and a final-stage record for every finished ``mrfbench train`` run below ``directory``
-    (a config.json beside a metrics.json); a run's variant is beta, its epochs and every model option it
-    set away from the model's default."""
+    """The data set and a record for every finished ``mrfbench train`` run below ``directory`` (a config.json
+    beside a metrics.json): stage 'search' when scored on the validation split, else 'final'; a run's variant
+    is beta, its epochs and every model option it set away from the model's default."""
     from mrfbench.models import get_model_class
 
     records, datasets, seen = [], set(), {}
@@ -164,14 +177,15 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
             default = dataclasses.asdict(get_model_class(config["model"]).config_class(**shape))
             params = {k: v for k, v in options.items() if k == "beta" or default.get(k) != v}
             params["epochs"] = config["train"]["epochs"]
+            stage = "search" if metrics.get("training", {}).get("eval_split") == "val" else "final"
             record = {"model": config["model"], "params": params, "seed": config["train"]["seed"],
-                      "stage": "final", "status": "ok", "metrics": flatten_metrics(metrics)}
+                      "stage": stage, "status": "ok", "metrics": flatten_metrics(metrics)}
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"run {metrics_file.parent} is not a complete mrfbench run "
                              f"({type(err).__name__}: {err}); move it out of {directory}") from None
-        key = (record["model"], json.dumps(params, sort_keys=True), record["seed"])
+        key = (record["model"], json.dumps(params, sort_keys=True), record["seed"], stage)
         if key in seen:
-            raise UsageError(f"runs {seen[key]} and {metrics_file.parent} repeat one model, variant and seed; "
+            raise UsageError(f"runs {seen[key]} and {metrics_file.parent} repeat one model, variant, seed and split; "
                              "keep one so the seed counts once")
         seen[key] = metrics_file.parent
         datasets.add(config["dataset"])
@@ -199,12 +213,13 @@ def write_leaderboard(sweep_dir: Path, results_dir: Path) -> tuple[Path, Path, p
     table = tidy(records)
     if table.empty or not (table["status"] == "ok").any():
         raise UsageError(f"no finished trial in {sweep_dir} yet")
-    board = leaderboard(aggregate(table), dataset)
+    summary = aggregate(table)
+    board = leaderboard(summary, dataset)
     failures = table[table["status"] == "failed"].drop_duplicates(["model", "variant", "seed", "stage"])
     out = Path(results_dir) / dataset
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / "leaderboard.md", out / "leaderboard.csv"
-    atomic_write(md, lambda h: h.write(to_markdown(board, dataset, failures).encode()))
+    atomic_write(md, lambda h: h.write(to_markdown(board, dataset, failures, search_scores(summary)).encode()))
     atomic_write(csv, lambda h: h.write(board.to_csv(index=False).encode()))
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(table.to_csv(index=False).encode()))
     return md, csv, board

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -68,6 +69,21 @@ def test_evaluate_reproduces_the_metrics(run_dir):
     assert after["training"] == before["training"]
 
 
+def test_evaluate_on_the_validation_split_rescores_the_conditional_figures(run_dir, tmp_path):
+    """A search run (choosing beta) is scored on the validation split; the split is recorded and kept."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = json.loads((run / "metrics.json").read_text())
+    assert invoke("evaluate", run, "--split", "val", "--device", "cpu").exit_code == 0
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["unconditional"] == before["unconditional"]  # samples of the prior do not see a split
+    assert after["conditional"]["wasserstein_mean"] != before["conditional"]["wasserstein_mean"]
+    assert after["training"]["eval_split"] == "val" and before["training"]["eval_split"] == "test"
+    assert invoke("evaluate", run, "--device", "cpu").exit_code == 0
+    assert json.loads((run / "metrics.json").read_text())["conditional"] == after["conditional"]  # its split now
+    assert_clean_error(invoke("evaluate", run, "--split", "train"), "unknown evaluation split 'train'")
+
+
 def test_sample_exports_the_documented_keys(run_dir, tmp_path):
     out = tmp_path / "s.npz"
     result = invoke("sample", run_dir, "--n", 50, "--out", out, "--device", "cpu")
@@ -105,6 +121,7 @@ def test_finished_runs_are_not_overwritten(run_dir):
         (["--lr-schedule", "step"], "unknown lr schedule"),
         (["--likelihood", "poisson"], "unknown likelihood 'poisson'"),
         (["--n-unconditional", "0"], "n unconditional must be >= 1"),
+        (["--eval-split", "train"], "unknown evaluation split 'train'; valid: test, val"),
     ],
 )
 def test_bad_train_input_is_one_clear_line(tmp_path, args, message):

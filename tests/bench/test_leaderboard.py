@@ -16,9 +16,10 @@ def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
     """Runs made by hand (`mrfbench train`) aggregate like a sweep's trials: one variant per distinct
     beta / epochs / non-default option, seeds averaged, the paper's figure beside ours."""
     runs = tmp_path / "runs"
-    for name, options, seed in [("a", {"specific_dim": 2}, 0), ("b", {"specific_dim": 2}, 1), ("c", {}, 0)]:
+    for name, options, seed, split in [("a", {"specific_dim": 2}, 0, "test"), ("b", {"specific_dim": 2}, 1, "test"),
+                                       ("c", {}, 0, "test"), ("search", {"beta": 0.5}, 0, "val")]:
         run_experiment("mvae", "copula", runs / name, model_options={"beta": 1.0, **options},
-                       dataset_options={**DATA, "seed": seed}, eval_config=EVAL,
+                       dataset_options={**DATA, "seed": seed}, eval_config=EVAL, eval_split=split,
                        train_config=TrainConfig(epochs=1, batch_size=64, seed=seed, device="cpu"))
     md, csv, board = write_leaderboard(runs, tmp_path / "results")
     row = board.set_index("model").loc["mvae"]
@@ -28,8 +29,10 @@ def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
     assert row["conditional/per_tuple_wasserstein_mean mean"] > 0
     assert "| mvae | beta=1,epochs=1,specific_dim=2 | 2 |" in md.read_text() and csv.exists()
     assert "Kendall tau MAE" in md.read_text()
+    # a run scored on the validation split is a search run: listed with its score, never a table row
+    assert "| mvae | beta=0.5,epochs=1 | 1 |" in md.read_text() and "(best)" in md.read_text()
     shutil.copytree(runs / "a", runs / "a-again")
-    with pytest.raises(UsageError, match="repeat one model, variant and seed"):
+    with pytest.raises(UsageError, match="repeat one model, variant, seed and split"):
         write_leaderboard(runs, tmp_path / "results")
 
 
