@@ -110,10 +110,25 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def search_scores(summary: pd.DataFrame) -> pd.DataFrame:
-    """The search stage's score (validation split) of every variant, best first within each model."""
-    scores = summary[(summary["stage"] == "search") & (summary["metric"] == "score")]
-    return scores[["model", "variant", "n", "mean"]].sort_values(["model", "mean"]).reset_index(drop=True)
+SCORE_PARTS = {  # data set -> the two figures whose mean (copula) or mean complement (images) is the score
+    "copula": ["unconditional/wasserstein_mean", "conditional/wasserstein_mean"],
+    "polymnist": ["unconditional/coherence", "conditional/coherence"],
+    "mnist3": ["unconditional/coherence", "conditional/coherence"],
+}
+
+
+def search_scores(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The search stage (validation split) of every variant: seeds, score and the two figures behind it, as
+    means over seeds, best score first within each model."""
+    search = summary[summary["stage"] == "search"]
+    table = search.pivot_table(index=["model", "variant"], columns="metric", values="mean")
+    table = table.reindex(columns=["score", *SCORE_PARTS[dataset]])
+    table["seeds"] = search[search["metric"] == "score"].set_index(["model", "variant"])["n"]
+    return table.reset_index().sort_values(["model", "score"]).reset_index(drop=True)
+
+
+def column_title(key: str) -> str:
+    return key.replace("unconditional/", "uncond ").replace("conditional/", "cond ").replace("wasserstein_", "")
 
 
 def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searched: pd.DataFrame | None = None) -> str:
@@ -130,8 +145,7 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searc
         return "-" if value is None or pd.isna(value) else f"{value:.3g}"
 
     keys = [f"{s}/{m}" for s, m in TABLE_METRICS[dataset]]
-    titles = [k.replace("unconditional/", "uncond ").replace("conditional/", "cond ").replace("wasserstein_", "")
-              for k in keys]
+    titles = [column_title(k) for k in keys]
     beyond = BEYOND.get(dataset, [])
     lines = [f"# {dataset} leaderboard",
              "",
@@ -148,12 +162,13 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searc
                                   + [ours(row, m) for m, _ in beyond])
                      + f" | {bound(row['train s'])} |")
     if searched is not None and len(searched):
-        lines += ["", "Search stage, scored on the validation split (score: mean of the unconditional and conditional "
-                  "figures, W1 x1000 on the copula data, 1 - coherence on images; lower is better):", "",
-                  "| model | variant | seeds | score |", "|---|---|---|---|"]
+        parts = SCORE_PARTS[dataset]
+        lines += ["", "Search stage, scored on the validation split (score: the mean of the unconditional and "
+                  "conditional figures on the copula data, 1 - their mean on images; lower is better):", "",
+                  "| model | variant | seeds | score | " + " | ".join(map(column_title, parts)) + " |", "|---|---|---|---|---|---|"]
         best = searched.groupby("model").head(1).index
-        lines += [f"| {r.model} | {r.variant} | {r.n} | {r.mean:.3g}{' (best)' if r.Index in best else ''} |"
-                  for r in searched.itertuples()]
+        lines += [f"| {r['model']} | {r['variant']} | {r['seeds']} | {r['score']:.3g}{' (best)' if i in best else ''} | "
+                  + " | ".join(bound(r[p]) for p in parts) + " |" for i, r in searched.iterrows()]
     if len(failures):
         lines += ["", "Failed trials:", ""]
         lines += [f"- {r.model} {r.variant} seed {r.seed} ({r.stage}): {r.error}" for r in failures.itertuples()]
@@ -219,7 +234,7 @@ def write_leaderboard(sweep_dir: Path, results_dir: Path) -> tuple[Path, Path, p
     out = Path(results_dir) / dataset
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / "leaderboard.md", out / "leaderboard.csv"
-    atomic_write(md, lambda h: h.write(to_markdown(board, dataset, failures, search_scores(summary)).encode()))
+    atomic_write(md, lambda h: h.write(to_markdown(board, dataset, failures, search_scores(summary, dataset)).encode()))
     atomic_write(csv, lambda h: h.write(board.to_csv(index=False).encode()))
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(table.to_csv(index=False).encode()))
     return md, csv, board

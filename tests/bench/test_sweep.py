@@ -64,6 +64,8 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
     assert sorted(r["params"]["beta"] for r in search) == [0.1, 0.5, 1.0] and all(r["seed"] == 0 for r in search)
     best = min(search, key=lambda r: r["metrics"]["score"])["params"]
     assert sorted(r["seed"] for r in final) == [0, 1] and all(r["params"] == best for r in final)
+    md, _, _ = write_leaderboard(out, tmp_path / "results")
+    assert md.read_text().count("(best)") == 1  # the search stage is listed apart, its best marked
     with pytest.raises(UsageError, match="needs grid or choice values"):
         Sweep(SweepSettings(out=str(tmp_path / "x"), space="copula", sampler="grid"))
 
