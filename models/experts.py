@@ -118,11 +118,15 @@ class ExpertsVAE(MultimodalVAE):
         out[:, :, observed] = x[:, None, observed]
         return out
 
+    def shared_kl(self, post: Posteriors) -> torch.Tensor:
+        """KL to the prior of each modality's unimodal posterior over the shared latent, (B, M): the expert."""
+        return kl_divergence(post.shared, standard(self.config.dist, post.shared.loc)).sum(-1)
+
     @torch.no_grad()
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:
         """Mean KL of each modality's unimodal posterior (shared and specific parts) to the prior, (M,)."""
         post = self.encode(x)
-        kl = kl_divergence(post.shared, standard(self.config.dist, post.shared.loc)).sum(-1)
+        kl = self.shared_kl(post)
         if post.specific is not None:
             kl = kl + kl_divergence(post.specific, standard(self.config.dist, post.specific.loc)).sum(-1)
         return kl.mean(0)

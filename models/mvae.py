@@ -47,6 +47,13 @@ class MVAE(ExpertsVAE):
         shared = post.shared
         return product_of_experts(self.config.dist, shared.loc, shared.scale, subsets[:, None, :], True)
 
+    def shared_kl(self, post: Posteriors) -> torch.Tensor:
+        """Per modality, KL of PoE(prior, q(z | x_m)), the unimodal posterior, (B, M). The raw expert is not:
+        a wide expert far from 0 barely moves the product, so its own huge KL would hide a collapse."""
+        eye = torch.eye(self.config.n_modalities, dtype=torch.bool, device=post.shared.loc.device)
+        q = self.joint(post, eye)  # (M, B, D)
+        return kl_divergence(q, standard(self.config.dist, q.loc)).sum(-1).T
+
     def training_subsets(self, device) -> torch.Tensor:
         m = self.config.n_modalities
         rows = [torch.ones(1, m, dtype=torch.bool, device=device), torch.eye(m, dtype=torch.bool, device=device)]

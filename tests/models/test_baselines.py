@@ -2,12 +2,13 @@ import random
 
 import pytest
 import torch
-from torch.distributions import kl_divergence
+from torch.distributions import Normal, kl_divergence
 
 from mrfbench.datasets import get_dataset
 from mrfbench.distributions import standard
 from mrfbench.errors import UsageError
 from mrfbench.models import build_model
+from mrfbench.models.experts import Posteriors
 from mrfbench.train import TrainConfig, train
 
 VARIANTS = [
@@ -70,6 +71,23 @@ def test_mvae_reconstructs_only_the_modalities_of_each_subset(data):
     recon.backward()
     assert model.decoders.net[0].weight.grad[1:].abs().sum() == 0
     assert model.decoders.net[0].weight.grad[0].abs().sum() > 0
+
+
+def test_mvae_collapse_report_sees_a_switched_off_expert(data):
+    """MVAE's posterior given x_m is PoE(prior, expert): a wide expert far from 0 leaves it the prior (a
+    collapsed block), though the expert's own KL is huge. Seen in a beta = 2.5 run: 2.5M nats, KL 0."""
+    model = build_model("mvae")
+    x = data["test"]
+    post = model.encode(x)
+    loc, scale = post.shared.loc.detach().clone(), post.shared.scale.detach().clone()
+    loc[:, 1], scale[:, 1] = 50.0, 1e4
+    model.encode = lambda _: Posteriors(Normal(loc, scale), None)
+    kl = model.kl_per_block(x)
+    assert kl_divergence(Normal(loc, scale), Normal(0.0, 1.0)).sum(-1).mean(0)[1] > 1e4
+    assert kl[1] < 1e-3 and kl[0] > kl[1]
+    var = 1 / (1 + scale[:, 0] ** -2)  # the product with the standard prior, by hand
+    by_hand = kl_divergence(Normal(loc[:, 0] * scale[:, 0] ** -2 * var, var.sqrt()), Normal(0.0, 1.0))
+    torch.testing.assert_close(kl[0], by_hand.sum(-1).mean())
 
 
 def test_mopoe_splits_the_batch_over_all_subsets(data):
