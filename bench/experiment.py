@@ -36,6 +36,7 @@ from mrfbench.train import TrainConfig, resolve_device, seed_everything, train
 
 EVAL_SPLITS = ("test", "val")  # 'val' scores a search run (choosing beta) without touching the test split
 
+
 def _build(model_name: str, model_options: dict, dataset):
     architecture = "conv" if len(dataset.modality_shape) == 3 else "mlp"  # images get convolutions
     return build_model(
