@@ -11,7 +11,7 @@ import pandas as pd
 from mrfbench.paper import paper_rows
 from mrfbench.errors import UsageError
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, read_json
-from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records
+from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records, score_parts
 
 TIDY_COLUMNS = ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
 TABLE_METRICS = {  # data set -> (setting, metric) columns of the paper's table (1: PolyMNIST, 2: copula, 4: MNIST-3)
@@ -110,19 +110,14 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-SCORE_PARTS = {  # data set -> the two figures whose mean (copula) or mean complement (images) is the score
-    "copula": ["unconditional/wasserstein_mean", "conditional/wasserstein_mean"],
-    "polymnist": ["unconditional/coherence", "conditional/coherence"],
-    "mnist3": ["unconditional/coherence", "conditional/coherence"],
-}
-
-
-def search_scores(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+def search_scores(summary: pd.DataFrame) -> pd.DataFrame:
     """The search stage (validation split) of every variant: seeds, score and the two figures behind it, as
     means over seeds, best score first within each model."""
     search = summary[summary["stage"] == "search"]
     table = search.pivot_table(index=["model", "variant"], columns="metric", values="mean")
-    table = table.reindex(columns=["score", *SCORE_PARTS[dataset]])
+    if table.empty:
+        return table
+    table = table.reindex(columns=["score", *score_parts(table.columns)])
     table["seeds"] = search[search["metric"] == "score"].set_index(["model", "variant"])["n"]
     return table.reset_index().sort_values(["model", "score"]).reset_index(drop=True)
 
@@ -162,10 +157,11 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searc
                                   + [ours(row, m) for m, _ in beyond])
                      + f" | {bound(row['train s'])} |")
     if searched is not None and len(searched):
-        parts = SCORE_PARTS[dataset]
+        parts = score_parts(searched.columns)
         lines += ["", "Search stage, scored on the validation split (score: the mean of the unconditional and "
                   "conditional figures on the copula data, 1 - their mean on images; lower is better):", "",
-                  "| model | variant | seeds | score | " + " | ".join(map(column_title, parts)) + " |", "|---|---|---|---|---|---|"]
+                  "| model | variant | seeds | score | " + " | ".join(map(column_title, parts)) + " |",
+                  "|" + "---|" * (4 + len(parts))]
         best = searched.groupby("model").head(1).index
         lines += [f"| {r['model']} | {r['variant']} | {r['seeds']} | {r['score']:.3g}{' (best)' if i in best else ''} | "
                   + " | ".join(bound(r[p]) for p in parts) + " |" for i, r in searched.iterrows()]
@@ -234,7 +230,7 @@ def write_leaderboard(sweep_dir: Path, results_dir: Path) -> tuple[Path, Path, p
     out = Path(results_dir) / dataset
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / "leaderboard.md", out / "leaderboard.csv"
-    atomic_write(md, lambda h: h.write(to_markdown(board, dataset, failures, search_scores(summary, dataset)).encode()))
+    atomic_write(md, lambda h: h.write(to_markdown(board, dataset, failures, search_scores(summary)).encode()))
     atomic_write(csv, lambda h: h.write(board.to_csv(index=False).encode()))
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(table.to_csv(index=False).encode()))
     return md, csv, board

@@ -70,12 +70,27 @@ class SweepSettings:
 
 
 TABLE_KEYS = ("wasserstein_", "coherence", "fid", "ssim")  # the figures of the paper's tables, by prefix
+SCORE_PARTS = (  # the two figures behind a trial's score, lower is better: their mean, or 1 - their mean
+    ("unconditional/wasserstein_mean", "conditional/wasserstein_mean"),  # copula: W1 x1000
+    ("unconditional/coherence", "conditional/coherence"),  # images
+)
+
+
+def score_parts(keys) -> tuple[str, str]:
+    """The pair of ``SCORE_PARTS`` present among ``keys`` (figure names)."""
+    return next(parts for parts in SCORE_PARTS if parts[0] in keys)
+
+
+def score(flat: dict[str, float]) -> float:
+    """A trial's score from its flattened figures: the mean of the two W1 figures, 1 - the mean coherence."""
+    parts = score_parts(flat)
+    mean = 0.5 * (flat[parts[0]] + flat[parts[1]])
+    return mean if parts is SCORE_PARTS[0] else 1.0 - mean
 
 
 def flatten_metrics(metrics: dict) -> dict[str, float]:
     """The scalar figures a trial reports: '<setting>/<metric>' for the paper's table, its floors (and the
-    coherence ceiling), plus ``score``, lower is better: the mean of the unconditional and conditional
-    W1 x1000 on the copula data, 1 - the mean of the two coherences on images."""
+    coherence ceiling), plus ``score`` (see ``score``)."""
     flat = {}
     for setting in ("unconditional", "conditional"):
         section = metrics[setting]
@@ -90,10 +105,7 @@ def flatten_metrics(metrics: dict) -> dict[str, float]:
     flat.update({f"dependence/{k}": float(v) for k, v in metrics.get("dependence", {}).items()})
     flat["collapsed"] = float(metrics["collapse"]["collapsed"])
     flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
-    if "wasserstein_mean" in metrics["unconditional"]:
-        flat["score"] = 0.5 * (flat["unconditional/wasserstein_mean"] + flat["conditional/wasserstein_mean"])
-    else:
-        flat["score"] = 1.0 - 0.5 * (flat["unconditional/coherence"] + flat["conditional/coherence"])
+    flat["score"] = score(flat)
     return flat
 
 

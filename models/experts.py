@@ -118,9 +118,13 @@ class ExpertsVAE(MultimodalVAE):
         out[:, :, observed] = x[:, None, observed]
         return out
 
+    def prior_kl(self, q: Distribution) -> torch.Tensor:
+        """KL(q || standard prior) summed over the last (latent) dimension."""
+        return kl_divergence(q, standard(self.config.dist, q.loc)).sum(-1)
+
     def shared_kl(self, post: Posteriors) -> torch.Tensor:
         """KL to the prior of each modality's unimodal posterior over the shared latent, (B, M): the expert."""
-        return kl_divergence(post.shared, standard(self.config.dist, post.shared.loc)).sum(-1)
+        return self.prior_kl(post.shared)
 
     @torch.no_grad()
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +132,7 @@ class ExpertsVAE(MultimodalVAE):
         post = self.encode(x)
         kl = self.shared_kl(post)
         if post.specific is not None:
-            kl = kl + kl_divergence(post.specific, standard(self.config.dist, post.specific.loc)).sum(-1)
+            kl = kl + self.prior_kl(post.specific)
         return kl.mean(0)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution
 
-from mrfbench.distributions import nonempty_subsets, product_of_experts, standard
+from mrfbench.distributions import nonempty_subsets, product_of_experts
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
@@ -55,9 +55,9 @@ class MoPoE(ExpertsVAE):
         z = chosen.rsample()  # (B, D)
         w = post.specific.rsample() if self.factorised else None
         recon = self.reconstruction(x, self.decode(self.per_modality(z), w)).sum(-1)
-        kl = kl_divergence(q, standard(self.config.dist, q.loc)).sum(-1).mean(0)  # mean over subsets, (B,)
+        kl = self.prior_kl(q).mean(0)  # mean over subsets, (B,)
         if self.factorised:
-            kl = kl + kl_divergence(post.specific, standard(self.config.dist, post.specific.loc)).sum((-2, -1))
+            kl = kl + self.prior_kl(post.specific).sum(-1)
         loss = (-recon + self.beta * kl).mean()
         return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
 

@@ -9,9 +9,9 @@ import random
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution
 
-from mrfbench.distributions import product_of_experts, standard
+from mrfbench.distributions import product_of_experts
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
@@ -52,7 +52,7 @@ class MVAE(ExpertsVAE):
         a wide expert far from 0 barely moves the product, so its own huge KL would hide a collapse."""
         eye = torch.eye(self.config.n_modalities, dtype=torch.bool, device=post.shared.loc.device)
         q = self.joint(post, eye)  # (M, B, D)
-        return kl_divergence(q, standard(self.config.dist, q.loc)).sum(-1).T
+        return self.prior_kl(q).T
 
     def training_subsets(self, device) -> torch.Tensor:
         m = self.config.n_modalities
@@ -72,9 +72,9 @@ class MVAE(ExpertsVAE):
         w = post.specific.rsample() if self.factorised else None
         valid_b = valid[:, None, :].expand(-1, len(x), -1)  # (C, B, M)
         recon = (self.reconstruction(x, self.decode(inputs, w), valid_b) * valid_b).sum((0, 2))  # (B,)
-        kl = kl_divergence(q, standard(self.config.dist, q.loc)).sum(-1)  # (S, B)
+        kl = self.prior_kl(q)  # (S, B)
         if self.factorised:
-            kl_w = kl_divergence(post.specific, standard(self.config.dist, post.specific.loc)).sum(-1)  # (B, M)
+            kl_w = self.prior_kl(post.specific)  # (B, M)
             kl = kl + (subsets[:, None, :] * kl_w).sum(-1)
         kl = kl.sum(0)
         loss = (-recon + self.beta * kl).mean()
