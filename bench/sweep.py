@@ -245,7 +245,6 @@ class Sweep:
         """Optuna search over the model's space (seed 0, validation scores); returns the best parameters."""
         import optuna
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
         searched, fixed = self.space.searched(model), self.space.fixed(model)
@@ -264,11 +263,17 @@ class Sweep:
         tune_config = tune.TuneConfig(
             trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self._search_trials(model),
             max_concurrent_trials=self.settings.max_concurrent_trials,
-            scheduler=ASHAScheduler(metric="score", mode="min",
-                                    grace_period=max(1, (self.settings.epochs or self.space.epochs) // 10))
-            if self.settings.asha else None)
+            scheduler=self._asha() if self.settings.asha else None)
         self._tuner(f"search-{model}", config, tune_config, callbacks).fit()
         return best_params(results_records(self.out / f"search-{model}"), fixed)
+
+    def _asha(self):
+        """ASHA over epochs: each epoch is one report, the final scoring one more, so max_t is epochs + 1
+        (ASHA's default of 100 would stop every longer trial before it is scored)."""
+        from ray.tune.schedulers import ASHAScheduler
+
+        epochs = self.settings.epochs or self.space.epochs
+        return ASHAScheduler(metric="score", mode="min", max_t=epochs + 1, grace_period=max(1, epochs // 10))
 
     def _final(self, jobs: list[tuple[str, dict]], callbacks) -> None:
         """Every (model, config) job x seeds 0..N-1 in one Tune experiment, so all models share the

@@ -135,7 +135,7 @@ def test_bad_train_input_is_one_clear_line(tmp_path, args, message):
     (["polymnist", "--budget", "huge"], "unknown budget 'huge'; valid: quick, paper"),
 ])
 def test_bad_reproduce_input_is_one_clear_line(tmp_path, args, message):
-    assert_clean_error(invoke("reproduce", *args, "--results-dir", tmp_path), message)
+    assert_clean_error(invoke("reproduce", *args, "--out", tmp_path / "sweep"), message)
     assert not any(tmp_path.iterdir())
 
 

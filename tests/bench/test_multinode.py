@@ -1,15 +1,25 @@
 """A real two-node Ray cluster on this machine: a head and a worker node started with `ray start`, a small
-sweep joined to it with --address, trials spread over both nodes, both nodes shut down afterwards."""
+sweep joined to it with --address, trials spread over both nodes. The test stops exactly the Ray processes
+it started (those under its own --temp-dir), never every Ray on the host: a bystander cluster started
+beside it is still alive afterwards."""
 
 import json
 import os
+import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from mrfbench.sweep import results_records
+
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 
 
 def free_port() -> int:
@@ -18,29 +28,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pids_under(temp_dir: str) -> set[int]:
+    """Processes whose command line names ``temp_dir`` (every process of a Ray node started with it)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if temp_dir.encode() in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids - {os.getpid()}
+
+
+def stop_ray_under(temp_dir: str, timeout: float = 30.0) -> None:
+    """Terminate the Ray processes started with ``temp_dir``, then kill what remains after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids_under(temp_dir):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while pids_under(temp_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def start_node(temp_dir: str, env: dict, *args: str) -> None:
+    subprocess.run([*RAY_CLI, "start", f"--temp-dir={temp_dir}", *args],
+                   check=True, capture_output=True, env=env, timeout=180)
+
+
 @pytest.mark.slow
 def test_sweep_runs_trials_on_two_nodes(tmp_path):
+    # token authentication with a token of the test's own (the user's ~/.ray is left alone); every process
+    # joining the cluster uses it
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # short temp dirs: Ray's unix socket paths must stay under 108 characters
+    ours, bystander = tempfile.mkdtemp(prefix="mrfray-"), tempfile.mkdtemp(prefix="mrfother-")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    # `ray start --head` turns on token authentication; every process joining the cluster must use it too
-    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token"}
-    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
     try:
-        subprocess.run([*ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
-                       check=True, capture_output=True, env=env, timeout=180)
-        subprocess.run([*ray_cli, "start", f"--address={address}", "--num-cpus=1"],
-                       check=True, capture_output=True, env=env, timeout=180)
+        start_node(bystander, env, "--head", f"--port={free_port()}", "--num-cpus=0",
+                   "--include-dashboard=false")
+        bystander_pids = pids_under(bystander)
+        start_node(ours, env, "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
+        start_node(ours, env, f"--address={address}", "--num-cpus=1")
         space = tmp_path / "space.yaml"
         space.write_text("dataset: copula\nepochs: 1\nseeds: 4\nparams:\n  beta: {grid: [1.0]}\nmodels:\n  gmrf: {}\n")
         out = tmp_path / "sweep"
         proc = subprocess.run(
             [sys.executable, "-m", "mrfbench", "sweep", "--out", str(out), "--space", str(space), "--grid",
-             "--address", address, "--cpus-per-trial", "1", "--results-dir", str(tmp_path / "results")],
+             "--address", address, "--cpus-per-trial", "1"],
             capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         nodes = {r["node_id"] for r in results_records(out)}
         print("trials ran on nodes:", sorted(nodes))
         assert len(results_records(out)) == 4 and len(nodes) == 2
         assert json.loads((out / "sweep.json").read_text())["address"] == address
+        stop_ray_under(ours)
+        assert not pids_under(ours)
+        assert bystander_pids and bystander_pids <= pids_under(bystander)  # the other cluster lives on
     finally:
-        subprocess.run([*ray_cli, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        for temp_dir in (ours, bystander):
+            stop_ray_under(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)

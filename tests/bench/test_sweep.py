@@ -22,6 +22,12 @@ TINY = dict(
 )
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
@@ -81,6 +87,12 @@ def test_asha_search_reports_every_epoch(local_ray, tmp_path):
         assert pd.read_csv(progress)["score"].notna().all()  # per-epoch proxy scores for ASHA
     final = [r for r in results_records(out) if r["stage"] == "final"]
     assert len(final) == 1 and final[0]["status"] == "ok"
+
+
+def test_asha_lets_a_full_length_trial_reach_its_scoring(tmp_path):
+    """ASHA's default max_t (100) stopped every 200-epoch trial at epoch 100, before it was ever scored."""
+    asha = Sweep(SweepSettings(out=str(tmp_path / "x"), space="copula", asha=True, epochs=200))._asha()
+    assert asha._max_t == 201 and asha._time_attr == "training_iteration"
 
 
 def test_grid_sweep_runs_every_combination_and_records_failures(local_ray, tmp_path):
@@ -230,7 +242,8 @@ def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
 
 
 def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_ray, tmp_path, monkeypatch):
-    """The README's main command, wired end to end on a tiny budget (the real one takes minutes)."""
+    """The README's main command, wired end to end on a tiny budget (the real one takes minutes), run from
+    a folder holding reference leaderboards: they stay byte-identical, the sweep keeps its own."""
     from typer.testing import CliRunner
 
     from mrfbench import cli
@@ -238,13 +251,25 @@ def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_r
     tiny = {k: v for k, v in TINY.items() if k not in ("trials", "search_eval_options")}
     monkeypatch.setitem(cli.BUDGETS, ("copula", "quick"),
                         ("copula_quick", {**tiny, "seeds": 1, "models": ["gmrf", "mopoe"]}))
-    result = CliRunner().invoke(cli.app, ["reproduce", "copula", "--results-dir", str(tmp_path)])
+    reference = tmp_path / "results" / "copula"
+    reference.mkdir(parents=True)
+    for name in ("leaderboard.md", "leaderboard.csv"):
+        (reference / name).write_text(f"the committed {name}\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.app, ["reproduce", "copula"])
     assert result.exit_code == 0, result.output
-    board = (tmp_path / "quick" / "copula" / "leaderboard.md").read_text()
+    sweep_dir = tmp_path / "results" / "sweeps" / "copula-quick"
+    board = (sweep_dir / "leaderboard.md").read_text()
     assert "| gmrf |" in board and "| mopoe |" in board
-    assert not (tmp_path / "copula").exists()  # the reference leaderboard is left alone
-    records = results_records(tmp_path / "sweeps" / "copula-quick")
+    records = results_records(sweep_dir)
     assert sorted(r["model"] for r in records) == ["gmrf", "mopoe"] and all(r["status"] == "ok" for r in records)
+    again = CliRunner().invoke(cli.app, ["leaderboard", str(sweep_dir)])
+    assert again.exit_code == 0, again.output
+    for name in ("leaderboard.md", "leaderboard.csv"):  # the reference leaderboards are left alone
+        assert (reference / name).read_text() == f"the committed {name}\n"
+    assert oct((sweep_dir / "leaderboard.md").stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+    published = CliRunner().invoke(cli.app, ["leaderboard", str(sweep_dir), "--publish", "results"])
+    assert published.exit_code == 0 and (reference / "leaderboard.md").read_text() == board  # only when asked
 
 
 def test_reproduce_on_images_prepares_the_build_once_and_writes_table_4(local_ray, tmp_path, monkeypatch):
@@ -268,15 +293,15 @@ def test_reproduce_on_images_prepares_the_build_once_and_writes_table_4(local_ra
             "seeds": 1, "epochs": 1, "models": ["gmrf"]}
     monkeypatch.setitem(cli.BUDGETS, ("mnist3", "quick"), ("mnist3_quick", tiny))
     result = CliRunner().invoke(cli.app, ["reproduce", "mnist3", "--data-dir", str(tmp_path / "build"),
-                                          "--results-dir", str(tmp_path), "--device", "cpu"])
+                                          "--out", str(tmp_path / "sweeps" / "mnist3-quick"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "build" / "classifiers" / "accuracy.json").exists()
-    board = (tmp_path / "quick" / "mnist3" / "leaderboard.md").read_text()
+    board = (tmp_path / "sweeps" / "mnist3-quick" / "leaderboard.md").read_text()
     assert "| gmrf |" in board and "(0.94)" in board and "coherence ceiling" in board  # Table 4's GMRF row
     [record] = results_records(tmp_path / "sweeps" / "mnist3-quick")
     assert record["status"] == "ok" and 0 <= record["metrics"]["conditional/coherence"] <= 1
     missing = CliRunner().invoke(cli.app, ["reproduce", "mnist3", "--data-dir", str(tmp_path / "nothing"),
-                                           "--results-dir", str(tmp_path / "other")])
+                                           "--out", str(tmp_path / "other")])
     assert missing.exit_code == 2 and "--data-dir" in missing.stderr and "Traceback" not in missing.output
 
 
