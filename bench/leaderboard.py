@@ -110,6 +110,31 @@ def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+OUTLIER_FACTOR = 2.0  # a seed scoring over this multiple of the median of its variant's other seeds is flagged
+
+
+def flagged_seeds(table: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
+    """Seeds of the table's rows that are averaged in but should not be read blindly: an outlier (score over
+    ``OUTLIER_FACTOR`` x the median of the variant's other seeds) or a run whose collapse report fires."""
+    final = table[(table["stage"] == "final") & (table["status"] == "ok")]
+    flags = []
+    for _, row in board.iterrows():
+        mine = final[(final["model"] == row["model"]) & (final["variant"] == row["variant"])]
+        scores = mine[mine["metric"] == "score"].set_index("seed")["value"]
+        collapsed = mine[mine["metric"] == "collapsed"].set_index("seed")["value"]
+        for seed, value in scores.items():
+            reasons = []
+            others = scores.drop(seed)
+            if len(others) and value > OUTLIER_FACTOR * others.median():
+                reasons.append(f"score {value:.3g} is {value / others.median():.1f}x the median of the other seeds")
+            if collapsed.get(seed, 0.0) > 0:
+                reasons.append("its collapse report fires")
+            if reasons:
+                flags.append({"model": row["model"], "variant": row["variant"], "seed": seed,
+                              "reason": " and ".join(reasons)})
+    return pd.DataFrame(flags, columns=["model", "variant", "seed", "reason"])
+
+
 def search_scores(summary: pd.DataFrame) -> pd.DataFrame:
     """The search stage (validation split) of every variant: seeds, score and the two figures behind it, as
     means over seeds, best score first within each model."""
@@ -126,7 +151,8 @@ def column_title(key: str) -> str:
     return key.replace("unconditional/", "uncond ").replace("conditional/", "cond ").replace("wasserstein_", "")
 
 
-def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searched: pd.DataFrame | None = None) -> str:
+def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searched: pd.DataFrame | None = None,
+                flagged: pd.DataFrame | None = None) -> str:
     def ours(row, key):
         mean, std = row[f"{key} mean"], row[f"{key} std"]
         return "-" if pd.isna(mean) else f"{mean:.3g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
@@ -151,8 +177,14 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searc
              "| model | variant | seeds | " + " | ".join(titles + [t for _, t in BOUNDS[dataset] + beyond])
              + " | train s |",
              "|" + "---|" * (len(keys) + len(BOUNDS[dataset]) + len(beyond) + 4)]
+    flagged = flagged if flagged is not None else pd.DataFrame(columns=["model", "variant", "seed", "reason"])
+
+    def seeds(row):
+        n = int(((flagged["model"] == row["model"]) & (flagged["variant"] == row["variant"])).sum())
+        return f"{row['seeds']}" + (f" ({n} flagged)" if n else "")
+
     for _, row in board.iterrows():
-        lines.append(f"| {row['model']} | {row['variant']} | {row['seeds']} | "
+        lines.append(f"| {row['model']} | {row['variant']} | {seeds(row)} | "
                      + " | ".join([cell(row, k) for k in keys] + [bound(row[b]) for b, _ in BOUNDS[dataset]]
                                   + [ours(row, m) for m, _ in beyond])
                      + f" | {bound(row['train s'])} |")
@@ -165,6 +197,9 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searc
         best = searched.groupby("model").head(1).index
         lines += [f"| {r['model']} | {r['variant']} | {r['seeds']} | {r['score']:.3g}{' (best)' if i in best else ''} | "
                   + " | ".join(bound(r[p]) for p in parts) + " |" for i, r in searched.iterrows()]
+    if len(flagged):
+        lines += ["", "Flagged seeds (averaged into the rows above; read those rows with them in mind):", ""]
+        lines += [f"- {r.model} {r.variant} seed {r.seed}: {r.reason}" for r in flagged.itertuples()]
     if len(failures):
         lines += ["", "Failed trials:", ""]
         lines += [f"- {r.model} {r.variant} seed {r.seed} ({r.stage}): {r.error}" for r in failures.itertuples()]
@@ -228,7 +263,7 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
     summary = aggregate(table)
     board = leaderboard(summary, dataset)
     failures = table[table["status"] == "failed"].drop_duplicates(["model", "variant", "seed", "stage"])
-    markdown = to_markdown(board, dataset, failures, search_scores(summary)).encode()
+    markdown = to_markdown(board, dataset, failures, search_scores(summary), flagged_seeds(table, board)).encode()
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(table.to_csv(index=False).encode()))
     for out in [sweep_dir] + ([Path(publish_dir) / dataset] if publish_dir is not None else []):
         try:

@@ -5,7 +5,7 @@ import pytest
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import run_experiment
-from mrfbench.leaderboard import aggregate, leaderboard, tidy, write_leaderboard
+from mrfbench.leaderboard import aggregate, flagged_seeds, leaderboard, tidy, to_markdown, write_leaderboard
 from mrfbench.train import TrainConfig
 
 DATA = {"n_train": 128, "n_val": 64, "n_test": 32}
@@ -45,6 +45,23 @@ def test_best_variant_is_the_lowest_mean_among_the_most_seeded():
                record(2.5, 0, 1.0)]  # a single lucky seed does not win
     board = leaderboard(aggregate(tidy(records)), "copula")
     assert board.loc[0, "variant"] == "beta=1" and board.loc[0, "seeds"] == 2
+
+
+def test_an_outlier_seed_and_a_collapsed_seed_are_flagged_not_silently_averaged():
+    """MMVAE+'s failed seed (score 62 beside 7.5 and 8.3) was averaged into its row without a word."""
+    def record(seed, score, collapsed=0.0):
+        return {"model": "mmvaeplus", "params": {"beta": 1.0}, "seed": seed, "stage": "final", "status": "ok",
+                "metrics": {"score": score, "collapsed": collapsed}}
+
+    table = tidy([record(0, 7.5), record(1, 8.3), record(2, 62.2), record(3, 8.0, collapsed=1.0)])
+    board = leaderboard(aggregate(table), "copula")
+    flagged = flagged_seeds(table, board)
+    assert sorted(flagged["seed"]) == [2, 3]
+    assert "7.8x the median" in flagged.set_index("seed").loc[2, "reason"]
+    assert flagged.set_index("seed").loc[3, "reason"] == "its collapse report fires"
+    md = to_markdown(board, "copula", table.iloc[0:0], None, flagged)
+    assert "| mmvaeplus | beta=1 | 4 (2 flagged) |" in md and "- mmvaeplus beta=1 seed 2: score 62.2" in md
+    assert flagged_seeds(tidy([record(0, 7.5), record(1, 8.3), record(2, 9.0)]), board).empty
 
 
 def test_leaderboard_of_a_directory_without_runs_is_a_clear_error(tmp_path):
