@@ -28,7 +28,7 @@ class MHResult:
 @torch.no_grad()
 def metropolis_within_gibbs(
     energy: Callable[[torch.Tensor, int], torch.Tensor], init: torch.Tensor, blocks: Sequence[int], block_dim: int,
-    n_keep: int, settings: MHSettings,
+    n_keep: int, settings: MHSettings, steps: Sequence[float] | None = None,
 ) -> MHResult:
     """Sample p(z) proportional to exp(-energy(z)) with random-walk proposals that update one block of
     ``block_dim`` coordinates at a time (the blocks not listed stay fixed: conditional sampling).
@@ -38,10 +38,12 @@ def metropolis_within_gibbs(
     ``init`` (C, D) starts C independent chains; each sweep updates every listed block once, accepting
     z' = z + step_b eps with probability min(1, exp(energy(z) - energy(z'))). During the ``burn_in`` sweeps
     each block's step is adapted (log step += acceptance - target); afterwards it is fixed, so the kept
-    states (every ``thin``-th sweep, ``n_keep`` per chain) come from a valid Metropolis-Hastings chain."""
+    states (every ``thin``-th sweep, ``n_keep`` per chain) come from a valid Metropolis-Hastings chain.
+    ``steps`` (one per listed block) starts from earlier step sizes instead of ``settings.step``: persistent
+    chains carry theirs from call to call."""
     z = init.clone()
     idx = [block_indices([b], block_dim, z.device) for b in blocks]
-    log_step = torch.full((len(blocks),), float(torch.tensor(settings.step).log()))
+    log_step = (torch.tensor(list(steps)) if steps is not None else torch.full((len(blocks),), settings.step)).log()
     kept, accepted, proposed = [], 0.0, 0
     for sweep in range(settings.burn_in + n_keep * settings.thin):
         for k, coords in enumerate(idx):

@@ -34,12 +34,14 @@ from mrfbench.models.nnmrf import MRFPotentials, NNMRFConfig, NNMRFMVAE
 class MRFConfig(NNMRFConfig):
     n_importance: int = 4  # posterior samples per data point (K >= 2 for the leave-one-out baseline)
     posterior_burn_in: int = 10  # Metropolis-Hastings sweeps per training step from the posterior means
-    prior_chains: int = 256  # persistent chains for the prior expectation of Eq. 38
+    pcd_chains: int = 256  # persistent chains for the prior expectation of Eq. 38
+    pcd_sweeps: int = 1
+    pcd_restart: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
-        if self.posterior_burn_in < 1 or self.prior_chains < 1:
-            raise UsageError("posterior burn-in and prior chains must be >= 1")
+        if self.posterior_burn_in < 1:
+            raise UsageError("posterior burn-in must be >= 1")
 
 
 @register_model("mrf")
@@ -55,7 +57,6 @@ class MRFMVAE(NNMRFMVAE):
         del self.global_encoder  # the posterior's coupling is its pairwise potentials, not a Cholesky factor
         self.posterior_pairs = MRFPotentials(config.n_modalities, config.latent_dim, config.potential_hidden, 0.0)
         del self.posterior_pairs.unary
-        self.register_buffer("prior_state", torch.randn(config.prior_chains, self.layout.dim), persistent=False)
 
     @property
     def capacity(self) -> int:
@@ -98,10 +99,8 @@ class MRFMVAE(NNMRFMVAE):
         with torch.no_grad():
             g = recon - self.beta * e_p + self.beta * e_q
             baseline = (g.sum(0, keepdim=True) - g) / (K - 1)  # leave-one-out
-            self.prior_state = metropolis_within_gibbs(self.energy.local, self.prior_state, range(c.n_modalities),
-                                                       c.latent_dim, 1, MHSettings(burn_in=0, thin=1)).samples[:, 0]
         posterior_grad = ((g - baseline) * e_q).mean()
-        prior_grad = self.beta * (e_p.mean() - self.energy(self.prior_state).mean())
+        prior_grad = self.beta * (e_p.mean() - self.energy(self.advance_chains()).mean())
         surrogate = -recon.mean() + prior_grad + posterior_grad
         reported = -recon.mean().detach()
         loss = surrogate - surrogate.detach() + reported  # the gradient of the surrogate, the value reported

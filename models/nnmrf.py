@@ -9,7 +9,11 @@ finite whatever the networks learn and the Metropolis-Hastings chains cannot dri
 The loss is Eq. 15 with its log-partition term estimated by importance sampling from the posterior
 (K = ``n_importance`` samples per data point): with a_k = -E(z_k) - ln q(z_k | x), the regulariser
 E_q[ln q] + E_q[E] + ln Z is estimated by logmeanexp_k a_k - mean_k a_k, which is >= 0 for every draw (a
-Jensen gap; with K = 1 it is identically 0, so K >= 2). Sampling from the prior and conditional sampling use
+Jensen gap; with K = 1 it is identically 0, so K >= 2). That estimate's gradient nearly cancels for the
+prior, which then hardly learns; so by default (``partition="sampled"``) the estimate gives the value only
+and the gradient of ln Z, -E_p[grad E], comes from samples of the prior itself, drawn by persistent
+Metropolis-within-Gibbs chains that advance a few sweeps per training step (as Appendix E does for the
+general MRF; persistent contrastive divergence). Sampling from the prior and conditional sampling use
 Metropolis-within-Gibbs over the modality blocks (``mrfbench.mcmc``); acceptance rates are reported.
 """
 
@@ -69,7 +73,7 @@ class MRFPotentials(nn.Module):
         return self._terms(z, torch.tensor([block], device=z.device), self.touching(block))
 
 
-PARTITION_PROPOSALS = ("posterior", "batch")
+PARTITIONS = ("sampled", "posterior", "batch")
 
 
 @dataclass
@@ -78,7 +82,11 @@ class NNMRFConfig(GMRFConfig):
     potential_hidden: int = 32  # width of the potential MLPs (the paper used 1024 for 8-D blocks of images)
     confinement: float = 1.0  # precision of the Gaussian base measure in the prior energy (0: none)
     n_importance: int = 8  # posterior samples per data point for the log-partition estimate (Eq. 15)
-    partition: str = "posterior"  # proposal of that estimate: each point's posterior (Eq. 15) or "batch"
+    partition: str = "sampled"  # gradient of ln Z: from prior samples ("sampled"), or from its importance
+    # estimate with each point's posterior (Eq. 15, "posterior") or the batch's aggregate posterior ("batch")
+    pcd_chains: int = 512  # persistent chains of the "sampled" gradient
+    pcd_sweeps: int = 5  # Metropolis-within-Gibbs sweeps the chains advance per training step
+    pcd_restart: float = 0.05  # fraction of chains restarted from the base measure each step
     mh_chains: int = 16_384  # parallel chains for prior sampling
     mh_burn_in: int = 200
     mh_thin: int = 5
@@ -91,9 +99,11 @@ class NNMRFConfig(GMRFConfig):
             raise UsageError(f"n importance must be >= 2 (with 1 the log-partition term vanishes), got {self.n_importance}")
         if self.confinement < 0:
             raise UsageError(f"confinement must be >= 0, got {self.confinement}")
-        if self.partition not in PARTITION_PROPOSALS:
-            raise UsageError(f"unknown partition proposal '{self.partition}'; valid: {', '.join(PARTITION_PROPOSALS)}")
-        for name in ("mh_chains", "mh_thin", "potential_hidden", "collapse_samples"):
+        if self.partition not in PARTITIONS:
+            raise UsageError(f"unknown partition '{self.partition}'; valid: {', '.join(PARTITIONS)}")
+        if not 0.0 <= self.pcd_restart <= 1.0:
+            raise UsageError(f"pcd restart must be in [0, 1], got {self.pcd_restart}")
+        for name in ("mh_chains", "mh_thin", "potential_hidden", "collapse_samples", "pcd_chains", "pcd_sweeps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
         if self.mh_burn_in < 0 or not self.mh_step > 0:
@@ -113,6 +123,8 @@ class NNMRFMVAE(GMRFMVAE):
             delattr(self, name)  # the Gaussian prior of the GMRF is replaced by the MRF energy
         self.energy = MRFPotentials(config.n_modalities, config.latent_dim, config.potential_hidden,
                                     config.confinement)
+        self.register_buffer("chains", torch.empty(0), persistent=False)  # persistent chains ("sampled")
+        self.chain_steps = [config.mh_step] * config.n_modalities
 
     def prior(self):
         raise NotImplementedError("the NN-MRF prior has no closed form; sample it with sample_latents")
@@ -134,11 +146,36 @@ class NNMRFMVAE(GMRFMVAE):
         gradient, E_q[grad E] - sum_k w_k grad E(z_k) with w the normalised weights of those same draws, nearly
         cancels. "batch" (ours): one estimate for the batch with the aggregate
         posterior (1/B) sum_b q(z | x_b) as proposal, so the gradient contrasts the posteriors' mass with the
-        prior's across the batch (contrastive, as in maximum likelihood for energy models)."""
+        prior's across the batch. "sampled" (default): the "posterior" estimate's value, with the gradient of
+        ln Z, -E_p[grad E], from the persistent chains' current states (contrastive, as in maximum likelihood
+        for energy models)."""
+        if self.config.partition == "sampled":
+            estimate = log_mean_exp(-energy - log_q, 0).detach()
+            if not torch.is_grad_enabled():
+                return estimate
+            negative = self.energy(self.advance_chains()).mean()
+            return estimate - (negative - negative.detach())  # value: the estimate; gradient: -E_p[grad E]
         if self.config.partition == "posterior":
             return log_mean_exp(-energy - log_q, 0)
         log_mixture = log_mean_exp(q.log_prob_each(z.flatten(0, 1)), -1)  # each z_kb under every q(z | x_b')
         return log_mean_exp(-energy.flatten() - log_mixture, 0)
+
+    @torch.no_grad()
+    def advance_chains(self) -> torch.Tensor:
+        """Move the persistent prior chains ``pcd_sweeps`` Metropolis-within-Gibbs sweeps (step sizes adapted
+        on the way and kept), after restarting a ``pcd_restart`` fraction from the base measure; returns
+        their states (pcd_chains, D)."""
+        c = self.config
+        like = next(self.parameters())
+        fresh = self._base_sample((c.pcd_chains, self.layout.dim), like)
+        if self.chains.shape != fresh.shape:
+            self.chains = fresh
+        restart = torch.rand(c.pcd_chains, 1, device=like.device) < c.pcd_restart
+        settings = MHSettings(burn_in=c.pcd_sweeps - 1, thin=1, target_accept=MHSettings.target_accept)
+        result = metropolis_within_gibbs(self.energy.local, torch.where(restart, fresh, self.chains),
+                                         range(c.n_modalities), c.latent_dim, 1, settings, self.chain_steps)
+        self.chains, self.chain_steps = result.samples[:, -1], result.steps
+        return self.chains
 
     def _mh(self) -> MHSettings:
         c = self.config

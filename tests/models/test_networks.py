@@ -67,7 +67,7 @@ def test_every_model_runs_on_images_with_the_conv_architecture(name):
 
     assert set(MODELS) == {"gmrf", "almrf", "nnmrf", "mrf", "mvae", "mmvae", "mopoe", "mmvaeplus"}  # all of them
     extra = {"nnmrf": {"mh_chains": 32, "mh_burn_in": 2, "collapse_samples": 64},
-             "mrf": {"prior_chains": 32}}.get(name, {})
+             "mrf": {"pcd_chains": 32}}.get(name, {})
     model = build_model(name, n_modalities=5, modality_dim=3 * 784, architecture="conv", latent_dim=4, **extra)
     x = torch.rand(6, 5, 3 * 784)
     model.loss(x).loss.backward()

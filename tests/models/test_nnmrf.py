@@ -87,6 +87,51 @@ def test_prior_sampler_recovers_a_quadratic_energy():
     torch.testing.assert_close(torch.cov(z.T), target.covariance_matrix, atol=0.08, rtol=0)
 
 
+@pytest.mark.slow
+def test_prior_learned_from_its_own_samples_matches_a_known_gaussian():
+    """The "sampled" ln Z gradient, -E_p[grad E] over the persistent chains, fits the energy by maximum
+    likelihood to draws of a known correlated Gaussian: the learned prior's own samples must match it."""
+    torch.manual_seed(0)
+    cov = 0.3 * torch.eye(8) + 0.2 + 0.2 * torch.block_diag(*[torch.ones(2, 2)] * 4)
+    target = FullCovGaussian(torch.tensor([0.5, -0.5, 1.0, 0.0, 0.3, -0.2, 0.0, 0.4]), torch.linalg.cholesky(cov))
+    model = build_model("nnmrf", mh_chains=2000, mh_burn_in=150, mh_thin=3)
+    optimizer = torch.optim.Adam(model.energy.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 800)
+    for _ in range(800):
+        data = target.sample((256,))
+        loss = model.energy(data).mean() - model.energy(model.advance_chains()).mean()  # -ln p(data) + const
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    z = model.sample_latents(20_000)
+    torch.testing.assert_close(z.mean(0), target.loc, atol=0.1, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), cov, atol=0.1, rtol=0)
+    assert model.chains.shape == (512, 8) and "chains" not in model.state_dict()
+
+
+def test_sampled_partition_gives_the_prior_a_contrastive_gradient(data):
+    """With partition="sampled" the loss value is Eq. 15's, and the energy's gradient is
+    beta (E_q[grad E] - E_chains[grad E]), which Eq. 15's estimate nearly cancels."""
+    model = build_model("nnmrf", beta=0.5, n_importance=4)
+    x = data["test"][:16]
+    torch.manual_seed(2)
+    out = model.loss(x)
+    out.loss.backward()
+    reference = build_model("nnmrf", beta=0.5, n_importance=4, partition="posterior")
+    reference.load_state_dict(model.state_dict())
+    torch.manual_seed(2)
+    assert reference.loss(x).loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
+    grads = {name: p.grad for name, p in model.energy.named_parameters()}
+    model.zero_grad()
+    torch.manual_seed(2)
+    q = model.posterior(x)
+    z = q.rsample((4,))
+    (0.5 * (model.energy(z).mean() - model.energy(model.chains).mean())).backward()
+    for name, p in model.energy.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad)
+
+
 def test_invalid_options():
     with pytest.raises(UsageError, match="n importance"):
         build_model("nnmrf", n_importance=1)
@@ -140,3 +185,5 @@ def test_trains_with_the_batch_proposal(data, assert_trains):
     assert_trains(build_model("nnmrf", partition="batch", **FAST_MH), data)
     with pytest.raises(UsageError, match="partition"):
         build_model("nnmrf", partition="prior")
+    with pytest.raises(UsageError, match="pcd restart"):
+        build_model("nnmrf", pcd_restart=1.5)
