@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -39,14 +40,53 @@ def torch_linalg_error() -> type[Exception]:
     return torch.linalg.LinAlgError
 
 
+DEBUG = {"on": False}  # --debug: let unexpected errors raise with their traceback
+ERROR_LOG = "mrfbench-error.log"
+
+
+def error_log_path(kwargs: dict) -> Path:
+    """Where an unexpected error's traceback goes: the command's run or sweep directory when it exists,
+    else the temporary directory."""
+    import tempfile
+
+    import time
+
+    name = f"{ERROR_LOG[:-4]}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"  # a new file, never an old one
+    for key in ("out", "run_dir", "sweep_dir"):
+        folder = kwargs.get(key)
+        if isinstance(folder, Path) and folder.is_dir() and os.access(folder, os.W_OK):
+            return folder / name
+    return Path(tempfile.gettempdir()) / name
+
+
+def report_unexpected(err: Exception, kwargs: dict) -> None:
+    """One line on stderr naming the error and the log file that holds its traceback."""
+    import traceback
+
+    log = error_log_path(kwargs)
+    try:
+        with open(log, "x") as handle:
+            handle.write("".join(traceback.format_exception(err)))
+        where = f"traceback in {log}"
+    except OSError:
+        where = "rerun with --debug for the traceback"
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    err_console.print(f"[bold red]error:[/] {escape(type(err).__name__)}{': ' + escape(message) if message else ''} "
+                      f"({escape(where)}; rerun with --debug to see it)", highlight=False, soft_wrap=True)
+
+
 def clean_errors(command):
-    """Report user errors as one line on stderr with exit code 2, and numerical failures of a run (NaN loss,
-    a covariance that is not positive definite) as one line with exit code 1, never as a traceback."""
+    """Report user errors as one line on stderr with exit code 2, numerical failures of a run (NaN loss,
+    a covariance that is not positive definite) as one line with exit code 1, and any other error as one
+    line with exit code 1 and its traceback in a log file (``--debug`` shows it instead), never as a
+    traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except UsageError as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -58,8 +98,31 @@ def clean_errors(command):
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; files already written are kept")
             raise typer.Exit(130) from None
+        except Exception as err:  # noqa: BLE001 - the guard of last resort: one line, the traceback logged
+            if DEBUG["on"]:
+                raise
+            report_unexpected(err, kwargs)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from mrfbench import __version__
+
+        console.print(f"mrfbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option(help="show the traceback of an unexpected error instead of logging it")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+):
+    """Train, sample and score multimodal VAEs (MRF MVAE family and baselines)."""
+    DEBUG["on"] = debug
 
 
 @app.command()

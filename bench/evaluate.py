@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mrfbench.datasets.copula import CopulaDataset
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, check_fields
 from mrfbench.metrics import kendall_tau_matrix, sliced_wasserstein, w1_between, w1_per_group, w1_to_uniform
 from mrfbench.models import MultimodalVAE
 
@@ -33,6 +33,7 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_fields(self)
         for name in ("n_unconditional", "n_per_tuple", "n_joint", "n_projections", "n_tau", "chunk", "n_image_tuples"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")

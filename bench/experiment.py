@@ -27,7 +27,8 @@ from mrfbench.runs import (
     atomic_write,
     load_checkpoint,
     prepare_out_dir,
-    read_json,
+    read_json_object,
+    refuse_run_file,
     require_run_dir,
     save_checkpoint,
     write_json,
@@ -38,6 +39,9 @@ EVAL_SPLITS = ("test", "val")  # 'val' scores a search run (choosing beta) witho
 
 
 def _build(model_name: str, model_options: dict, dataset):
+    derived = sorted({"n_modalities", "modality_dim"} & set(model_options))
+    if derived:
+        raise UsageError(f"{', '.join(derived)} come(s) from the data set and cannot be set")
     architecture = "conv" if len(dataset.modality_shape) == 3 else "mlp"  # images get convolutions
     return build_model(
         model_name,
@@ -146,7 +150,7 @@ def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, o
     """Rebuild the model of a finished run from its config and checkpoint (clear errors when damaged)."""
     run_dir = require_run_dir(run_dir)
     device = resolve_device(device_name)
-    config = read_json(run_dir / CONFIG_FILE)
+    config = read_json_object(run_dir / CONFIG_FILE)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, device)
     try:
         dataset = get_dataset(config["dataset"], **config["dataset_config"])
@@ -170,7 +174,7 @@ def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str 
         eval_config = EvalConfig(**{**config["eval"], **(overrides or {})})
     except (KeyError, TypeError) as err:
         raise UsageError(f"run {run_dir} has no valid evaluation settings: {err}") from None
-    previous = read_json(run_dir / METRICS_FILE).get("training", {}) if (run_dir / METRICS_FILE).exists() else {}
+    previous = read_json_object(run_dir / METRICS_FILE).get("training", {}) if (run_dir / METRICS_FILE).exists() else {}
     split = split or previous.get("eval_split", "test")
     return score_run(model, dataset, dataset.splits()[split], eval_config, device, Path(run_dir),
                      {**previous, "eval_split": split})
@@ -183,6 +187,7 @@ def export_samples(run_dir: Path, n: int, out_file: Path, seed: int = 0, device_
 
     if n < 1:
         raise UsageError(f"--n must be >= 1, got {n}")
+    refuse_run_file(run_dir, out_file)
     model, dataset, _, device = load_run(run_dir, device_name)
     torch.manual_seed(seed)
     test = dataset.splits()["test"]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from mrfbench.distributions import block_indices
+
+
+LOG_STEP_BOUNDS = (math.log(1e-4), math.log(10.0))  # adapted steps stay finite on flat or sharp energies
 
 
 @dataclass
@@ -54,7 +58,7 @@ def metropolis_within_gibbs(
             z = torch.where(accept[:, None], proposal, z)
             rate = accept.float().mean().item()
             if sweep < settings.burn_in:
-                log_step[k] += rate - settings.target_accept
+                log_step[k] = (log_step[k] + rate - settings.target_accept).clamp(*LOG_STEP_BOUNDS)
             else:
                 accepted, proposed = accepted + rate, proposed + 1
         if sweep >= settings.burn_in and (sweep - settings.burn_in + 1) % settings.thin == 0:

@@ -18,6 +18,13 @@ HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PAIRPLOT_FILE = "pairplot.png"
 SAMPLE_GRID_FILE = "samples.png"  # image data: inputs of modality 0, then generations of the others
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, HISTORY_FILE, CHECKPOINT_FILE, PAIRPLOT_FILE, SAMPLE_GRID_FILE)
+
+
+def refuse_run_file(run_dir: Path, target: Path) -> None:
+    """A command's output must never replace one of a run's own files."""
+    if Path(target).resolve() in {(Path(run_dir) / name).resolve() for name in RUN_FILES}:
+        raise UsageError(f"{target} is one of the run's own files; write the output elsewhere")
 
 
 def _umask() -> int:
@@ -52,9 +59,9 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 def prepare_out_dir(path: Path, overwrite: bool) -> Path:
     """Create the output directory and check it is writable; refuse to clobber a finished run."""
     path = Path(path)
-    if (path / METRICS_FILE).exists() and not overwrite:
-        raise UsageError(f"{path} already holds a finished run; pass --overwrite or choose another --out")
     try:
+        if (path / METRICS_FILE).exists() and not overwrite:
+            raise UsageError(f"{path} already holds a finished run; pass --overwrite or choose another --out")
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.")
         probe.close()
@@ -70,6 +77,14 @@ def read_json(path: Path) -> Any:
         raise UsageError(f"missing {path.name} in {path.parent}: not a mrfbench run directory") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"corrupt {path}: {err}") from None
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object (config.json, metrics.json, trial.json)."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise UsageError(f"corrupt {path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:

@@ -212,8 +212,11 @@ class Sweep:
         """Run every stage of every model; finished trials are never repeated on a resumed sweep."""
         import ray
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / SWEEP_FILE, dataclasses.asdict(self.settings))
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / SWEEP_FILE, dataclasses.asdict(self.settings))
+        except OSError as err:
+            raise UsageError(f"cannot write the sweep directory {self.out}: {err.strerror or err}") from None
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         if not ray.is_initialized():
             context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, check_fields
 from mrfbench.models import MultimodalVAE
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -30,6 +30,7 @@ class TrainConfig:
 
 
     def __post_init__(self):
+        check_fields(self)
         if self.epochs < 1:
             raise UsageError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -55,6 +56,8 @@ def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present, else CPU; asking for an absent CUDA is a usage error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UsageError(f"unknown device '{name}'; use auto, cpu or cuda[:N]")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device '{name}' requested but CUDA is not available; use --device cpu or auto")
     try:
@@ -81,6 +84,16 @@ def evaluate_loss(model: MultimodalVAE, data: torch.Tensor, batch_size: int) -> 
         for key, value in {"loss": out.loss.item(), **out.terms}.items():
             totals[key] = totals.get(key, 0.0) + value * len(batch)
     return {key: value / len(data) for key, value in totals.items()}
+
+
+def _step_loss(model: MultimodalVAE, batch: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The batch's loss; a distribution refusing non-finite parameters is the run's numerical failure."""
+    try:
+        return model.loss(batch).loss
+    except ValueError as err:
+        if all(p.isfinite().all() for p in model.parameters()):
+            raise
+        raise FloatingPointError(f"non-finite model parameters at epoch {epoch}") from err
 
 
 def train(
@@ -115,7 +128,7 @@ def train(
             batch = train_data[order[start : start + config.batch_size]]
             model.beta_scale = min(1.0, step / warmup_steps) if warmup_steps else 1.0
             step += 1
-            loss = model.loss(batch).loss
+            loss = _step_loss(model, batch, epoch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from mrfbench.datasets.copula import CopulaConfig, CopulaDataset
 from mrfbench.datasets.images import ImageConfig, MNIST3Dataset, PolyMNISTDataset
 from mrfbench.errors import UsageError
@@ -20,4 +22,8 @@ def get_dataset(name: str, **options):
     if name not in DATASETS:
         raise UsageError(f"unknown data set '{name}'; valid: {', '.join(sorted(DATASETS))}")
     dataset_cls, config_cls = DATASETS[name]
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise UsageError(f"data set '{name}' has no option(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
     return dataset_cls(config_cls(**options))

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from scipy.special import ndtr, ndtri
 
+from mrfbench.errors import UsageError, check_fields
+
 
 @dataclass
 class CopulaConfig:
@@ -23,6 +25,14 @@ class CopulaConfig:
     n_modalities: int = 4
     rho: float = 0.9
     seed: int = 0
+
+    def __post_init__(self):
+        check_fields(self)
+        for name in ("n_train", "n_val", "n_test"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if self.n_modalities < 2 or not 0.0 <= self.rho < 1.0:
+            raise UsageError(f"the copula needs >= 2 modalities and rho in [0, 1), got {self.n_modalities}, {self.rho}")
 
 
 class GaussianCopula:

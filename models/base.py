@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, check_fields
 
 
 @dataclass
@@ -26,6 +26,9 @@ class ModelConfig:
     # data (Table 3), 4 with hidden 1024 on MNIST-3 (Appendix D.2)
 
     def __post_init__(self):
+        check_fields(self)
+        if self.hidden < 1:
+            raise UsageError(f"hidden must be >= 1, got {self.hidden}")
         if self.architecture not in ("mlp", "conv"):
             raise UsageError(f"unknown architecture '{self.architecture}'; valid: mlp, conv")
         if self.architecture == "conv" and self.modality_dim % 784:

@@ -1,0 +1,111 @@
+"""Bad input to every command, as a hostile user would give it: each is refused with exit code != 0, one
+line on stderr and no traceback, and every file that existed before is byte-identical afterwards."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mrfbench.cli import app
+
+TINY = ["--epochs", "1", "--n-train", "128", "--n-val", "32", "--n-test", "16", "--batch-size", "64",
+        "--n-unconditional", "1000", "--n-per-tuple", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A finished run (RUN), a plain file (AFILE) and run directories damaged in the ways of the issue."""
+    root = tmp_path_factory.mktemp("bad-input")
+    result = CliRunner().invoke(app, ["train", "--out", str(root / "RUN"), *TINY])
+    assert result.exit_code == 0, result.output
+    (root / "AFILE").write_text("a plain file\n")
+    for name, metrics in (("EMPTYLIST", "[]"), ("NULL", "null")):
+        damaged = root / name
+        damaged.mkdir()
+        for f in ("config.json", "checkpoint.pt"):
+            (damaged / f).write_bytes((root / "RUN" / f).read_bytes())
+        (damaged / "metrics.json").write_text(metrics)
+    negative = root / "NEGTEST"
+    negative.mkdir()
+    for f in ("metrics.json", "checkpoint.pt"):
+        (negative / f).write_bytes((root / "RUN" / f).read_bytes())
+    config = json.loads((root / "RUN" / "config.json").read_text())
+    config["dataset_config"]["n_test"] = -1
+    (negative / "config.json").write_text(json.dumps(config))
+    return root
+
+
+CASES = [
+    ["train", "--out", "R", *TINY, "--set", "beta=abc"],
+    ["train", "--out", "R", *TINY, "--set", "latent_dim=abc"],
+    ["train", "--out", "R", *TINY, "--set", "sparsity=[1,2]"],
+    ["train", "--out", "R", *TINY, "--set", "hidden=-1"],
+    ["train", "--out", "R", *TINY, "--set", "n_modalities=3"],
+    ["train", "--out", "R", *TINY, "--n-train", "0"],
+    ["train", "--out", "R", *TINY, "--n-train", "-5"],
+    ["train", "--out", "R", *TINY, "--n-val", "0"],
+    ["train", "--out", "R", *TINY, "--seed", "-1"],
+    ["train", "--out", "R", *TINY, "--seed", "1099511627776"],
+    ["train", "--out", "R", *TINY, "--data-dir", "X"],
+    ["train", "--out", "R", *TINY, "--device", "meta"],
+    ["train", "--out", "R/" + "a" * 300, *TINY],
+    ["train", "--out", "R", *TINY, "--lr", "inf"],
+    ["train", "--out", "R", *TINY, "--lr", "nan"],
+    ["train", "--out", "R", *TINY, "--beta", "inf"],
+    ["train", "--out", "R", *TINY, "--beta", "0"],
+    ["train", "--out", "R", *TINY, "--model", "nope"],
+    ["train", "--out", "AFILE", *TINY],
+    ["train", "--out", "RUN", *TINY],
+    ["evaluate", "RUN", "--seed", "-1"],
+    ["evaluate", "EMPTYLIST"],
+    ["evaluate", "NULL"],
+    ["evaluate", "NEGTEST"],
+    ["evaluate", "MISSING"],
+    ["evaluate", "RUN", "--split", "train"],
+    ["sample", "RUN", "--n", "10", "--out", "RUN/checkpoint.pt"],
+    ["sample", "RUN", "--n", "0", "--out", "S.npz"],
+    ["sweep", "--out", "AFILE", "--space", "copula_quick", "--epochs", "1"],
+    ["sweep", "--out", "SW", "--space", "nope"],
+    ["sweep", "--out", "SW", "--space", "copula", "--trials", "0"],
+    ["leaderboard", "AFILE"],
+    ["leaderboard", "MISSING"],
+    ["leaderboard", "EMPTYLIST"],
+    ["reproduce", "cifar"],
+    ["data", "cifar"],
+]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("args", CASES, ids=lambda a: " ".join(a[:1] + [x for x in a[1:] if x not in TINY])[:60])
+def test_bad_input_is_one_line_and_changes_no_file(workspace, monkeypatch, args):
+    monkeypatch.chdir(workspace)
+    before = snapshot(workspace)
+    result = CliRunner().invoke(app, args)
+    lines = [line for line in result.stderr.strip().splitlines() if line]
+    assert result.exit_code not in (0, None), result.output
+    assert "Traceback" not in result.output + result.stderr and len(lines) == 1, result.stderr
+    after = snapshot(workspace)
+    assert {k: v for k, v in after.items() if k in before} == before  # every earlier file is untouched
+
+
+def test_an_unexpected_error_is_one_line_with_its_traceback_logged(tmp_path, monkeypatch):
+    import mrfbench.experiment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw\nsecond line")
+
+    monkeypatch.setattr(mrfbench.experiment, "run_experiment", broken)
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "out"), *TINY])
+    lines = [line for line in result.stderr.strip().splitlines() if line]
+    assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output + result.stderr
+    assert "RuntimeError: something nobody foresaw" in lines[0] and "--debug" in lines[0]
+    [log] = (tmp_path / "out").glob("mrfbench-error-*.log")
+    assert "Traceback" in log.read_text() and "in broken" in log.read_text()
+    debug = CliRunner().invoke(app, ["--debug", "train", "--out", str(tmp_path / "out"), *TINY])
+    assert isinstance(debug.exception, RuntimeError)
