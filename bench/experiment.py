@@ -26,11 +26,12 @@ from mrfbench.runs import (
     SAMPLE_GRID_FILE,
     atomic_write,
     load_checkpoint,
-    prepare_out_dir,
     read_json_object,
     refuse_run_file,
+    run_lock,
     require_run_dir,
     save_checkpoint,
+    staged_run,
     write_json,
 )
 from mrfbench.train import TrainConfig, resolve_device, seed_everything, train
@@ -74,34 +75,35 @@ def run_experiment(
     device = resolve_device(train_config.device)
     seed_everything(train_config.seed)
     model = _build(model_name, model_options, dataset)
-    out = prepare_out_dir(Path(out_dir), overwrite)
-    config = {
-        "mrfbench_version": __version__,
-        "model": model_name,
-        "model_config": dataclasses.asdict(model.config),
-        "capacity": model.capacity,
-        "dataset": dataset_name,
-        "dataset_config": dataclasses.asdict(dataset.config),
-        "train": dataclasses.asdict(train_config),
-        "eval": dataclasses.asdict(eval_config),
-    }
-    write_json(out / CONFIG_FILE, config)
-    splits = {name: split.to(device) for name, split in dataset.splits().items()}
-    model.to(device)
-    result = train(model, splits["train"], splits["val"], train_config,
-                   None if on_epoch is None else lambda epoch, record: on_epoch(model, epoch, record))
-    model.load_state_dict(result.best_state)
-    write_json(out / HISTORY_FILE, result.history)
-    save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
-    training = {
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss,
-        "wall_time_s": round(result.wall_time_s, 2),
-        "device": str(device),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-    }
-    return score_run(model, dataset, splits[eval_split], eval_config, device, out, {**training, "eval_split": eval_split})
+    with staged_run(Path(out_dir), overwrite) as out:  # moved to out_dir only once complete
+        config = {
+            "mrfbench_version": __version__,
+            "model": model_name,
+            "model_config": dataclasses.asdict(model.config),
+            "capacity": model.capacity,
+            "dataset": dataset_name,
+            "dataset_config": dataclasses.asdict(dataset.config),
+            "train": dataclasses.asdict(train_config),
+            "eval": dataclasses.asdict(eval_config),
+        }
+        write_json(out / CONFIG_FILE, config)
+        splits = {name: split.to(device) for name, split in dataset.splits().items()}
+        model.to(device)
+        result = train(model, splits["train"], splits["val"], train_config,
+                       None if on_epoch is None else lambda epoch, record: on_epoch(model, epoch, record))
+        model.load_state_dict(result.best_state)
+        write_json(out / HISTORY_FILE, result.history)
+        save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
+        training = {
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "wall_time_s": round(result.wall_time_s, 2),
+            "device": str(device),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+        }
+        return score_run(model, dataset, splits[eval_split], eval_config, device, out,
+                         {**training, "eval_split": eval_split})
 
 
 def check_split(split: str) -> None:
@@ -167,6 +169,7 @@ def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str 
                  split: str | None = None) -> dict:
     """Recompute the metrics of a finished run from its checkpoint (its splits are regenerated from the
     run's seed); the run's own evaluation settings and split apply unless ``overrides`` or ``split`` change them."""
+    run_dir = Path(run_dir)
     if split is not None:
         check_split(split)
     model, dataset, config, device = load_run(run_dir, device_name)
@@ -174,10 +177,13 @@ def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str 
         eval_config = EvalConfig(**{**config["eval"], **(overrides or {})})
     except (KeyError, TypeError) as err:
         raise UsageError(f"run {run_dir} has no valid evaluation settings: {err}") from None
-    previous = read_json_object(run_dir / METRICS_FILE).get("training", {}) if (run_dir / METRICS_FILE).exists() else {}
+    if not (run_dir / METRICS_FILE).exists():
+        raise UsageError(f"{run_dir} is not a finished run (no {METRICS_FILE}): train it again")
+    previous = read_json_object(run_dir / METRICS_FILE).get("training", {})
     split = split or previous.get("eval_split", "test")
-    return score_run(model, dataset, dataset.splits()[split], eval_config, device, Path(run_dir),
-                     {**previous, "eval_split": split})
+    with run_lock(Path(run_dir)):
+        return score_run(model, dataset, dataset.splits()[split], eval_config, device, Path(run_dir),
+                         {**previous, "eval_split": split})
 
 
 def export_samples(run_dir: Path, n: int, out_file: Path, seed: int = 0, device_name: str = "auto") -> dict[str, tuple]:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from mrfbench.paper import paper_rows
 from mrfbench.errors import UsageError
-from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, read_json_object
+from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
 from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records, score_parts
 
 TIDY_COLUMNS = ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
@@ -214,7 +214,7 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
 
     records, datasets, seen = [], set(), {}
     for metrics_file in sorted(Path(directory).glob(f"**/{METRICS_FILE}")):
-        if not (metrics_file.parent / CONFIG_FILE).exists():
+        if is_staging(metrics_file.parent) or not (metrics_file.parent / CONFIG_FILE).exists():
             continue
         config, metrics = read_json_object(metrics_file.parent / CONFIG_FILE), read_json_object(metrics_file)
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,18 +59,80 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_write(path, lambda h: torch.save(payload, h))
 
 
-def prepare_out_dir(path: Path, overwrite: bool) -> Path:
-    """Create the output directory and check it is writable; refuse to clobber a finished run."""
-    path = Path(path)
+def _check_replaceable(path: Path, overwrite: bool) -> None:
+    """``path`` may receive a run: absent, empty, an unfinished run, or a finished one with ``overwrite``."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise UsageError(f"cannot write to output directory {path}: it is a file")
+    if (path / METRICS_FILE).exists() and not overwrite:
+        raise UsageError(f"{path} already holds a finished run; pass --overwrite or choose another --out")
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_FILES and not p.name.startswith("mrfbench-error"))
+    if foreign:
+        raise UsageError(f"{path} holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out")
+
+
+@contextlib.contextmanager
+def run_lock(path: Path):
+    """Hold the run directory ``path`` for one writer: a second process is refused with a clear message."""
+    lock_file = path.parent / f".{path.name}.lock"
     try:
-        if (path / METRICS_FILE).exists() and not overwrite:
-            raise UsageError(f"{path} already holds a finished run; pass --overwrite or choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.")
-        probe.close()
+        handle = open(lock_file, "a")
     except OSError as err:
         raise UsageError(f"cannot write to output directory {path}: {err.strerror or err}") from None
-    return path
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another mrfbench process is writing {path}; wait for it or choose another --out") from None
+        yield
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def staged_run(path: Path, overwrite: bool):
+    """Write a run into a hidden sibling and move it to ``path`` only when it is complete, so an interrupted
+    run (or --overwrite) never leaves new files beside old ones. Yields the staging directory. A run that
+    fails is kept at ``path`` for inspection, unless that would replace a finished run."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot write to output directory {path}: {err.strerror or err}") from None
+    with run_lock(path):
+        try:
+            _check_replaceable(path, overwrite)
+            work = path.parent / f".{path.name}.partial-{os.getpid()}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+        except OSError as err:
+            raise UsageError(f"cannot write to output directory {path}: {err.strerror or err}") from None
+        try:
+            yield work
+        except BaseException:
+            if (path / METRICS_FILE).exists():
+                shutil.rmtree(work, ignore_errors=True)
+            else:
+                _publish(work, path)
+            raise
+        _publish(work, path)
+
+
+def _publish(work: Path, path: Path) -> None:
+    """Move the finished staging directory to ``path``, replacing what is there."""
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        path.rename(old)
+        work.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        work.rename(path)
+
+
+def is_staging(path: Path) -> bool:
+    """Whether ``path`` lies inside a run being written (or left by a killed writer)."""
+    return any(part.startswith(".") and (".partial-" in part or ".old-" in part) for part in Path(path).parts)
 
 
 def read_json(path: Path) -> Any:
