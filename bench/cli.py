@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import SweepInterrupted, UsageError
 
 app = typer.Typer(help="Train, sample and score multimodal VAEs (MRF MVAE family and baselines).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -109,6 +109,9 @@ def clean_errors(command):
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; files already written are kept")
+            raise typer.Exit(130) from None
+        except SweepInterrupted as err:
+            err_console.print(f"[bold red]interrupted:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except Exception as err:  # noqa: BLE001 - the guard of last resort: one line, the traceback logged
             if DEBUG["on"]:

@@ -13,6 +13,10 @@ class UsageError(ValueError):
     """Bad input from the user: unknown names, invalid values, missing or corrupt files."""
 
 
+class SweepInterrupted(Exception):
+    """A sweep stage ended with trials unfinished (Ctrl-C, or a lost worker): the sweep stops, to be resumed."""
+
+
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy and torch accept as a seed
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import SweepInterrupted, UsageError
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS, SearchSpace, load_space
 
@@ -267,7 +267,7 @@ class Sweep:
             trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self._search_trials(model),
             max_concurrent_trials=self.settings.max_concurrent_trials,
             scheduler=self._asha() if self.settings.asha else None)
-        self._tuner(f"search-{model}", config, tune_config, callbacks).fit()
+        fit_all(self._tuner(f"search-{model}", config, tune_config, callbacks), self._search_trials(model))
         return best_params(results_records(self.out / f"search-{model}"), fixed)
 
     def _asha(self):
@@ -290,7 +290,15 @@ class Sweep:
                   "seed": tune.grid_search(list(range(self.seeds)))}
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
-        self._tuner("final", config, tune_config, callbacks).fit()
+        fit_all(self._tuner("final", config, tune_config, callbacks), len(jobs) * self.seeds)
+
+
+def fit_all(tuner, planned: int) -> None:
+    """Run a Tune experiment; a stage that ends before its ``planned`` trials are done (Tune returns
+    normally on Ctrl-C) stops the sweep instead of going on to the next stage with a partial one."""
+    done = sum(1 for result in tuner.fit() if result.metrics and result.metrics.get("done"))
+    if done < planned:
+        raise SweepInterrupted(f"{done} of {planned} trials of this stage finished; continue with --resume")
 
 
 def interleave(grids: dict[str, list[dict]]) -> list[tuple[str, dict]]:

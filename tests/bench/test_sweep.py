@@ -95,6 +95,21 @@ def test_asha_lets_a_full_length_trial_reach_its_scoring(tmp_path):
     assert asha._max_t == 201 and asha._time_attr == "training_iteration"
 
 
+def test_a_stage_left_unfinished_stops_the_sweep():
+    """Tune returns normally on Ctrl-C; the sweep used to go on to the final stage with a partial search."""
+    from types import SimpleNamespace
+
+    from mrfbench.errors import SweepInterrupted
+    from mrfbench.sweep import fit_all
+
+    def tuner(*done):
+        return SimpleNamespace(fit=lambda: [SimpleNamespace(metrics={"done": d}) for d in done])
+
+    fit_all(tuner(True, True), 2)
+    with pytest.raises(SweepInterrupted, match="1 of 3 trials"):
+        fit_all(tuner(True, False), 3)
+
+
 def test_grid_sweep_runs_every_combination_and_records_failures(local_ray, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("dataset: copula\nepochs: 1\nseeds: 1\nparams:\n  beta: {grid: [1.0, 0.5]}\n"
