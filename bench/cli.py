@@ -60,7 +60,6 @@ def error_log_path(kwargs: dict) -> Path:
     """Where an unexpected error's traceback goes: the command's run or sweep directory when it exists,
     else the temporary directory."""
     import tempfile
-
     import time
 
     name = f"{ERROR_LOG[:-4]}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"  # a new file, never an old one

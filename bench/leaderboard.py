@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mrfbench.paper import paper_rows
 from mrfbench.errors import UsageError
+from mrfbench.paper import paper_rows
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
 from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records, score_parts
 

@@ -10,7 +10,6 @@ import torch
 
 from mrfbench.distributions import block_indices
 
-
 LOG_STEP_BOUNDS = (math.log(1e-4), math.log(10.0))  # adapted steps stay finite on flat or sharp energies
 
 

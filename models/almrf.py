@@ -18,7 +18,7 @@ from mrfbench.distributions import AsymmetricLaplace, rbf_mmd2
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
-from mrfbench.models.gmrf import GMRFConfig, GMRFMVAE
+from mrfbench.models.gmrf import GMRFMVAE, GMRFConfig
 
 CONDITIONALS = ("moment-matched", "exact")
 

@@ -27,7 +27,7 @@ from mrfbench.errors import UsageError
 from mrfbench.mcmc import MHSettings, metropolis_within_gibbs
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
-from mrfbench.models.nnmrf import MRFPotentials, NNMRFConfig, NNMRFMVAE
+from mrfbench.models.nnmrf import NNMRFMVAE, MRFPotentials, NNMRFConfig
 
 
 @dataclass

@@ -30,7 +30,7 @@ from mrfbench.errors import UsageError
 from mrfbench.mcmc import MHSettings, metropolis_within_gibbs
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
-from mrfbench.models.gmrf import GMRFConfig, GMRFMVAE
+from mrfbench.models.gmrf import GMRFMVAE, GMRFConfig
 from mrfbench.models.networks import mlp
 
 

@@ -6,7 +6,13 @@ from mrfbench.datasets.mnist import MNIST
 from mrfbench.datasets.polymnist import build, load_build
 from mrfbench.errors import UsageError
 from mrfbench.image_metrics import (
-    conditional_coherence, fid, modality_classifiers, predict, ssim, unconditional_coherence)
+    conditional_coherence,
+    fid,
+    modality_classifiers,
+    predict,
+    ssim,
+    unconditional_coherence,
+)
 
 
 def easy_mnist(n_train=3000, n_test=300, seed=0) -> MNIST:

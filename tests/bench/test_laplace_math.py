@@ -9,7 +9,13 @@ import torch
 from scipy import stats
 
 from mrfbench.distributions import (
-    AsymmetricLaplace, GeneralizedHyperbolic, bessel_k_ratio, log_bessel_k, rbf_mmd2, sample_gig)
+    AsymmetricLaplace,
+    GeneralizedHyperbolic,
+    bessel_k_ratio,
+    log_bessel_k,
+    rbf_mmd2,
+    sample_gig,
+)
 
 
 def random_al(dim=4, seed=0, dtype=torch.float64):

@@ -95,7 +95,10 @@ def test_mlp_depth_follows_the_papers_tables(layers, hidden):
 
     config = ModelConfig(n_modalities=3, modality_dim=784 if layers == 4 else 2, hidden=hidden, mlp_layers=layers)
     encoder, decoder = modality_encoder(config, hidden), modality_decoder(config, 8)
-    shapes = lambda net: [tuple(m.weight.shape[1:]) for m in net.modules() if isinstance(m, GroupedLinear)]
+
+    def shapes(net):
+        return [tuple(m.weight.shape[1:]) for m in net.modules() if isinstance(m, GroupedLinear)]
+
     d = config.modality_dim
     assert shapes(encoder) == [(d, hidden)] + [(hidden, hidden)] * (layers - 2)  # + the model's heads
     assert shapes(decoder) == [(8, hidden)] + [(hidden, hidden)] * (layers - 2) + [(hidden, d)]
