@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrfbench.distributions import nonempty_subsets
 from mrfbench.errors import UsageError
+from mrfbench.models.latent import nonempty_subsets
 from mrfbench.runs import atomic_write, write_json
 
 SUITE_EXTRACTOR = "mrfbench-digit-features"

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from mrfbench.distributions import AsymmetricLaplace, rbf_mmd2
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.gmrf import GMRFMVAE, GMRFConfig
+from mrfbench.models.latent import AsymmetricLaplace, rbf_mmd2
 
 CONDITIONALS = ("moment-matched", "exact")
 

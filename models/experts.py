@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from mrfbench.distributions import FACTORISED, factorised, standard
 from mrfbench.errors import UsageError
 from mrfbench.models.base import ModelConfig, MultimodalVAE
+from mrfbench.models.latent import FACTORISED, factorised, standard
 from mrfbench.models.networks import GroupedMLP, Likelihood, modality_decoder, modality_encoder
 
 

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from torch.distributions import kl_divergence
 
-from mrfbench.distributions import CholeskyLayout, FullCovGaussian, block_indices
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput, ModelConfig, MultimodalVAE
+from mrfbench.models.latent import CholeskyLayout, FullCovGaussian, block_indices
 from mrfbench.models.networks import GroupedMLP, Likelihood, mlp, modality_decoder, modality_encoder
 
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
-from mrfbench.distributions import dreg_surrogate, log_mean_exp, mixture_log_prob, standard
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors
+from mrfbench.models.latent import dreg_surrogate, log_mean_exp, mixture_log_prob, standard
 
 OBJECTIVES = ("elbo", "iwae", "dreg")
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
-from mrfbench.distributions import block_indices
 from mrfbench.errors import UsageError
-from mrfbench.mcmc import MHSettings, metropolis_within_gibbs
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
+from mrfbench.models.latent import MHSettings, block_indices, metropolis_within_gibbs
 from mrfbench.models.nnmrf import NNMRFMVAE, MRFPotentials, NNMRFConfig
 
 

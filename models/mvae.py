@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
-from mrfbench.distributions import product_of_experts
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
+from mrfbench.models.latent import product_of_experts
 
 
 @dataclass

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mrfbench.distributions import FullCovGaussian, block_indices, log_mean_exp
 from mrfbench.errors import UsageError
-from mrfbench.mcmc import MHSettings, metropolis_within_gibbs
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.gmrf import GMRFMVAE, GMRFConfig
+from mrfbench.models.latent import FullCovGaussian, MHSettings, block_indices, log_mean_exp, metropolis_within_gibbs
 from mrfbench.models.networks import mlp
 
 

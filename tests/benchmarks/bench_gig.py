@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy.stats import geninvgauss
 
-from mrfbench.distributions import sample_gig
+from mrfbench.models.latent import sample_gig
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from mrfbench.distributions import AsymmetricLaplace, rbf_mmd2
 from mrfbench.errors import UsageError
 from mrfbench.models import build_model
+from mrfbench.models.latent import AsymmetricLaplace, rbf_mmd2
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from mrfbench.datasets import get_dataset
-from mrfbench.distributions import standard
 from mrfbench.errors import UsageError
 from mrfbench.models import build_model
 from mrfbench.models.experts import Posteriors
+from mrfbench.models.latent import standard
 from mrfbench.train import TrainConfig, train
 
 VARIANTS = [

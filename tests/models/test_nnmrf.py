@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from mrfbench.distributions import FullCovGaussian, log_mean_exp
 from mrfbench.errors import UsageError
 from mrfbench.models import build_model
+from mrfbench.models.latent import FullCovGaussian, log_mean_exp
 from mrfbench.models.nnmrf import MRFPotentials
 
 FAST_MH = {"mh_chains": 256, "mh_burn_in": 20, "mh_thin": 2, "collapse_samples": 512}

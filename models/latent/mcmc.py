@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mrfbench.distributions import block_indices
+from mrfbench.models.latent.gaussian import block_indices
 
 LOG_STEP_BOUNDS = (math.log(1e-4), math.log(10.0))  # adapted steps stay finite on flat or sharp energies
 

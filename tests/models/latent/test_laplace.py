@@ -8,7 +8,7 @@ import scipy.special as sp
 import torch
 from scipy import stats
 
-from mrfbench.distributions import (
+from mrfbench.models.latent import (
     AsymmetricLaplace,
     GeneralizedHyperbolic,
     bessel_k_ratio,

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from mrfbench.distributions import CholeskyLayout, FullCovGaussian, block_indices
+from mrfbench.models.latent import CholeskyLayout, FullCovGaussian, block_indices
 
 
 def random_gaussian(batch=(), dim=6, dtype=torch.float64):

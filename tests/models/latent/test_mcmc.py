@@ -1,7 +1,6 @@
 import torch
 
-from mrfbench.distributions import FullCovGaussian
-from mrfbench.mcmc import MHSettings, metropolis_within_gibbs
+from mrfbench.models.latent import FullCovGaussian, MHSettings, metropolis_within_gibbs
 
 
 def gaussian_target():

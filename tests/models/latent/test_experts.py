@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.distributions import Laplace, Normal, kl_divergence
 
-from mrfbench.distributions import (
+from mrfbench.models.latent import (
     dreg_surrogate,
     factorised,
     log_mean_exp,
