@@ -115,19 +115,24 @@ class GMRFMVAE(MultimodalVAE):
         missing = [i for i in range(c.n_modalities) if i not in observed]
         x_in = torch.zeros_like(x)
         x_in[:, observed] = x[:, observed]
-        _, mu, log_diag, within = self._unary(x_in)
         obs_idx = block_indices(observed, c.latent_dim, x.device)
-        if c.conditional_latent == "mean":
-            z_obs = mu[:, None, obs_idx].expand(-1, n_per, -1)
-        else:
-            unary = self.latent_law(mu, self.layout.scale_tril(log_diag, within, None))
-            z_obs = unary.marginal(observed, c.latent_dim).sample((n_per,)).transpose(0, 1)  # (B, n_per, |o| d)
+        z_obs = self.observed_latents(x_in, observed, n_per)
         z = torch.empty(*z_obs.shape[:2], self.layout.dim, device=x.device, dtype=x.dtype)
         z[..., obs_idx] = z_obs
         z[..., block_indices(missing, c.latent_dim, x.device)] = self.sample_missing(observed, z_obs)
         out = self.decode(z)
         out[:, :, observed] = x[:, None, observed]
         return out
+
+    def observed_latents(self, x_in: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        """The observed blocks' latents (B, n_per, |o| d) from their unimodal posterior factors
+        N(mu_i, L_ii L_ii^T), or their means with ``conditional_latent="mean"``."""
+        c = self.config
+        _, mu, log_diag, within = self._unary(x_in)
+        if c.conditional_latent == "mean":
+            return mu[:, None, block_indices(observed, c.latent_dim, x_in.device)].expand(-1, n_per, -1)
+        unary = self.latent_law(mu, self.layout.scale_tril(log_diag, within, None))
+        return unary.marginal(observed, c.latent_dim).sample((n_per,)).transpose(0, 1)
 
     def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
         """Draw the missing latent blocks given the observed ones, (..., |o| d) -> (..., |m| d)."""

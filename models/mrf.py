@@ -85,6 +85,15 @@ class MRFMVAE(NNMRFMVAE):
                                          MHSettings(burn_in=burn_in, thin=1, step=0.5 * math.exp(ls_k.mean().item())))
         return result.samples[:, 0].reshape(n, batch, -1)
 
+    def observed_latents(self, x_in: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        """The observed blocks' latents from the posterior's trained unary potentials N(mu_i, diag s_i^2)
+        (the GMRF's within-block Cholesky entries, which this loss never trains, are not used), or mu_i."""
+        c = self.config
+        mu, log_scale = self._unary_params(x_in)
+        idx = block_indices(observed, c.latent_dim, x_in.device)
+        mu, scale = mu[:, None, idx].expand(-1, n_per, -1), log_scale[:, None, idx].exp()
+        return mu if c.conditional_latent == "mean" else mu + scale * torch.randn_like(mu)
+
     def _unary_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, mu, log_diag, _ = self._unary(x)
         return mu, log_diag

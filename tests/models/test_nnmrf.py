@@ -187,3 +187,21 @@ def test_trains_with_the_batch_proposal(data, assert_trains):
         build_model("nnmrf", partition="prior")
     with pytest.raises(UsageError, match="pcd restart"):
         build_model("nnmrf", pcd_restart=1.5)
+
+
+def test_experimental_mrf_conditions_only_on_parts_its_loss_trains(data, monkeypatch):
+    """The MRF (App. E) inherited the GMRF's conditional draw of the observed latents, from within-block
+    Cholesky outputs its loss never trains: changing those untrained outputs must not change that draw."""
+    torch.manual_seed(0)
+    model = build_model("mrf", conditional_latent="sample", **FAST_MH)
+    x = data["test"][:4]
+    drawn = []
+    monkeypatch.setattr(model, "sample_missing", lambda observed, z_obs: drawn.append(z_obs) or z_obs[..., :4])
+    d = model.config.latent_dim
+    for shift in (0.0, 5.0):
+        with torch.no_grad():  # the heads' outputs beyond 2 d are the GMRF's within-block Cholesky entries
+            model.heads.net[-1].bias[..., 2 * d :] += shift
+        torch.manual_seed(1)
+        assert model.conditional_sample(x, [0, 2], 3).shape == (4, 3, 4, 2)
+    torch.testing.assert_close(drawn[0], drawn[1])
+    assert drawn[0].shape == (4, 3, 2 * d)
