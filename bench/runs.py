@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -50,9 +51,21 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float as null, so that strict JSON readers accept it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: strict_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(value) for value in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: readers see the old file or the new one, never a partial one."""
-    atomic_write(path, lambda h: h.write(json.dumps(obj, indent=2).encode()))
+    """Write strict JSON (NaN and infinities as null) atomically: readers see the old file or the new one,
+    never a partial one."""
+    atomic_write(path, lambda h: h.write(json.dumps(strict_json(obj), indent=2, allow_nan=False).encode()))
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:

@@ -96,13 +96,17 @@ def _check_values(where: str, model: str, params: dict[str, Param]) -> None:
                              f"{', '.join(sorted(allowed | set(TRAIN_KEYS)))}")
         if name == "beta" and any(isinstance(v, (int, float)) and v <= 0 for v in param.values):
             raise UsageError(f"{where}.beta: beta must be > 0, got {list(param.values)}")
-    # build one config from the first value of each parameter to catch invalid values early
+    # every value of every parameter (grid points, choices, both ends of a range), each beside the first
+    # values of the others, must make valid model and training configs: nothing fails only once trials run
     first = {name: p.values[0] for name, p in params.items()}
-    try:
-        config_cls(**{k: v for k, v in first.items() if k not in TRAIN_KEYS})
-        TrainConfig(**{k: v for k, v in first.items() if k in TRAIN_KEYS})
-    except (UsageError, TypeError) as err:
-        raise UsageError(f"{where}: {err}") from None
+    for name, param in params.items():
+        for value in param.values:
+            trial = {**first, name: value}
+            try:
+                config_cls(**{k: v for k, v in trial.items() if k not in TRAIN_KEYS})
+                TrainConfig(**{k: v for k, v in trial.items() if k in TRAIN_KEYS})
+            except (UsageError, TypeError) as err:
+                raise UsageError(f"{where}.{name} = {value!r}: {err}") from None
 
 
 def load_space(name_or_path: str) -> SearchSpace:

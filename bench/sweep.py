@@ -67,6 +67,41 @@ class SweepSettings:
                 space.grid(model)  # a clear error for ranges, which a grid cannot enumerate
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.address is None:  # trials run here: their device must exist here (a cluster's may differ)
+            from mrfbench.train import resolve_device
+
+            resolve_device(self.device)
+        else:
+            check_address(self.address)
+        if self.storage is not None:
+            check_storage(self.storage)
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A Ray address host:port must answer before Ray is asked to join it (ray.init would wait forever)."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--address must be auto or host:port, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UsageError(f"no Ray cluster answers at {address} ({err.strerror or err}); start one with "
+                         "`ray start --head` or leave --address out for a local one") from None
+
+
+def check_storage(url: str) -> None:
+    """An Optuna storage must be a database URL (sqlite:///path, postgresql://...)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise UsageError(f"--storage must be a database URL such as sqlite:///path/optuna.db, got '{url}'") from None
 
 
 TABLE_KEYS = ("wasserstein_", "coherence", "fid", "ssim")  # the figures of the paper's tables, by prefix
@@ -320,7 +355,8 @@ def results_records(directory: Path) -> list[dict]:
 
 def best_params(records: list[dict], fixed: dict) -> dict | None:
     """Parameters of the finished trial with the lowest score (None if every trial failed)."""
-    done = [r for r in records if r.get("status") == "ok" and math.isfinite(r["metrics"]["score"])]
+    done = [r for r in records if r.get("status") == "ok" and isinstance(r["metrics"].get("score"), (int, float))
+            and math.isfinite(r["metrics"]["score"])]
     if not done:
         return None
     return {**fixed, **min(done, key=lambda r: r["metrics"]["score"])["params"]}

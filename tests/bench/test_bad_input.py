@@ -21,6 +21,9 @@ def workspace(tmp_path_factory):
     result = CliRunner().invoke(app, ["train", "--out", str(root / "RUN"), *TINY])
     assert result.exit_code == 0, result.output
     (root / "AFILE").write_text("a plain file\n")
+    (root / "NANSPACE.yaml").write_text("dataset: copula\nparams:\n  beta: {grid: [1.0, .nan]}\nmodels:\n  gmrf: {}\n")
+    (root / "BADGRID.yaml").write_text("dataset: copula\nmodels:\n  gmrf:\n    sparsity: {grid: [0.0, 1.5]}\n"
+                                      "    latent_dim: {choice: [2, 0]}\n")
     for name, metrics in (("EMPTYLIST", "[]"), ("NULL", "null")):
         damaged = root / name
         damaged.mkdir()
@@ -69,6 +72,10 @@ CASES = [
     ["sweep", "--out", "AFILE", "--space", "copula_quick", "--epochs", "1"],
     ["sweep", "--out", "SW", "--space", "nope"],
     ["sweep", "--out", "SW", "--space", "copula", "--trials", "0"],
+    ["sweep", "--out", "SW", "--space", "copula_quick", "--address", "127.0.0.1:1"],
+    ["sweep", "--out", "SW", "--space", "copula_quick", "--storage", "notaurl"],
+    ["sweep", "--out", "SW", "--space", "NANSPACE.yaml"],
+    ["sweep", "--out", "SW", "--space", "BADGRID.yaml"],
     ["leaderboard", "AFILE"],
     ["leaderboard", "MISSING"],
     ["leaderboard", "EMPTYLIST"],

@@ -70,3 +70,19 @@ def test_an_unfinished_run_is_not_scored_and_a_foreign_folder_is_not_replaced(fi
     result = CliRunner().invoke(app, ["train", "--out", str(foreign), *TINY])
     assert result.exit_code == 2 and "not a run's" in result.stderr
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_json_files_are_strict(tmp_path):
+    """trial.json stored NaN, which strict JSON readers reject; non-finite figures are written as null."""
+    import json
+    import math
+
+    from mrfbench.runs import write_json
+
+    write_json(tmp_path / "t.json", {"score": math.nan, "metrics": [1.0, math.inf], "ok": 2})
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    assert json.loads((tmp_path / "t.json").read_text(), parse_constant=refuse) == {
+        "score": None, "metrics": [1.0, None], "ok": 2}
