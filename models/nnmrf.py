@@ -11,9 +11,11 @@ The loss is Eq. 15 with its log-partition term estimated by importance sampling 
 E_q[ln q] + E_q[E] + ln Z is estimated by logmeanexp_k a_k - mean_k a_k, which is >= 0 for every draw (a
 Jensen gap; with K = 1 it is identically 0, so K >= 2). That estimate's gradient nearly cancels for the
 prior, which then hardly learns; so by default (``partition="sampled"``) the estimate gives the value only
-and the gradient of ln Z, -E_p[grad E], comes from samples of the prior itself, drawn by persistent
+and the gradient of ln Z, -E_p[grad E], comes from samples of the prior itself, drawn by
 Metropolis-within-Gibbs chains that advance a few sweeps per training step (as Appendix E does for the
-general MRF; persistent contrastive divergence). Sampling from the prior and conditional sampling use
+general MRF): started at the batch's posterior draws (contrastive divergence, ``chain_start="posterior"``),
+or persistent across steps (``"persistent"``, which on copula let the energy dig wells the chains never
+found and diverged). Sampling from the prior and conditional sampling use
 Metropolis-within-Gibbs over the modality blocks (``mrfbench.mcmc``); acceptance rates are reported.
 """
 
