@@ -56,34 +56,33 @@ DEBUG = {"on": False}  # --debug: let unexpected errors raise with their traceba
 ERROR_LOG = "mrfbench-error.log"
 
 
-def error_log_path(kwargs: dict) -> Path:
+def error_log_folder(kwargs: dict) -> Path:
     """Where an unexpected error's traceback goes: the command's run or sweep directory when it exists,
     else the temporary directory."""
     import tempfile
-    import time
 
-    name = f"{ERROR_LOG[:-4]}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"  # a new file, never an old one
     for key in ("out", "run_dir", "sweep_dir"):
         folder = kwargs.get(key)
         if isinstance(folder, Path) and folder.is_dir() and os.access(folder, os.W_OK):
-            return folder / name
-    return Path(tempfile.gettempdir()) / name
+            return folder
+    return Path(tempfile.gettempdir())
 
 
 def report_unexpected(err: Exception, kwargs: dict) -> None:
-    """One line on stderr naming the error and the log file that holds its traceback."""
+    """One line on stderr naming the error and the log file (always a new one) that holds its traceback."""
+    import tempfile
     import traceback
 
-    log = error_log_path(kwargs)
     try:
-        with open(log, "x") as handle:
+        with tempfile.NamedTemporaryFile("w", dir=error_log_folder(kwargs), prefix=f"{ERROR_LOG[:-4]}-",
+                                         suffix=".log", delete=False) as handle:
             handle.write("".join(traceback.format_exception(err)))
-        where = f"traceback in {log}"
+        where = f"traceback in {handle.name}; rerun with --debug to see it"
     except OSError:
         where = "rerun with --debug for the traceback"
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
     err_console.print(f"[bold red]error:[/] {escape(type(err).__name__)}{': ' + escape(message) if message else ''} "
-                      f"({escape(where)}; rerun with --debug to see it)", highlight=False, soft_wrap=True)
+                      f"({escape(where)})", highlight=False, soft_wrap=True)
 
 
 def clean_errors(command):

@@ -253,7 +253,9 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
     if not sweep_dir.is_dir():
         raise UsageError(f"{sweep_dir} is not a directory")
     if (sweep_dir / SWEEP_FILE).exists():
-        settings = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        settings = read_json_object(sweep_dir / SWEEP_FILE)
+        if not isinstance(settings.get("space"), str):
+            raise UsageError(f"corrupt {sweep_dir / SWEEP_FILE}: it names no search space")
         dataset, records = load_space(settings["space"]).dataset, results_records(sweep_dir)
     else:
         dataset, records = run_records(sweep_dir)

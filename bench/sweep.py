@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mrfbench.errors import SweepInterrupted, UsageError
-from mrfbench.runs import write_json
+from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS, SearchSpace, load_space
 
 SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once, on seed 0
@@ -350,7 +350,7 @@ def trial_dirname(trial) -> str:
 
 def results_records(directory: Path) -> list[dict]:
     """Every trial.json below ``directory``."""
-    return [json.loads(p.read_text()) for p in sorted(Path(directory).glob(f"**/{TRIAL_FILE}"))]
+    return [read_json_object(p) for p in sorted(Path(directory).glob(f"**/{TRIAL_FILE}"))]
 
 
 def best_params(records: list[dict], fixed: dict) -> dict | None:

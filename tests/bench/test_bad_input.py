@@ -30,6 +30,11 @@ def workspace(tmp_path_factory):
         for f in ("config.json", "checkpoint.pt"):
             (damaged / f).write_bytes((root / "RUN" / f).read_bytes())
         (damaged / "metrics.json").write_text(metrics)
+    for name, settings in (("BROKENSWEEP", "{ half a json"), ("SPACELESS", '{"out": "x"}'),
+                           ("EMPTYTRIAL", '{"out": "x", "space": "copula_quick"}')):
+        (root / name / "trial_0").mkdir(parents=True)
+        (root / name / "sweep.json").write_text(settings)
+    (root / "EMPTYTRIAL" / "trial_0" / "trial.json").write_text("")
     negative = root / "NEGTEST"
     negative.mkdir()
     for f in ("metrics.json", "checkpoint.pt"):
@@ -79,6 +84,9 @@ CASES = [
     ["leaderboard", "AFILE"],
     ["leaderboard", "MISSING"],
     ["leaderboard", "EMPTYLIST"],
+    ["leaderboard", "BROKENSWEEP"],
+    ["leaderboard", "SPACELESS"],
+    ["leaderboard", "EMPTYTRIAL"],
     ["reproduce", "cifar"],
     ["data", "cifar"],
 ]
