@@ -86,3 +86,22 @@ def test_json_files_are_strict(tmp_path):
 
     assert json.loads((tmp_path / "t.json").read_text(), parse_constant=refuse) == {
         "score": None, "metrics": [1.0, None], "ok": 2}
+
+
+def test_a_run_killed_while_scoring_leaves_nothing_to_misread(tmp_path):
+    """Killed after its checkpoint was saved, during scoring: no run appears at --out (evaluate used to
+    score it and write metrics without the training record, which the leaderboard then rejected)."""
+    run = tmp_path / "R"
+    proc = subprocess.Popen([sys.executable, "-m", "mrfbench", "train", "--out", str(run), *TINY[:-6],
+                             "--n-unconditional", "20000000", "--n-per-tuple", "2", "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".R.partial-*/checkpoint.pt")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # trained and checkpointed: scoring 20M samples has begun
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not run.exists()
+    result = CliRunner().invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    board = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert board.exit_code == 2 and "neither a sweep" in board.stderr
