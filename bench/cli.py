@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mrfbench.errors import SweepInterrupted, UsageError
+from mrfbench.errors import ERROR_LOG_PREFIX, SweepInterrupted, UsageError
 
 app = typer.Typer(help="Train, sample and score multimodal VAEs (MRF MVAE family and baselines).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -53,7 +53,6 @@ def torch_linalg_error() -> type[Exception]:
 
 
 DEBUG = {"on": False}  # --debug: let unexpected errors raise with their traceback
-ERROR_LOG = "mrfbench-error.log"
 
 
 def error_log_folder(kwargs: dict) -> Path:
@@ -74,7 +73,7 @@ def report_unexpected(err: Exception, kwargs: dict) -> None:
     import traceback
 
     try:
-        with tempfile.NamedTemporaryFile("w", dir=error_log_folder(kwargs), prefix=f"{ERROR_LOG[:-4]}-",
+        with tempfile.NamedTemporaryFile("w", dir=error_log_folder(kwargs), prefix=ERROR_LOG_PREFIX,
                                          suffix=".log", delete=False) as handle:
             handle.write("".join(traceback.format_exception(err)))
         where = f"traceback in {handle.name}; rerun with --debug to see it"

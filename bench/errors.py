@@ -8,6 +8,8 @@ import math
 import types
 import typing
 
+ERROR_LOG_PREFIX = "mrfbench-error-"  # the CLI guard's traceback logs (a run directory may hold them)
+
 
 class UsageError(ValueError):
     """Bad input from the user: unknown names, invalid values, missing or corrupt files."""

@@ -181,8 +181,8 @@ def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str 
         raise UsageError(f"{run_dir} is not a finished run (no {METRICS_FILE}): train it again")
     previous = read_json_object(run_dir / METRICS_FILE).get("training", {})
     split = split or previous.get("eval_split", "test")
-    with run_lock(Path(run_dir)):
-        return score_run(model, dataset, dataset.splits()[split], eval_config, device, Path(run_dir),
+    with run_lock(run_dir):
+        return score_run(model, dataset, dataset.splits()[split], eval_config, device, run_dir,
                          {**previous, "eval_split": split})
 
 

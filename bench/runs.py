@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import ERROR_LOG_PREFIX, UsageError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -80,7 +80,7 @@ def _check_replaceable(path: Path, overwrite: bool) -> None:
         raise UsageError(f"cannot write to output directory {path}: it is a file")
     if (path / METRICS_FILE).exists() and not overwrite:
         raise UsageError(f"{path} already holds a finished run; pass --overwrite or choose another --out")
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_FILES and not p.name.startswith("mrfbench-error"))
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_FILES and not p.name.startswith(ERROR_LOG_PREFIX))
     if foreign:
         raise UsageError(f"{path} holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out")
 
