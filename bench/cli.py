@@ -367,14 +367,14 @@ def sample(
 
 QUICK_COPULA_EVAL = {"n_unconditional": 100_000, "n_per_tuple": 5, "n_joint": 50_000, "n_tau": 10_000}
 BUDGETS = {  # reproduce: (data set, budget) -> (space, sweep settings)
-    ("copula", "quick"): ("copula_quick", {"eval_options": QUICK_COPULA_EVAL}),
-    ("copula", "paper"): ("copula_paper", {}),
-    ("polymnist", "quick"): ("polymnist_quick", {"dataset_options": {"n_train": 1000, "n_val": 500, "n_test": 500},
+    ("copula", "quick"): ("copula_quick", {"grid": True, "eval_options": QUICK_COPULA_EVAL}),
+    ("copula", "paper"): ("copula_paper", {"trials": 10, "asha": True}),
+    ("polymnist", "quick"): ("polymnist_quick", {"grid": True, "dataset_options": {"n_train": 1000, "n_val": 500, "n_test": 500},
                                                  "eval_options": {"n_image_tuples": 500}}),
-    ("polymnist", "paper"): ("polymnist_paper", {}),
-    ("mnist3", "quick"): ("mnist3_quick", {"dataset_options": {"n_train": 2000, "n_val": 500, "n_test": 1000},
+    ("polymnist", "paper"): ("polymnist_paper", {"grid": True}),
+    ("mnist3", "quick"): ("mnist3_quick", {"grid": True, "dataset_options": {"n_train": 2000, "n_val": 500, "n_test": 1000},
                                            "eval_options": {"n_image_tuples": 1000}}),
-    ("mnist3", "paper"): ("mnist3_paper", {}),
+    ("mnist3", "paper"): ("mnist3_paper", {"grid": True}),
 }
 IMAGE_DATA = ("polymnist", "mnist3")
 
@@ -489,7 +489,7 @@ def reproduce(
         if inception_weights:
             options.setdefault("eval_options", {})["inception_weights"] = str(Path(inception_weights).resolve())
     options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, **options}
-    _run_sweep(SweepSettings(out=str(out), space=space, grid=True, address=address, device=device, **options),
+    _run_sweep(SweepSettings(out=str(out), space=space, address=address, device=device, **options),
                publish)
 
 

@@ -288,7 +288,8 @@ class Sweep:
         searched, fixed = self.space.searched(model), self.space.fixed(model)
         if not searched:
             return fixed
-        sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=0),
+        n_trials = self._search_trials(model)
+        sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=max(1, n_trials // 2)),
                    "random": lambda: optuna.samplers.RandomSampler(seed=0),
                    "grid": lambda: optuna.samplers.GridSampler(
                        {f"job/params/{k}": list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
@@ -299,10 +300,10 @@ class Sweep:
         config = {**_trial_config(self.settings, self.space, "search"), "seed": 0,
                   "job": {"model": model, "params": dict(fixed)}}
         tune_config = tune.TuneConfig(
-            trial_dirname_creator=trial_dirname, search_alg=search, num_samples=self._search_trials(model),
+            trial_dirname_creator=trial_dirname, search_alg=search, num_samples=n_trials,
             max_concurrent_trials=self.settings.max_concurrent_trials,
             scheduler=self._asha() if self.settings.asha else None)
-        fit_all(self._tuner(f"search-{model}", config, tune_config, callbacks), self._search_trials(model))
+        fit_all(self._tuner(f"search-{model}", config, tune_config, callbacks), n_trials)
         return best_params(results_records(self.out / f"search-{model}"), fixed)
 
     def _asha(self):

@@ -196,7 +196,7 @@ def test_malformed_spaces_give_clear_errors(tmp_path):
         path.write_text(text)
         with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             load_space(str(path))
-    assert load_space("copula_paper").grid("mvae")[0]["latent_dim"] == 3
+    assert load_space("copula_paper").fixed("mvae")["latent_dim"] == 3
 
 
 def test_cli_reports_a_malformed_space_in_one_line(tmp_path):
@@ -264,7 +264,7 @@ def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_r
 
     tiny = {k: v for k, v in TINY.items() if k not in ("trials", "search_eval_options")}
     monkeypatch.setitem(cli.BUDGETS, ("copula", "quick"),
-                        ("copula_quick", {**tiny, "seeds": 1, "models": ["gmrf", "mopoe"]}))
+                        ("copula_quick", {**tiny, "grid": True, "seeds": 1, "models": ["gmrf", "mopoe"]}))
     reference = tmp_path / "results" / "copula"
     reference.mkdir(parents=True)
     for name in ("leaderboard.md", "leaderboard.csv"):
@@ -304,7 +304,7 @@ def test_reproduce_on_images_prepares_the_build_once_and_writes_table_4(local_ra
     build("mnist3", MNIST(images[:300], labels[:300], images[300:], labels[300:], "synthetic", "0" * 64),
           tmp_path / "build", seed=0)
     tiny = {"dataset_options": {"n_train": 64, "n_val": 50, "n_test": 40}, "eval_options": {"n_image_tuples": 40},
-            "seeds": 1, "epochs": 1, "models": ["gmrf"]}
+            "seeds": 1, "epochs": 1, "models": ["gmrf"], "grid": True}
     monkeypatch.setitem(cli.BUDGETS, ("mnist3", "quick"), ("mnist3_quick", tiny))
     result = CliRunner().invoke(cli.app, ["reproduce", "mnist3", "--data-dir", str(tmp_path / "build"),
                                           "--out", str(tmp_path / "sweeps" / "mnist3-quick"), "--device", "cpu"])
