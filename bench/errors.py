@@ -60,5 +60,10 @@ def check_fields(config) -> None:
         label = field.name.replace("_", " ")
         if kind is not None and not _matches(value, kind):
             raise UsageError(f"{label} must be {_describe(kind)}, got {value!r}")
-        if field.name.endswith("seed") and isinstance(value, int) and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
-            raise UsageError(f"{label} must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {value}")
+        if field.name.endswith("seed") and isinstance(value, int):
+            check_seed(value, label)
+
+
+def check_seed(value: int, label: str = "seed") -> None:
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise UsageError(f"{label} must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {value}")

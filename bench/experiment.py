@@ -124,7 +124,7 @@ def score_run(
                          title=f"{model.name}, beta={model.config.beta}")
     metrics = {"model": model.name, "capacity": model.capacity, "beta": model.config.beta, **scores,
                **({"sampler": dict(model.sampler_diagnostics)} if model.sampler_diagnostics else {}),
-               "training": training}
+               "eval": dataclasses.asdict(eval_config), "training": training}
     write_json(out / METRICS_FILE, metrics)
     return metrics
 

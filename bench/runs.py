@@ -85,9 +85,17 @@ def _check_replaceable(path: Path, overwrite: bool) -> None:
         raise UsageError(f"{path} holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out")
 
 
+STAGED, REPLACED = "partial", "old"  # a run being written: .NAME.partial-PID; the one it replaces: .NAME.old-PID
+
+
+def _sibling(path: Path, role: str, pid: int | str) -> Path:
+    return path.parent / f".{path.name}.{role}-{pid}"
+
+
 @contextlib.contextmanager
 def run_lock(path: Path):
-    """Hold the run directory ``path`` for one writer: a second process is refused with a clear message."""
+    """Hold the run directory ``path`` for one writer: a second process is refused with a clear message.
+    Holding the lock, finish what a killed writer left (see ``_recover``)."""
     lock_file = path.parent / f".{path.name}.lock"
     try:
         handle = open(lock_file, "a")
@@ -98,9 +106,34 @@ def run_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(f"another mrfbench process is writing {path}; wait for it or choose another --out") from None
+        _recover(path)
         yield
     finally:
         handle.close()
+
+
+def recover(path: Path) -> None:
+    """Before reading the run at ``path``: if a writer was killed while moving it into place, finish the
+    move (a writer still at work holds the lock and is left alone)."""
+    path = Path(path)
+    if (path.parent / f".{path.name}.lock").exists():
+        with contextlib.suppress(UsageError):
+            with run_lock(path):
+                pass
+
+
+def _recover(path: Path) -> None:
+    """What a killed writer left beside ``path`` (the caller holds the lock, so no writer is alive): a run
+    it had begun to move into place (the old one set aside, the new one not yet moved) is moved in; the
+    old run set aside, and a run killed before it was complete, are removed."""
+    staged = {p.name.rpartition("-")[2]: p for p in path.parent.glob(f".{path.name}.{STAGED}-*")}
+    replaced = {p.name.rpartition("-")[2]: p for p in path.parent.glob(f".{path.name}.{REPLACED}-*")}
+    for pid, old in replaced.items():
+        if not path.exists():
+            (staged.pop(pid) if pid in staged else old).rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    for work in staged.values():
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -116,8 +149,7 @@ def staged_run(path: Path, overwrite: bool):
     with run_lock(path):
         try:
             _check_replaceable(path, overwrite)
-            work = path.parent / f".{path.name}.partial-{os.getpid()}"
-            shutil.rmtree(work, ignore_errors=True)
+            work = _sibling(path, STAGED, os.getpid())
             work.mkdir()
         except OSError as err:
             raise UsageError(f"cannot write to output directory {path}: {err.strerror or err}") from None
@@ -135,7 +167,7 @@ def staged_run(path: Path, overwrite: bool):
 def _publish(work: Path, path: Path) -> None:
     """Move the finished staging directory to ``path``, replacing what is there."""
     if path.exists():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        old = _sibling(path, REPLACED, os.getpid())
         path.rename(old)
         work.rename(path)
         shutil.rmtree(old, ignore_errors=True)
@@ -145,7 +177,7 @@ def _publish(work: Path, path: Path) -> None:
 
 def is_staging(path: Path) -> bool:
     """Whether ``path`` lies inside a run being written (or left by a killed writer)."""
-    return any(part.startswith(".") and (".partial-" in part or ".old-" in part) for part in Path(path).parts)
+    return any(part.startswith(".") and (f".{STAGED}-" in part or f".{REPLACED}-" in part) for part in Path(path).parts)
 
 
 def read_json(path: Path) -> Any:
@@ -176,6 +208,7 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
 
 def require_run_dir(path: Path) -> Path:
     path = Path(path)
+    recover(path)
     if not path.is_dir():
         raise UsageError(f"run directory {path} does not exist")
     return path

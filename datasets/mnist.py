@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import importlib.util
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,10 +115,23 @@ def _from_idx(directory: Path) -> MNIST:
 
 
 def _from_npz(path: Path) -> MNIST:
-    with np.load(path) as data:
-        missing = [k for k in NPZ_KEYS if k not in data]
-        if missing:
-            raise UsageError(f"--mnist {path}: missing array(s) {', '.join(missing)}; expected {', '.join(NPZ_KEYS)}")
-        x_tr, y_tr, x_te, y_te = (data[k] for k in NPZ_KEYS)
-    return MNIST(x_tr.astype(np.uint8).reshape(-1, 28, 28), y_tr.astype(np.int64), x_te.astype(np.uint8).reshape(-1, 28, 28),
-                 y_te.astype(np.int64), str(path), sha256_of(path))
+    try:
+        with np.load(path) as data:
+            missing = [k for k in NPZ_KEYS if k not in data]
+            if missing:
+                raise UsageError(f"--mnist {path}: missing array(s) {', '.join(missing)}; expected {', '.join(NPZ_KEYS)}")
+            x_tr, y_tr, x_te, y_te = (data[k] for k in NPZ_KEYS)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise UsageError(f"--mnist {path}: not a readable .npz ({type(err).__name__}); {HOW_TO_GET}") from None
+    return MNIST(*_checked(path, "train", x_tr, y_tr), *_checked(path, "test", x_te, y_te), str(path), sha256_of(path))
+
+
+def _checked(path: Path, split: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 28, 28) images and int64 digit labels of one split, or a clear error naming the array."""
+    if images.ndim < 2 or images.size == 0 or images.size % 784 or images.size // 784 != len(labels.reshape(-1)):
+        raise UsageError(f"--mnist {path}: x_{split} {images.shape} and y_{split} {labels.shape} are not "
+                         "N images of 28 x 28 pixels with N labels")
+    labels = labels.reshape(-1)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 9:
+        raise UsageError(f"--mnist {path}: y_{split} must hold integer digits 0-9")
+    return images.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.int64)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mrfbench.datasets.mnist import MNIST, sha256_of
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, check_seed
 from mrfbench.runs import atomic_write, write_json
 
 SKIMAGE_BACKGROUNDS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
@@ -41,7 +41,10 @@ def load_backgrounds(paths: list[str] | None = None) -> tuple[list[np.ndarray], 
         for path in paths:
             if not Path(path).exists():
                 raise UsageError(f"--backgrounds: {path} does not exist")
-            images.append(np.asarray(Image.open(path).convert("RGB")))
+            try:
+                images.append(np.asarray(Image.open(path).convert("RGB")))
+            except (OSError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+                raise UsageError(f"--backgrounds: {path} is not a readable image ({type(err).__name__})") from None
             sources.append({"source": str(path), "sha256": sha256_of(Path(path))})
     else:
         import hashlib
@@ -107,6 +110,9 @@ def mnist3_recipe(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def build(kind: str, mnist: MNIST, out: Path, seed: int = 0, background_paths: list[str] | None = None) -> dict:
     """Build PolyMNIST ("polymnist") or MNIST-3 ("mnist3") from ``mnist`` into ``out``; returns the manifest.
     An existing build with the same manifest is kept (a different one needs a fresh directory)."""
+    check_seed(seed)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"cannot build into {out}: it is a file")
     rng = np.random.default_rng(seed)
     manifest = {"kind": kind, "seed": seed, "mnist": {"source": mnist.source, "sha256": mnist.sha256}}
     if kind == "polymnist":
@@ -120,7 +126,10 @@ def build(kind: str, mnist: MNIST, out: Path, seed: int = 0, background_paths: l
         if {k: previous.get(k) for k in manifest} == manifest:
             return previous
         raise UsageError(f"{out} holds a different build ({existing}); choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot build into {out}: {err.strerror or err}") from None
     for split in SPLITS:
         images, labels = mnist.split(split)
         if kind == "polymnist":

@@ -5,6 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -35,6 +36,13 @@ def workspace(tmp_path_factory):
         (root / name / "trial_0").mkdir(parents=True)
         (root / name / "sweep.json").write_text(settings)
     (root / "EMPTYTRIAL" / "trial_0" / "trial.json").write_text("")
+    (root / "NOTZIP.npz").write_text("not a zip archive\n")
+    rng = np.random.default_rng(0)
+    digits = {"x_train": rng.integers(0, 255, (20, 28, 28)), "y_train": np.arange(20) % 10,
+              "x_test": rng.integers(0, 255, (10, 28, 28)), "y_test": np.arange(10)}
+    np.savez(root / "DIGITS.npz", **digits)
+    np.savez(root / "BADSHAPE.npz", **{**digits, "x_train": rng.integers(0, 255, (20, 27, 27))})
+    np.savez(root / "BADLABELS.npz", **{**digits, "y_train": np.arange(20)})
     negative = root / "NEGTEST"
     negative.mkdir()
     for f in ("metrics.json", "checkpoint.pt"):
@@ -89,6 +97,12 @@ CASES = [
     ["leaderboard", "EMPTYTRIAL"],
     ["reproduce", "cifar"],
     ["data", "cifar"],
+    ["data", "mnist3", "--mnist", "NOTZIP.npz", "--out", "B"],
+    ["data", "mnist3", "--mnist", "BADSHAPE.npz", "--out", "B"],
+    ["data", "mnist3", "--mnist", "BADLABELS.npz", "--out", "B"],
+    ["data", "mnist3", "--mnist", "DIGITS.npz", "--out", "AFILE"],
+    ["data", "mnist3", "--mnist", "DIGITS.npz", "--out", "B", "--seed", "-1"],
+    ["data", "polymnist", "--mnist", "DIGITS.npz", "--out", "B", "--backgrounds", "AFILE"],
 ]
 
 
@@ -104,6 +118,7 @@ def test_bad_input_is_one_line_and_changes_no_file(workspace, monkeypatch, args)
     lines = [line for line in result.stderr.strip().splitlines() if line]
     assert result.exit_code not in (0, None), result.output
     assert "Traceback" not in result.output + result.stderr and len(lines) == 1, result.stderr
+    assert "--debug" not in lines[0], lines[0]  # a message of its own, not the guard's line for the unforeseen
     after = snapshot(workspace)
     assert {k: v for k, v in after.items() if k in before} == before  # every earlier file is untouched
 

@@ -105,3 +105,49 @@ def test_a_run_killed_while_scoring_leaves_nothing_to_misread(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.stderr
     board = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
     assert board.exit_code == 2 and "neither a sweep" in board.stderr
+
+
+def test_a_killed_evaluate_leaves_the_run_whole(finished, tmp_path):
+    """Killed while re-scoring (it holds the run's lock): the run keeps its own figures, and scores again."""
+    import fcntl
+
+    before = digest(finished)
+    proc = subprocess.Popen([sys.executable, "-m", "mrfbench", "evaluate", str(finished), "--n-unconditional",
+                             "20000000", "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    with open(tmp_path / ".R.lock") as lock:
+        while time.monotonic() < deadline:  # scoring has begun once evaluate holds the lock
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                time.sleep(0.1)
+            except BlockingIOError:
+                break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert digest(finished) == before
+    for args in (["evaluate", str(finished)], ["leaderboard", str(tmp_path)],
+                 ["sample", str(finished), "--n", "10", "--out", str(tmp_path / "s.npz")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert '"n_unconditional": 1000' in (finished / "metrics.json").read_text()  # the figures say how they were made
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_a_writer_killed_while_moving_a_run_into_place(finished, tmp_path, moved):
+    """``--overwrite`` sets the old run aside, moves the new one in, then deletes the old one; killed between
+    two of these steps, the next command on the directory finishes the move: the new run, whole, under
+    its own label, and nothing left beside it."""
+    new = tmp_path / "new"
+    result = CliRunner().invoke(app, ["train", "--out", str(new), *TINY, "--beta", "0.5"])
+    assert result.exit_code == 0, result.output
+    old = tmp_path / ".R.old-4242"
+    finished.rename(old)  # the killed writer (pid 4242) set the old run aside...
+    new.rename(finished if moved else tmp_path / ".R.partial-4242")  # ...and had, or had not, moved the new one in
+    expected = digest(finished if moved else tmp_path / ".R.partial-4242")
+    result = CliRunner().invoke(app, ["evaluate", str(finished)])
+    assert result.exit_code == 0, result.output
+    assert '"beta": 0.5' in (finished / "metrics.json").read_text()
+    assert {k: v for k, v in digest(finished).items() if k not in ("metrics.json", "pairplot.png")} == {
+        k: v for k, v in expected.items() if k not in ("metrics.json", "pairplot.png")}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".R.")) == [".R.lock"]
