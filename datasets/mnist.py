@@ -117,13 +117,14 @@ def _from_idx(directory: Path) -> MNIST:
 def _from_npz(path: Path) -> MNIST:
     try:
         with np.load(path) as data:
-            missing = [k for k in NPZ_KEYS if k not in data]
-            if missing:
-                raise UsageError(f"--mnist {path}: missing array(s) {', '.join(missing)}; expected {', '.join(NPZ_KEYS)}")
-            x_tr, y_tr, x_te, y_te = (data[k] for k in NPZ_KEYS)
+            arrays = {k: data[k] for k in NPZ_KEYS if k in data}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise UsageError(f"--mnist {path}: not a readable .npz ({type(err).__name__}); {HOW_TO_GET}") from None
-    return MNIST(*_checked(path, "train", x_tr, y_tr), *_checked(path, "test", x_te, y_te), str(path), sha256_of(path))
+    missing = [k for k in NPZ_KEYS if k not in arrays]
+    if missing:
+        raise UsageError(f"--mnist {path}: missing array(s) {', '.join(missing)}; expected {', '.join(NPZ_KEYS)}")
+    return MNIST(*_checked(path, "train", arrays["x_train"], arrays["y_train"]),
+                 *_checked(path, "test", arrays["x_test"], arrays["y_test"]), str(path), sha256_of(path))
 
 
 def _checked(path: Path, split: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
