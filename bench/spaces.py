@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 import yaml
 
-from mrfbench.datasets import DATASETS
+from mrfbench.datasets import BENCHMARKS
 from mrfbench.errors import UsageError
 from mrfbench.models import MODELS
 from mrfbench.train import TrainConfig
@@ -47,6 +47,7 @@ class SearchSpace:
     epochs: int
     seeds: int
     params: dict[str, dict[str, Param]] = field(default_factory=dict)  # per model
+    sweep: dict[str, Any] = field(default_factory=dict)  # sweep settings a reproduce budget runs it with
 
     def fixed(self, model: str) -> dict[str, Any]:
         return {p.name: p.values[0] for p in self.params[model].values() if p.kind == "fixed"}
@@ -109,6 +110,20 @@ def _check_values(where: str, model: str, params: dict[str, Param]) -> None:
                 raise UsageError(f"{where}.{name} = {value!r}: {err}") from None
 
 
+SWEEP_KEYS = ("grid", "sampler", "trials", "asha", "seeds", "models", "dataset_options", "eval_options",
+              "search_eval_options")
+
+
+def _sweep_settings(label: str, sweep: Any) -> dict[str, Any]:
+    """The ``sweep:`` section: the settings `mrfbench reproduce` runs the space with (a budget as data)."""
+    if not isinstance(sweep, dict):
+        raise UsageError(f"search space {label}: sweep must be a mapping of sweep settings")
+    unknown = sorted(set(sweep) - set(SWEEP_KEYS))
+    if unknown:
+        raise UsageError(f"search space {label}: sweep: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(SWEEP_KEYS)}")
+    return dict(sweep)
+
+
 def load_space(name_or_path: str) -> SearchSpace:
     """Load a shipped space by name (e.g. 'copula') or a YAML file by path, validating every key."""
     path = Path(name_or_path)
@@ -128,14 +143,14 @@ def load_space(name_or_path: str) -> SearchSpace:
         raise UsageError(f"search space {label} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"search space {label}: expected a mapping at the top level")
-    unknown = sorted(set(raw) - {"dataset", "metric", "epochs", "seeds", "params", "models"})
+    unknown = sorted(set(raw) - {"dataset", "metric", "epochs", "seeds", "params", "models", "sweep"})
     if unknown:
         raise UsageError(f"search space {label}: unknown key(s) {', '.join(unknown)}")
     for key in ("dataset", "models"):
         if key not in raw:
             raise UsageError(f"search space {label}: missing key '{key}'")
-    if raw["dataset"] not in DATASETS:
-        raise UsageError(f"search space {label}: dataset: unknown data set '{raw['dataset']}'; valid: {', '.join(DATASETS)}")
+    if raw["dataset"] not in BENCHMARKS:
+        raise UsageError(f"search space {label}: dataset: unknown data set '{raw['dataset']}'; valid: {', '.join(BENCHMARKS)}")
     for key in ("epochs", "seeds"):
         if not isinstance(raw.get(key, 1), int) or raw.get(key, 1) < 1:
             raise UsageError(f"search space {label}: {key} must be an integer >= 1, got {raw.get(key)!r}")
@@ -144,7 +159,8 @@ def load_space(name_or_path: str) -> SearchSpace:
     common = raw.get("params") or {}
     if not isinstance(common, dict):
         raise UsageError(f"search space {label}: params must be a mapping")
-    space = SearchSpace(label, raw["dataset"], raw.get("metric", "score"), raw.get("epochs", 200), raw.get("seeds", 3))
+    space = SearchSpace(label, raw["dataset"], raw.get("metric", "score"), raw.get("epochs", 200), raw.get("seeds", 3),
+                        sweep=_sweep_settings(label, raw.get("sweep") or {}))
     for model, own in raw["models"].items():
         if model not in MODELS:
             raise UsageError(f"search space {label}: models.{model}: unknown model; valid: {', '.join(sorted(MODELS))}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mrfbench.datasets import get_benchmark
 from mrfbench.errors import SweepInterrupted, UsageError
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS, SearchSpace, load_space
@@ -30,7 +31,7 @@ TRIAL_FILE = "trial.json"
 @dataclass
 class SweepSettings:
     out: str
-    space: str = "copula"
+    space: str | None = None  # None: the default data set's default space
     models: list[str] = field(default_factory=list)  # empty: every model of the space
     trials: int = 20  # searched configs per model
     seeds: int | None = None  # None: the space's
@@ -48,6 +49,12 @@ class SweepSettings:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     eval_options: dict[str, Any] = field(default_factory=dict)
     search_eval_options: dict[str, Any] = field(default_factory=lambda: {"n_unconditional": 200_000})
+
+    def __post_init__(self):
+        if self.space is None:
+            from mrfbench.datasets import DEFAULT_DATASET
+
+            self.space = get_benchmark(DEFAULT_DATASET).default_space
 
     def validate(self, space: SearchSpace) -> None:
         unknown = [m for m in self.models if m not in space.params]
@@ -104,43 +111,40 @@ def check_storage(url: str) -> None:
         raise UsageError(f"--storage must be a database URL such as sqlite:///path/optuna.db, got '{url}'") from None
 
 
-TABLE_KEYS = ("wasserstein_", "coherence", "fid", "ssim")  # the figures of the paper's tables, by prefix
-SCORE_PARTS = (  # the two figures behind a trial's score, lower is better: their mean, or 1 - their mean
-    ("unconditional/wasserstein_mean", "conditional/wasserstein_mean"),  # copula: W1 x1000
-    ("unconditional/coherence", "conditional/coherence"),  # images
-)
+BOOKKEEPING = ("training", "eval", "collapse", "sampler")  # metrics sections that hold no figure of the table
 
 
-def score_parts(keys) -> tuple[str, str]:
-    """The pair of ``SCORE_PARTS`` present among ``keys`` (figure names)."""
-    return next(parts for parts in SCORE_PARTS if parts[0] in keys)
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def score(flat: dict[str, float]) -> float:
-    """A trial's score from its flattened figures: the mean of the two W1 figures, 1 - the mean coherence."""
-    parts = score_parts(flat)
-    mean = 0.5 * (flat[parts[0]] + flat[parts[1]])
-    return mean if parts is SCORE_PARTS[0] else 1.0 - mean
-
-
-def flatten_metrics(metrics: dict) -> dict[str, float]:
-    """The scalar figures a trial reports: '<setting>/<metric>' for the paper's table, its floors (and the
-    coherence ceiling), plus ``score`` (see ``score``)."""
+def _flat_section(section: dict, name: str) -> dict[str, float]:
+    """'<name>/<key>' for each number of a metrics section; a nested group G gives '<name>/G_<key>', and the
+    noise floors and ceilings of a section or group '<name>/floor_<key>', '<name>/floor_G_<key>'."""
     flat = {}
-    for setting in ("unconditional", "conditional"):
-        section = metrics[setting]
-        flat.update({f"{setting}/{key}": float(value) for key, value in section.items()
-                     if key.startswith(TABLE_KEYS) and isinstance(value, (int, float))})
-        for bound in ("floor", "ceiling"):
-            flat.update({f"{setting}/{bound}_{key}": float(value) for key, value in section.get(bound, {}).items()})
-    per_tuple = metrics["conditional"].get("per_tuple")
-    if per_tuple:  # copula: conditional W1 per tuple, which sees whether generations use what is observed
-        flat["conditional/per_tuple_wasserstein_mean"] = float(per_tuple["wasserstein_mean"])
-        flat["conditional/floor_per_tuple_wasserstein_mean"] = float(per_tuple["floor"]["wasserstein_mean"])
-    flat.update({f"dependence/{k}": float(v) for k, v in metrics.get("dependence", {}).items()})
+    for key, value in section.items():
+        if _number(value):
+            flat[f"{name}/{key}"] = float(value)
+        elif isinstance(value, dict):
+            for inner, number in value.items():
+                if _number(number):
+                    flat[f"{name}/{key}_{inner}"] = float(number)
+                elif isinstance(number, dict) and inner in ("floor", "ceiling"):
+                    flat.update({f"{name}/{inner}_{key}_{k}": float(v) for k, v in number.items() if _number(v)})
+    return flat
+
+
+def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
+    """The scalar figures a trial reports: '<section>/<metric>' for every number of every section of the
+    metrics (their floors and ceilings included), ``collapsed``, the training time, and ``score`` (what a
+    sweep minimises; see ``Benchmark.score``)."""
+    flat = {}
+    for name, section in metrics.items():
+        if isinstance(section, dict) and name not in BOOKKEEPING:
+            flat.update(_flat_section(section, name))
     flat["collapsed"] = float(metrics["collapse"]["collapsed"])
     flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
-    flat["score"] = score(flat)
+    flat["score"] = spec.score(flat)
     return flat
 
 
@@ -151,6 +155,7 @@ def run_trial(config: dict) -> None:
     import torch
     from ray import tune
 
+    from mrfbench.datasets import get_benchmark
     from mrfbench.evaluate import EvalConfig
     from mrfbench.experiment import run_experiment
     from mrfbench.train import TrainConfig
@@ -173,7 +178,7 @@ def run_trial(config: dict) -> None:
             overwrite=True, eval_split="val" if config["stage"] == "search" else "test",
             on_epoch=_asha_reporter(config) if config.get("asha") else None,
         )
-        result = flatten_metrics(metrics)
+        result = flatten_metrics(metrics, get_benchmark(config["dataset"]))
         record.update(status="ok", metrics=result)
     except Exception as err:  # noqa: BLE001 - any failure is the trial's outcome, recorded with its reason
         result = {"score": math.nan, "failed": 1.0}
@@ -183,16 +188,15 @@ def run_trial(config: dict) -> None:
 
 
 def _asha_reporter(config: dict):
-    """Per-epoch proxy score for ASHA: unconditional W1 x1000 of 20k samples against the exact marginal."""
-    import numpy as np
+    """Reports the data set's per-epoch proxy score (its evaluator's ``proxy``) to ASHA after each epoch."""
     from ray import tune
 
-    from mrfbench.metrics import w1_to_uniform
+    from mrfbench.datasets import get_benchmark
+
+    proxy = get_benchmark(config["dataset"]).get_evaluator().proxy
 
     def report(model, epoch: int, record: dict) -> None:
-        model.eval()
-        samples = model.sample(20_000).reshape(20_000, -1).cpu().numpy()
-        tune.report({"score": float(np.mean(w1_to_uniform(samples)) * 1000), "val_loss": record["val_loss"]})
+        tune.report({"score": proxy(model), "val_loss": record["val_loss"]})
 
     return report
 
@@ -213,9 +217,9 @@ class Sweep:
         self.settings = settings
         self.space = load_space(settings.space)
         settings.validate(self.space)
-        if settings.asha and self.space.dataset != "copula":
-            raise UsageError("--asha needs a per-epoch score, which only the copula data has (exact marginals); "
-                             f"space {self.space.name} is on {self.space.dataset}")
+        if settings.asha and get_benchmark(self.space.dataset).get_evaluator().proxy is None:
+            raise UsageError(f"--asha needs a per-epoch score, which the {self.space.dataset} data set's evaluator "
+                             f"does not have (space {self.space.name})")
         self.out = Path(settings.out).resolve()
         self.models = settings.models or list(self.space.params)
         self.seeds = settings.seeds or self.space.seeds

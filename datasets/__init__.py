@@ -1,29 +1,30 @@
-"""Data set registry: ``get_dataset(name, **options)`` builds a data set by name."""
+"""Data sets and their benchmark specs, registered by name (``datasets.spec``).
+
+Every module of this package is imported, so a new data set is one new module that calls
+``register_benchmark``; modules named in ``$MRFBENCH_PLUGINS`` (comma-separated, importable) are imported
+too, in this process and in sweep trials, for data sets kept outside the package."""
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
+import os
+import pkgutil
 
-from mrfbench.datasets.copula import CopulaConfig, CopulaDataset
-from mrfbench.datasets.images import ImageConfig, MNIST3Dataset, PolyMNISTDataset
-from mrfbench.errors import UsageError
+from mrfbench.datasets.spec import BENCHMARKS, Benchmark, Column, get_benchmark, register_benchmark
 
-DATASETS = {"copula": (CopulaDataset, CopulaConfig), "polymnist": (PolyMNISTDataset, ImageConfig),
-            "mnist3": (MNIST3Dataset, ImageConfig)}
-DATASET_DESCRIPTIONS = {
-    "copula": "4 modalities x 2-D, Uniform(0,1) marginals tied by Gaussian copulas (paper Sec. 4.2)",
-    "polymnist": "5 modalities of 3x28x28 digits on photo backgrounds (Sutter et al. 2021); `mrfbench data polymnist`",
-    "mnist3": "3 modalities of 28x28 digits: two of the label, one random (paper App. D.2); `mrfbench data mnist3`",
-}
+PLUGINS_ENV = "MRFBENCH_PLUGINS"
+DEFAULT_DATASET = "copula"
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+for _plugin in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
+    importlib.import_module(_plugin.strip())
 
 
 def get_dataset(name: str, **options):
     """Build the data set ``name`` with config fields ``options``; unknown names list the valid ones."""
-    if name not in DATASETS:
-        raise UsageError(f"unknown data set '{name}'; valid: {', '.join(sorted(DATASETS))}")
-    dataset_cls, config_cls = DATASETS[name]
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise UsageError(f"data set '{name}' has no option(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
-    return dataset_cls(config_cls(**options))
+    return get_benchmark(name).make(**options)
+
+
+__all__ = ["BENCHMARKS", "DEFAULT_DATASET", "PLUGINS_ENV", "Benchmark", "Column", "get_benchmark", "get_dataset",
+           "register_benchmark"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrfbench.datasets.polymnist import MANIFEST, load_build
+from mrfbench.datasets.polymnist import MANIFEST, build, load_build
+from mrfbench.datasets.spec import Benchmark, Column, register_benchmark
 from mrfbench.errors import UsageError
 
 
@@ -73,3 +76,62 @@ class PolyMNISTDataset(ImageDataset):
 class MNIST3Dataset(ImageDataset):
     kind = "mnist3"
     label_sharing = (0, 1)  # the third digit is drawn independently of the label
+
+
+def prepare(kind: str, data_dir: Path | None, mnist: str | None, status=contextlib.nullcontext) -> dict:
+    """The dataset options of a sweep's trials: the build they read, made first if absent, with its digit
+    classifiers trained once here (trials running side by side must not each train them). ``status(text)``
+    is a context manager that shows what is going on."""
+    from mrfbench.datasets.classifiers import modality_classifiers
+    from mrfbench.datasets.mnist import load_mnist
+
+    build_dir = Path(data_dir) if data_dir is not None else default_build_dir(kind, 0)
+    if not (build_dir / MANIFEST).exists():
+        if data_dir is not None:
+            raise UsageError(f"--data-dir {data_dir} holds no build ({MANIFEST} missing): run `mrfbench data {kind} "
+                             f"--out {data_dir}` or leave --data-dir out to use the cache")
+        with status(f"building {kind} in {build_dir}"):
+            build(kind, load_mnist(mnist), build_dir, 0)
+    with status(f"digit classifiers for {build_dir} (trained once, then cached)"):
+        modality_classifiers(build_dir)
+    return {"build_dir": str(build_dir.resolve())}
+
+
+def _builder(kind: str):
+    def build_data(out: Path | None, seed: int, mnist: str | None = None, backgrounds: list[str] | None = None) -> dict:
+        """Build the data set offline into ``out`` (default: the cache); its manifest and ``build_dir``."""
+        from mrfbench.datasets.mnist import load_mnist
+
+        out = out or default_build_dir(kind, seed)
+        return {**build(kind, load_mnist(mnist), out, seed, backgrounds), "build_dir": str(out)}
+
+    return build_data
+
+
+IMAGE_NOTES = ("Coherence and SSIM higher, FID lower is better. FID marked * is fid_suite: the FID on the features "
+               "of the suite's digit classifiers, not the Inception FID of the paper (whose figure stands beside it "
+               "for reference only; no difference is taken). Floor: the FID between two halves of the real test "
+               "images; ceiling: the classifiers' test accuracy.")
+IMAGE_BOUNDS = (Column("unconditional/floor_fid_suite", "fid_suite floor"),
+                Column("conditional/ceiling_coherence", "coherence ceiling"))
+
+
+def _image_columns(with_ssim: bool) -> tuple[Column, ...]:
+    columns = [Column(f"{setting}/{metric}", f"{short} {metric}", f"{setting}/fid_suite" if metric == "fid" else None)
+               for setting, short in (("unconditional", "uncond"), ("conditional", "cond")) for metric in ("fid", "coherence")]
+    return tuple(columns + ([Column("conditional/ssim", "cond ssim")] if with_ssim else []))
+
+
+for _cls, _description, _table, _notes in (
+    (PolyMNISTDataset, "5 modalities of 3x28x28 digits on photo backgrounds (Sutter et al. 2021); "
+                       "`mrfbench data polymnist`", "Table 1", ""),
+    (MNIST3Dataset, "3 modalities of 28x28 digits: two of the label, one random (paper App. D.2); `mrfbench data mnist3`",
+     "Table 4", " MNIST-3 coherence counts modalities 1 and 2 (the third digit is random)."),
+):
+    register_benchmark(Benchmark(
+        name=_cls.kind, description=_description, dataset=_cls, config=ImageConfig,
+        evaluator="mrfbench.evaluators.images", architecture="conv", table=_table,
+        score_parts=("unconditional/coherence", "conditional/coherence"), score_direction="higher",
+        columns=_image_columns(with_ssim=_table == "Table 1"), bounds=IMAGE_BOUNDS, notes=IMAGE_NOTES + _notes,
+        budgets={"quick": f"{_cls.kind}_quick", "paper": f"{_cls.kind}_paper"},
+        default_space=f"{_cls.kind}_paper", prepare=functools.partial(prepare, _cls.kind), build=_builder(_cls.kind)))

@@ -2,6 +2,7 @@ import shutil
 
 import pytest
 
+from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import run_experiment
@@ -10,6 +11,8 @@ from mrfbench.train import TrainConfig
 
 DATA = {"n_train": 128, "n_val": 64, "n_test": 32}
 EVAL = EvalConfig(n_unconditional=2000, n_per_tuple=2, n_joint=1000, n_tau=500, n_projections=20)
+
+COPULA = get_benchmark("copula")
 
 
 def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
@@ -43,7 +46,7 @@ def test_best_variant_is_the_lowest_mean_among_the_most_seeded():
 
     records = [record(1.0, 0, 5.0), record(1.0, 1, 7.0), record(0.1, 0, 9.0), record(0.1, 1, 8.0),
                record(2.5, 0, 1.0)]  # a single lucky seed does not win
-    board = leaderboard(aggregate(tidy(records)), "copula")
+    board = leaderboard(aggregate(tidy(records)), COPULA)
     assert board.loc[0, "variant"] == "beta=1" and board.loc[0, "seeds"] == 2
 
 
@@ -54,12 +57,12 @@ def test_an_outlier_seed_and_a_collapsed_seed_are_flagged_not_silently_averaged(
                 "metrics": {"score": score, "collapsed": collapsed}}
 
     table = tidy([record(0, 7.5), record(1, 8.3), record(2, 62.2), record(3, 8.0, collapsed=1.0)])
-    board = leaderboard(aggregate(table), "copula")
+    board = leaderboard(aggregate(table), COPULA)
     flagged = flagged_seeds(table, board)
     assert sorted(flagged["seed"]) == [2, 3]
     assert "7.8x the median" in flagged.set_index("seed").loc[2, "reason"]
     assert flagged.set_index("seed").loc[3, "reason"] == "its collapse report fires"
-    md = to_markdown(board, "copula", table.iloc[0:0], None, flagged)
+    md = to_markdown(board, COPULA, table.iloc[0:0], None, flagged)
     assert "| mmvaeplus | beta=1 | 4 (2 flagged) |" in md and "- mmvaeplus beta=1 seed 2: score 62.2" in md
     assert flagged_seeds(tidy([record(0, 7.5), record(1, 8.3), record(2, 9.0)]), board).empty
 

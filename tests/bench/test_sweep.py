@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import pytest
 
+from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.leaderboard import aggregate, tidy, write_leaderboard
 from mrfbench.sweep import Sweep, SweepSettings, results_records
@@ -19,6 +20,18 @@ TINY = dict(
     eval_options={"n_unconditional": 2000, "n_per_tuple": 2, "n_joint": 1000, "n_tau": 500, "n_projections": 20},
     search_eval_options={},
 )
+
+
+def budget_file(folder, space: str, sweep: dict, **top) -> str:
+    """A shipped space with another ``sweep:`` section (and top-level keys): a budget for a test."""
+    from importlib.resources import files
+
+    import yaml
+
+    raw = yaml.safe_load(files("mrfbench.search_spaces").joinpath(f"{space}.yaml").read_text())
+    path = folder / f"{space}-tiny.yaml"
+    path.write_text(yaml.safe_dump({**raw, **top, "sweep": sweep}))
+    return str(path)
 
 
 def current_umask() -> int:
@@ -145,7 +158,7 @@ def test_aggregator_means_and_stds_on_a_hand_made_table():
 
 
 def image_metrics(coherence: float, inception: bool = False) -> dict:
-    """The sections an image run's metrics.json has (bench.image_metrics.evaluate_images)."""
+    """The sections an image run's metrics.json has (mrfbench.evaluators.images.score)."""
     fids = {"fid_suite": 3.0, "fid_suite_per_modality": [3.0] * 5, **({"fid": 90.0} if inception else {})}
     return {"n_tuples": 100, "collapse": {"collapsed": False}, "training": {"wall_time_s": 5.0},
             "unconditional": {"coherence": coherence / 2, **fids, "floor": {"fid_suite": 0.5}},
@@ -155,16 +168,18 @@ def image_metrics(coherence: float, inception: bool = False) -> dict:
 
 @pytest.mark.parametrize("inception", [False, True])
 def test_image_leaderboard_keeps_fid_suite_apart_from_the_papers_fid(inception):
+    from mrfbench.datasets import get_benchmark
     from mrfbench.leaderboard import leaderboard, to_markdown
     from mrfbench.sweep import flatten_metrics
 
-    flat = flatten_metrics(image_metrics(0.8, inception))
+    polymnist = get_benchmark("polymnist")
+    flat = flatten_metrics(image_metrics(0.8, inception), polymnist)
     assert flat["score"] == pytest.approx(1 - 0.5 * (0.4 + 0.8))
     assert flat["conditional/ceiling_coherence"] == 0.96 and flat["unconditional/floor_fid_suite"] == 0.5
     records = [{"model": "gmrf", "params": {"beta": b}, "seed": s, "stage": "final", "status": "ok",
-                "metrics": flatten_metrics(image_metrics(c + 0.02 * s, inception))}
+                "metrics": flatten_metrics(image_metrics(c + 0.02 * s, inception), polymnist)}
                for b, c in ((1e-3, 0.8), (1e-4, 0.6)) for s in (0, 1)]
-    board = leaderboard(aggregate(tidy(records)), "polymnist").iloc[0]
+    board = leaderboard(aggregate(tidy(records)), polymnist).iloc[0]
     assert board["variant"] == "beta=0.001" and board["conditional/coherence mean"] == pytest.approx(0.81)
     assert board["conditional/coherence diff"] == pytest.approx(0.81 - 0.869)  # Table 1, GMRF
     assert board["unconditional/fid paper"] == pytest.approx(118.21)
@@ -173,7 +188,7 @@ def test_image_leaderboard_keeps_fid_suite_apart_from_the_papers_fid(inception):
         assert board["unconditional/fid diff"] == pytest.approx(90.0 - 118.21)
     else:  # fid_suite is another metric: shown, starred, never subtracted from the paper's Inception FID
         assert board["unconditional/fid mean"] == 3.0 and pd.isna(board["unconditional/fid diff"])
-    markdown = to_markdown(leaderboard(aggregate(tidy(records)), "polymnist"), "polymnist", pd.DataFrame())
+    markdown = to_markdown(leaderboard(aggregate(tidy(records)), polymnist), polymnist, pd.DataFrame())
     assert ("* (118.21)" in markdown) != inception and "coherence ceiling" in markdown
 
 
@@ -262,9 +277,10 @@ def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_r
 
     from mrfbench import cli
 
-    tiny = {k: v for k, v in TINY.items() if k not in ("trials", "search_eval_options")}
-    monkeypatch.setitem(cli.BUDGETS, ("copula", "quick"),
-                        ("copula_quick", {**tiny, "grid": True, "seeds": 1, "models": ["gmrf", "mopoe"]}))
+    tiny = {k: v for k, v in TINY.items() if k not in ("trials", "search_eval_options", "cpus_per_trial", "epochs")}
+    monkeypatch.setitem(get_benchmark("copula").budgets, "quick",
+                        budget_file(tmp_path, "copula_quick", {**tiny, "grid": True, "seeds": 1, "models": ["gmrf", "mopoe"]},
+                                    epochs=1))
     reference = tmp_path / "results" / "copula"
     reference.mkdir(parents=True)
     for name in ("leaderboard.md", "leaderboard.csv"):
@@ -304,8 +320,8 @@ def test_reproduce_on_images_prepares_the_build_once_and_writes_table_4(local_ra
     build("mnist3", MNIST(images[:300], labels[:300], images[300:], labels[300:], "synthetic", "0" * 64),
           tmp_path / "build", seed=0)
     tiny = {"dataset_options": {"n_train": 64, "n_val": 50, "n_test": 40}, "eval_options": {"n_image_tuples": 40},
-            "seeds": 1, "epochs": 1, "models": ["gmrf"], "grid": True}
-    monkeypatch.setitem(cli.BUDGETS, ("mnist3", "quick"), ("mnist3_quick", tiny))
+            "seeds": 1, "models": ["gmrf"], "grid": True}
+    monkeypatch.setitem(get_benchmark("mnist3").budgets, "quick", budget_file(tmp_path, "mnist3_quick", tiny, epochs=1))
     result = CliRunner().invoke(cli.app, ["reproduce", "mnist3", "--data-dir", str(tmp_path / "build"),
                                           "--out", str(tmp_path / "sweeps" / "mnist3-quick"), "--device", "cpu"])
     assert result.exit_code == 0, result.output

@@ -2,17 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from mrfbench.datasets.classifiers import modality_classifiers, predict
 from mrfbench.datasets.mnist import MNIST
 from mrfbench.datasets.polymnist import build, load_build
 from mrfbench.errors import UsageError
-from mrfbench.image_metrics import (
-    conditional_coherence,
-    fid,
-    modality_classifiers,
-    predict,
-    ssim,
-    unconditional_coherence,
-)
+from mrfbench.evaluators.images import conditional_coherence, ssim, unconditional_coherence
+from mrfbench.fid import fid
 
 
 def easy_mnist(n_train=3000, n_test=300, seed=0) -> MNIST:
@@ -110,7 +105,7 @@ def test_an_oracle_model_scores_its_ceiling_and_floor(polymnist):
     """Every metric section on a perfect generator: coherence at the classifiers' accuracy, conditional FID 0
     (so the pooled conditional generations cover every test tuple), SSIM 1, unconditional FID near the floor."""
     from mrfbench.datasets.images import ImageConfig, PolyMNISTDataset
-    from mrfbench.image_metrics import evaluate_images
+    from mrfbench.evaluators.images import evaluate_images
 
     out, _, _ = polymnist
     dataset = PolyMNISTDataset(ImageConfig(build_dir=str(out), n_val=100))

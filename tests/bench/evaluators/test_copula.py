@@ -2,7 +2,8 @@ import numpy as np
 import torch
 
 from mrfbench.datasets import get_dataset
-from mrfbench.evaluate import EvalConfig, _conditional
+from mrfbench.evaluate import EvalConfig
+from mrfbench.evaluators.copula import _conditional
 
 
 class LawSampler(torch.nn.Module):

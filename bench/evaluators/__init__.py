@@ -1,0 +1,1 @@
+"""Evaluators, one per metric family; a data set's spec names its own (see ``mrfbench.datasets.spec``)."""

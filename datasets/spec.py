@@ -1,0 +1,94 @@
+"""Benchmark specs: one per data set, registered by name, holding everything outside the data itself that
+the suite needs to know about it: its evaluator, the figures of its table (with their noise floors), the
+score a sweep minimises, its budgets and its notes. Nothing outside ``datasets/`` and the evaluators names a
+data set; everything else reads its spec."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Literal
+
+from mrfbench.errors import UsageError
+
+BENCHMARKS: dict[str, Benchmark] = {}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A figure of a leaderboard: its flattened key ('<section>/<metric>') and title; ``fallback`` is shown,
+    marked *, where ``key`` is missing (and no difference to the paper is taken)."""
+
+    key: str
+    title: str
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A data set and how it is scored.
+
+    ``evaluator`` names a module with ``score(model, dataset, data, split, eval_config, device, out) -> dict``
+    (the metrics sections of ``data``, the ``split`` of ``dataset``, writing the run's picture into ``out``), ``proxy(model) -> float`` (a
+    per-epoch score for ASHA, lower is better; None where there is none) and ``tables(metrics, paper) -> list``
+    (rich tables for the terminal). A run's ``score`` is the mean of the two ``score_parts``, or 1 minus it
+    when they are ``higher`` is better: a sweep always minimises it."""
+
+    name: str
+    description: str
+    dataset: type  # built as dataset(config(**options)); has splits(), n_modalities, modality_shape
+    config: type  # a dataclass of the data set's options
+    evaluator: str  # module path of the evaluator
+    architecture: Literal["mlp", "conv"]
+    table: str  # the paper's table it maps to, e.g. "Table 2"
+    score_parts: tuple[str, str]  # flattened keys
+    score_direction: Literal["lower", "higher"]
+    columns: tuple[Column, ...]  # the paper's table
+    bounds: tuple[Column, ...] = ()  # noise floors and ceilings, printed beside the table
+    beyond: tuple[Column, ...] = ()  # our figures beyond the paper's
+    notes: str = ""
+    budgets: dict[str, str] = field(default_factory=dict)  # reproduce budget -> search space (name or path)
+    default_space: str | None = None  # the space `mrfbench sweep` uses when none is given
+    prepare: Callable[..., dict] | None = None  # (data_dir, mnist, status) -> dataset options, before a sweep
+    build: Callable[..., dict] | None = None  # `mrfbench data`: (out, seed, mnist, backgrounds) -> manifest, build_dir
+
+    def score(self, flat: dict[str, float]) -> float:
+        mean = 0.5 * (flat[self.score_parts[0]] + flat[self.score_parts[1]])
+        return mean if self.score_direction == "lower" else 1.0 - mean
+
+    def get_evaluator(self) -> ModuleType:
+        return importlib.import_module(self.evaluator)
+
+    def make(self, **options):
+        """The data set with config fields ``options``; unknown options list the valid ones."""
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise UsageError(f"data set '{self.name}' has no option(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(fields))}")
+        return self.dataset(self.config(**options))
+
+
+def register_benchmark(spec: Benchmark) -> Benchmark:
+    if spec.name in BENCHMARKS:
+        raise ValueError(f"data set '{spec.name}' is registered twice")
+    BENCHMARKS[spec.name] = spec
+    return spec
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise UsageError(f"unknown data set '{name}'; valid: {', '.join(sorted(BENCHMARKS))}")
+    return BENCHMARKS[name]
+
+
+def budget_space(name: str, budget: str) -> str:
+    """The search space of a reproduce budget of data set ``name``."""
+    spec = get_benchmark(name)
+    if budget not in spec.budgets:
+        raise UsageError(f"unknown budget '{budget}' for {name}; valid: {', '.join(spec.budgets) or 'none'}")
+    return spec.budgets[budget]
+
