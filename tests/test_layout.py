@@ -1,0 +1,32 @@
+"""The layout the design fixes: every package is installed, models/ stands on its own, and nothing outside
+datasets/ and the evaluators names a data set."""
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"bench": "mrfbench", "models": "mrfbench.models", "datasets": "mrfbench.datasets"}
+
+
+def test_every_package_is_installed():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {FOLDERS[init.relative_to(ROOT).parts[0]] + "".join(f".{p}" for p in init.relative_to(ROOT).parts[1:-1])
+             for folder in FOLDERS for init in (ROOT / folder).rglob("__init__.py")}
+    assert found <= set(setuptools["packages"])
+
+
+def test_models_import_only_models_and_errors():
+    for path in (ROOT / "models").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mrfbench"):
+                assert node.module.startswith("mrfbench.models") or node.module == "mrfbench.errors", (path, node.module)
+
+
+def test_no_data_set_is_named_outside_its_spec():
+    pattern = re.compile(r'"(copula|polymnist|mnist3)"|modality_shape\) == 3')
+    for folder in ("bench", "models"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "evaluators" not in path.parts:
+                assert not pattern.search(path.read_text()), path
