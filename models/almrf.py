@@ -11,6 +11,7 @@ reparameterised (Eq. 11), under a multi-scale RBF kernel at the median-heuristic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -20,18 +21,15 @@ from mrfbench.models.base import LossOutput
 from mrfbench.models.gmrf import GMRFMVAE, GMRFConfig
 from mrfbench.models.latent import AsymmetricLaplace, rbf_mmd2
 
-CONDITIONALS = ("moment-matched", "exact")
-
 
 @dataclass
 class ALMRFConfig(GMRFConfig):
-    conditional: str = "moment-matched"  # missing blocks: Gaussian matching the GH moments (Eq. 36), or exact GH
+    conditional: Literal["moment-matched", "exact"] = "moment-matched"  # missing blocks: Gaussian matching
+    # the GH moments (Eq. 36), or exact GH
     kl_samples: int = 64  # Monte Carlo samples per data point for the per-block KL of the collapse report
 
     def __post_init__(self):
         super().__post_init__()
-        if self.conditional not in CONDITIONALS:
-            raise UsageError(f"unknown conditional '{self.conditional}'; valid: {', '.join(CONDITIONALS)}")
         if self.kl_samples < 1:
             raise UsageError(f"kl samples must be >= 1, got {self.kl_samples}")
 

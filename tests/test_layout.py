@@ -3,7 +3,6 @@ datasets/ and the evaluators names a data set."""
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,10 +10,10 @@ FOLDERS = {"bench": "mrfbench", "models": "mrfbench.models", "datasets": "mrfben
 
 
 def test_every_package_is_installed():
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = re.search(r"^packages = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.M | re.S).group(1)
     found = {FOLDERS[init.relative_to(ROOT).parts[0]] + "".join(f".{p}" for p in init.relative_to(ROOT).parts[1:-1])
              for folder in FOLDERS for init in (ROOT / folder).rglob("__init__.py")}
-    assert found <= set(setuptools["packages"])
+    assert found <= set(re.findall(r'"([\w.]+)"', listed))
 
 
 def test_models_import_only_models_and_errors():

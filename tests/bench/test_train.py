@@ -39,7 +39,7 @@ def test_lr_schedules(data, schedule, final_lr):
 def test_non_finite_loss_fails_the_run_with_its_reason(data):
     model = build_model("gmrf")
     with torch.no_grad():
-        model.prior_log_diag.fill_(float("nan"))
+        model.prior_net.log_diag.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite training loss at epoch 1"):
         train(model, data["train"], data["val"], TrainConfig(epochs=1))
 

@@ -50,11 +50,11 @@ def test_missing_blocks_follow_the_prior_conditional():
     """A prior coupling z_1[0] tightly to z_0[0]: the conditional draws must track the observed value."""
     model = build_model("almrf", conditional="exact")
     with torch.no_grad():
-        model.prior_cross.zero_()
-        model.prior_log_diag.fill_(-3.0)
-        model.prior_loc.fill_(0.2)
+        model.prior_net.cross.zero_()
+        model.prior_net.log_diag.fill_(-3.0)
+        model.prior_net.loc.fill_(0.2)
         rows, cols = model.layout.cross_rows, model.layout.cross_cols
-        model.prior_cross[(rows == 2) & (cols == 0)] = torch.tensor(-3.0).exp()
+        model.prior_net.cross[(rows == 2) & (cols == 0)] = torch.tensor(-3.0).exp()
     z_obs = torch.tensor([[1.5, 0.0]]).expand(4000, -1)
     for kind in ("exact", "moment-matched"):
         model.config.conditional = kind

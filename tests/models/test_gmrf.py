@@ -72,11 +72,11 @@ def test_conditional_latents_follow_the_prior_conditional():
     """With a strongly correlated prior, the missing block must track the observed one."""
     model = build_model("gmrf")
     with torch.no_grad():
-        model.prior_cross.zero_()
-        model.prior_log_diag.fill_(-3.0)
+        model.prior_net.cross.zero_()
+        model.prior_net.log_diag.fill_(-3.0)
         # z_1[0] = z_0[0] + e^-3 noise: L[2, 0] = L[0, 0] = e^-3
         rows, cols = model.layout.cross_rows, model.layout.cross_cols
-        model.prior_cross[(rows == 2) & (cols == 0)] = torch.tensor(-3.0).exp()
+        model.prior_net.cross[(rows == 2) & (cols == 0)] = torch.tensor(-3.0).exp()
         cond = model.prior().condition([0], torch.tensor([[2.0, 0.0]]), 2)
     assert cond.loc[0, 0].item() == pytest.approx(2.0, abs=1e-4)
     assert cond.loc[0, 1:].abs().max().item() < 1e-4  # the other missing coordinates stay at the prior mean

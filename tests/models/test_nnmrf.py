@@ -4,7 +4,7 @@ import torch
 from mrfbench.errors import UsageError
 from mrfbench.models import build_model
 from mrfbench.models.latent import FullCovGaussian, log_mean_exp
-from mrfbench.models.nnmrf import MRFPotentials
+from mrfbench.models.mrf_parts import MRFPotentials
 
 FAST_MH = {"mh_chains": 256, "mh_burn_in": 20, "mh_thin": 2, "collapse_samples": 512}
 
@@ -41,7 +41,7 @@ def test_loss_is_eq_15_with_the_importance_sampled_log_partition(data):
     q = model.posterior(x)
     z = q.rsample((4,))
     recon = model.likelihood.log_prob(x, model.decode(z)).sum(-1).mean(0)
-    energy, log_q = model.energy(z), q.log_prob(z)
+    energy, log_q = model.prior_net(z), q.log_prob(z)
     log_z = log_mean_exp(-energy - log_q, 0)
     # Eq. 15 term by term: - E_q[ln q] - E_q[E] - ln Z, with Monte Carlo expectations
     elbo = recon - log_q.mean(0) - energy.mean(0) - log_z
@@ -80,8 +80,8 @@ def test_prior_sampler_recovers_a_quadratic_energy():
     target = FullCovGaussian(torch.tensor([0.5, -0.5, 1.0, 0.0, 0.3, -0.2, 0.0, 0.4]),
                              torch.linalg.cholesky(0.5 * torch.eye(8) + 0.3))
     model = build_model("nnmrf", mh_chains=2000, mh_burn_in=150, mh_thin=3)
-    model.energy.forward = lambda z: -target.log_prob(z)
-    model.energy.local = lambda z, block: -target.log_prob(z)
+    model.prior_net.energy.forward = lambda z: -target.log_prob(z)
+    model.prior_net.energy.local = lambda z, block: -target.log_prob(z)
     z = model.sample_latents(20_000)
     torch.testing.assert_close(z.mean(0), target.loc, atol=0.06, rtol=0)
     torch.testing.assert_close(torch.cov(z.T), target.covariance_matrix, atol=0.08, rtol=0)
@@ -95,11 +95,11 @@ def test_prior_learned_from_its_own_samples_matches_a_known_gaussian():
     cov = 0.3 * torch.eye(8) + 0.2 + 0.2 * torch.block_diag(*[torch.ones(2, 2)] * 4)
     target = FullCovGaussian(torch.tensor([0.5, -0.5, 1.0, 0.0, 0.3, -0.2, 0.0, 0.4]), torch.linalg.cholesky(cov))
     model = build_model("nnmrf", mh_chains=2000, mh_burn_in=150, mh_thin=3)
-    optimizer = torch.optim.Adam(model.energy.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.prior_net.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 800)
     for _ in range(800):
         data = target.sample((256,))
-        loss = model.energy(data).mean() - model.energy(model.advance_chains()).mean()  # -ln p(data) + const
+        loss = model.prior_net(data).mean() - model.prior_net(model.advance_chains()).mean()  # -ln p(data) + const
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -107,7 +107,7 @@ def test_prior_learned_from_its_own_samples_matches_a_known_gaussian():
     z = model.sample_latents(20_000)
     torch.testing.assert_close(z.mean(0), target.loc, atol=0.1, rtol=0)
     torch.testing.assert_close(torch.cov(z.T), cov, atol=0.1, rtol=0)
-    assert model.chains.shape == (512, 8) and "chains" not in model.state_dict()
+    assert model.prior_net.chains.shape == (512, 8) and not any("chains" in k for k in model.state_dict())
 
 
 def test_sampled_partition_gives_the_prior_a_contrastive_gradient(data):
@@ -122,13 +122,13 @@ def test_sampled_partition_gives_the_prior_a_contrastive_gradient(data):
     reference.load_state_dict(model.state_dict())
     torch.manual_seed(2)
     assert reference.loss(x).loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
-    grads = {name: p.grad for name, p in model.energy.named_parameters()}
+    grads = {name: p.grad for name, p in model.prior_net.named_parameters()}
     model.zero_grad()
     torch.manual_seed(2)
     q = model.posterior(x)
     z = q.rsample((4,))
-    (0.5 * (model.energy(z).mean() - model.energy(model.chains).mean())).backward()
-    for name, p in model.energy.named_parameters():
+    (0.5 * (model.prior_net(z).mean() - model.prior_net(model.prior_net.chains).mean())).backward()
+    for name, p in model.prior_net.named_parameters():
         torch.testing.assert_close(grads[name], p.grad)
 
 
@@ -148,7 +148,7 @@ def test_experimental_mrf_gives_finite_gradients_to_every_part_and_samples(data)
     out = model.loss(data["test"][:16])
     out.loss.backward()
     assert out.terms["recon"] == pytest.approx(out.loss.item())
-    for part in (model.decoders, model.heads, model.energy, model.posterior_pairs):
+    for part in (model.decoders, model.posterior_net.encoder, model.prior_net, model.posterior_net.pairs):
         grads = [p.grad for p in part.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
     assert model.sample(50).shape == (50, 4, 2)
@@ -168,10 +168,9 @@ def test_batch_proposal_estimates_the_log_partition_that_eq_15_misses():
     ln Z; each point's own posterior only sees a sliver of it (Eq. 15's estimate is far below)."""
     torch.manual_seed(0)
     model = build_model("nnmrf", n_importance=8)
-    model.energy = Quadratic()
     q = FullCovGaussian(torch.randn(512, 8), 0.3 * torch.eye(8).expand(512, 8, 8))
     z = q.sample((8,))
-    energy, log_q = model.energy(z), q.log_prob(z)
+    energy, log_q = Quadratic()(z), q.log_prob(z)
     truth = 4 * torch.log(torch.tensor(2 * torch.pi))
     model.config.partition = "batch"
     batch = model.log_partition(q, z, energy, log_q)
@@ -190,18 +189,21 @@ def test_trains_with_the_batch_proposal(data, assert_trains):
 
 
 def test_experimental_mrf_conditions_only_on_parts_its_loss_trains(data, monkeypatch):
-    """The MRF (App. E) inherited the GMRF's conditional draw of the observed latents, from within-block
-    Cholesky outputs its loss never trains: changing those untrained outputs must not change that draw."""
+    """The MRF (App. E) once inherited the GMRF's conditional draw of the observed latents, from within-block
+    Cholesky outputs its loss never trains. Built from its own parts, its encoder has no such outputs, and
+    the observed latents are draws of the unary potentials its loss trains."""
     torch.manual_seed(0)
     model = build_model("mrf", conditional_latent="sample", **FAST_MH)
-    x = data["test"][:4]
+    d, x = model.config.latent_dim, data["test"][:4]
+    assert model.posterior_net.encoder.heads(torch.zeros(1, 4, model.config.hidden)).shape == (1, 4, 2 * d)
     drawn = []
     monkeypatch.setattr(model, "sample_missing", lambda observed, z_obs: drawn.append(z_obs) or z_obs[..., :4])
-    d = model.config.latent_dim
-    for shift in (0.0, 5.0):
-        with torch.no_grad():  # the heads' outputs beyond 2 d are the GMRF's within-block Cholesky entries
-            model.heads.net[-1].bias[..., 2 * d :] += shift
-        torch.manual_seed(1)
-        assert model.conditional_sample(x, [0, 2], 3).shape == (4, 3, 4, 2)
-    torch.testing.assert_close(drawn[0], drawn[1])
-    assert drawn[0].shape == (4, 3, 2 * d)
+    torch.manual_seed(1)
+    assert model.conditional_sample(x, [0, 2], 3).shape == (4, 3, 4, 2)
+    x_in = torch.zeros_like(x)
+    x_in[:, [0, 2]] = x[:, [0, 2]]
+    mu, log_scale = model.posterior_net.unary(x_in)
+    idx = [0, 1, 4, 5]
+    torch.manual_seed(1)
+    expected = mu[:, None, idx] + log_scale[:, None, idx].exp() * torch.randn(4, 3, 2 * d)
+    torch.testing.assert_close(drawn[0], expected)

@@ -1,0 +1,150 @@
+"""The MRF MVAE family (paper Sec. 3.1): a prior and a posterior part over M latent blocks
+(``mrf_parts``), and each modality decoded from its own block, so all dependence between modalities has to
+live in the latent law. Conditional generation draws the observed blocks from the posterior's unimodal
+factors (which need only the observed modalities) and the missing blocks from the prior given them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from mrfbench.errors import UsageError
+from mrfbench.models.base import ModelConfig, MultimodalVAE
+from mrfbench.models.latent import CholeskyLayout, block_indices
+from mrfbench.models.networks import Likelihood, modality_decoder
+
+
+@dataclass
+class MRFFamilyConfig(ModelConfig):
+    conditional_latent: Literal["sample", "mean"] = "sample"  # observed blocks in conditional generation
+
+
+@dataclass
+class EnergyPriorConfig(MRFFamilyConfig):
+    """Options of the energy-based prior (``mrf_parts.EnergyPrior``) and its Metropolis-Hastings sampling."""
+
+    conditional_latent: Literal["sample", "mean"] = "mean"  # "mean": one chain per tuple, "sample": per draw
+    potential_hidden: int = 32  # width of the potential MLPs (the paper used 1024 for 8-D blocks of images)
+    confinement: float = 1.0  # precision of the Gaussian base measure in the prior energy (0: none)
+    n_importance: int = 8  # posterior samples per data point
+    pcd_chains: int = 512  # persistent chains for E_p[grad E]
+    pcd_sweeps: int = 5  # Metropolis-within-Gibbs sweeps the chains advance per training step
+    pcd_restart: float = 0.05  # fraction of persistent chains restarted from the base measure each step
+    mh_chains: int = 16_384  # parallel chains for prior sampling
+    mh_burn_in: int = 200
+    mh_thin: int = 5
+    mh_step: float = 0.5
+    collapse_samples: int = 20_000  # prior samples for the per-block KL of the collapse report
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.confinement < 0:
+            raise UsageError(f"confinement must be >= 0, got {self.confinement}")
+        if not 0.0 <= self.pcd_restart <= 1.0:
+            raise UsageError(f"pcd restart must be in [0, 1], got {self.pcd_restart}")
+        for name in ("mh_chains", "mh_thin", "potential_hidden", "collapse_samples", "pcd_chains", "pcd_sweeps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if self.mh_burn_in < 0 or not self.mh_step > 0:
+            raise UsageError("mh burn-in must be >= 0 and mh step > 0")
+
+
+LEGACY_KEYS = {  # checkpoint keys written before the family was built from parts -> their parts' keys
+    "trunks.": "posterior_net.encoder.trunks.", "heads.": "posterior_net.encoder.heads.",
+    "global_encoder.": "posterior_net.global_encoder.", "prior_loc": "prior_net.loc",
+    "prior_log_diag": "prior_net.log_diag", "prior_within": "prior_net.within", "prior_cross": "prior_net.cross",
+    "energy.unary.": "prior_net.energy.unary.", "energy.pairwise.": "prior_net.energy.pairwise.net.",
+}
+
+
+def _legacy_keys(module, state_dict, prefix, *args) -> None:
+    for key in list(state_dict):
+        for old, new in LEGACY_KEYS.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+                break
+
+
+class MRFFamilyMVAE(MultimodalVAE):
+    """A prior part and a posterior part (built by ``posterior`` and ``prior`` from the model's Cholesky
+    layout, in that order), the modality decoders and the likelihood."""
+
+    config_class = MRFFamilyConfig
+
+    def __init__(self, config: MRFFamilyConfig, layout: CholeskyLayout,
+                 posterior: Callable[[CholeskyLayout], nn.Module], prior: Callable[[CholeskyLayout], nn.Module]):
+        super().__init__(config)
+        self.layout = layout
+        self.posterior_net = posterior(layout)
+        self.decoders = modality_decoder(config, config.latent_dim)
+        self.likelihood = Likelihood(config.likelihood, config.n_modalities, config.modality_dim, config.likelihood_scale)
+        self.prior_net = prior(layout)
+        self.register_load_state_dict_pre_hook(_legacy_keys)
+
+    @property
+    def capacity(self) -> int:
+        return self.layout.n_free
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder means, (..., D) -> (..., M, F): modality i from its own block z_i."""
+        return self.decoders(z.unflatten(-1, (self.config.n_modalities, self.config.latent_dim)))
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        return self.decode(self.sample_latents(n))
+
+    def sample_latents(self, n: int) -> torch.Tensor:
+        """n prior draws of the latents, (n, D)."""
+        raise NotImplementedError
+
+    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
+        """The missing latent blocks given the observed ones, (B, n_per, |o| d) -> (B, n_per, |m| d)."""
+        raise NotImplementedError
+
+    def observed_latents(self, x_in: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        """The observed blocks' latents (B, n_per, |o| d) from the posterior's unimodal factors (or their
+        means with ``conditional_latent="mean"``)."""
+        return self.posterior_net.observed_latents(x_in, observed, n_per, self.config.conditional_latent == "mean")
+
+    @torch.no_grad()
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+        """Generate the missing modalities given the observed ones: the observed blocks from the posterior's
+        unimodal factors (the cross blocks of q need every modality, so q itself is unavailable), the missing
+        blocks from the prior's conditional given them (Proposition 1 for the GMRF): the prior is the model's
+        joint law of the latents, and the objective pulls the aggregate posterior onto it."""
+        c = self.config
+        observed = sorted(observed)
+        missing = [i for i in range(c.n_modalities) if i not in observed]
+        x_in = torch.zeros_like(x)
+        x_in[:, observed] = x[:, observed]
+        z_obs = self.observed_latents(x_in, observed, n_per)
+        z = torch.empty(*z_obs.shape[:2], self.layout.dim, device=x.device, dtype=x.dtype)
+        z[..., block_indices(observed, c.latent_dim, x.device)] = z_obs
+        z[..., block_indices(missing, c.latent_dim, x.device)] = self.sample_missing(observed, z_obs)
+        out = self.decode(z)
+        out[:, :, observed] = x[:, None, observed]
+        return out
+
+
+class EnergyPriorMVAE(MRFFamilyMVAE):
+    """A family member whose prior is the energy-based MRF: sampled by Metropolis-Hastings, acceptance rates
+    reported in ``sampler_diagnostics``."""
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, report: bool = True) -> torch.Tensor:
+        z, acceptance = self.prior_net.sample(n)
+        if report:
+            self.sampler_diagnostics["mh_acceptance_unconditional"] = round(acceptance, 4)
+        return z
+
+    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
+        draws, acceptance = self.prior_net.sample_missing(observed, z_obs, self.config.conditional_latent == "mean")
+        self.sampler_diagnostics[f"mh_acceptance_given_{'_'.join(map(str, observed))}"] = round(acceptance, 4)
+        return draws
+
+    def advance_chains(self, start: torch.Tensor | None = None) -> torch.Tensor:
+        return self.prior_net.advance_chains(start)
