@@ -42,6 +42,15 @@ def _matches(value, kind) -> bool:
     return isinstance(value, kind) if isinstance(kind, type) else True
 
 
+def _choices(kind) -> tuple:
+    """The values of a ``Literal`` type (also inside ``X | None``); empty for other types."""
+    if typing.get_origin(kind) is typing.Literal:
+        return typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return tuple(v for arg in typing.get_args(kind) for v in _choices(arg))
+    return ()
+
+
 def _describe(kind) -> str:
     if typing.get_origin(kind) is typing.Literal:
         return "one of " + ", ".join(map(str, typing.get_args(kind)))
@@ -59,6 +68,9 @@ def check_fields(config) -> None:
         value, kind = getattr(config, field.name), hints.get(field.name)
         label = field.name.replace("_", " ")
         if kind is not None and not _matches(value, kind):
+            choices = _choices(kind)
+            if choices and isinstance(value, str):
+                raise UsageError(f"unknown {label} '{value}'; valid: {', '.join(map(str, choices))}")
             raise UsageError(f"{label} must be {_describe(kind)}, got {value!r}")
         if field.name.endswith("seed") and isinstance(value, int):
             check_seed(value, label)

@@ -42,12 +42,13 @@ class ALMRFMVAE(GMRFMVAE):
     config_class = ALMRFConfig
     latent_law = AsymmetricLaplace
 
-    def loss(self, x: torch.Tensor) -> LossOutput:
+    def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
+        beta = self.config.beta * beta_scale
         z = self.posterior(x).rsample()
         recon = self.likelihood.log_prob(x, self.decode(z)).sum(-1)
         mmd = rbf_mmd2(z, self.prior().rsample((len(x),)))
         divergence = torch.log1p(mmd)
-        loss = -recon.mean() + self.beta * divergence
+        loss = -recon.mean() + beta * divergence
         return LossOutput(loss, {"recon": -recon.mean().item(), "mmd2": mmd.item()})
 
     def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:

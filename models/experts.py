@@ -8,13 +8,14 @@ A model sees unimodal posteriors q(z | x_m) (and q(w_m | x_m)) for every modalit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.distributions import Distribution, kl_divergence
 
 from mrfbench.errors import UsageError
 from mrfbench.models.base import ModelConfig, MultimodalVAE
-from mrfbench.models.latent import FACTORISED, factorised, standard
+from mrfbench.models.latent import factorised, standard
 from mrfbench.models.networks import GroupedMLP, Likelihood, modality_decoder, modality_encoder
 
 
@@ -25,15 +26,17 @@ class ExpertsConfig(ModelConfig):
     The paper's copula setting (Appendix C.2): latent 3 per modality, factorised, capacity 48."""
 
     latent_dim: int = 3
-    dist: str = "gaussian"
+    dist: Literal["gaussian", "laplace"] = "gaussian"
     specific_dim: int = 0
+    likelihood: Literal["gaussian", "laplace"] | None = None  # always ``dist``'s
 
     def __post_init__(self):
         super().__post_init__()
-        if self.dist not in FACTORISED:
-            raise UsageError(f"unknown distribution '{self.dist}'; valid: {', '.join(FACTORISED)}")
         if self.specific_dim < 0:
             raise UsageError(f"specific latent dimension must be >= 0, got {self.specific_dim}")
+        if self.likelihood not in (None, self.dist):
+            raise UsageError(f"the likelihood of {self.dist} experts is {self.dist}: set dist, not likelihood "
+                             f"(got likelihood {self.likelihood})")
         self.likelihood = self.dist
 
 

@@ -53,12 +53,13 @@ class GMRFMVAE(MRFFamilyMVAE):
         """q(z | x_1..x_M): unary blocks from each modality, cross blocks from the global encoder."""
         return self.posterior_net(x)
 
-    def loss(self, x: torch.Tensor) -> LossOutput:
+    def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
+        beta = self.config.beta * beta_scale
         q = self.posterior(x)
         z = q.rsample()
         recon = self.likelihood.log_prob(x, self.decode(z)).sum(-1)
         kl = kl_divergence(q, self.prior())
-        loss = (-recon + self.beta * kl).mean()
+        loss = (-recon + beta * kl).mean()
         return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
 
     @torch.no_grad()

@@ -12,6 +12,7 @@ its own posterior, and x_d is reconstructed from [z_r, w_d] with the target's ow
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.distributions import Distribution
@@ -22,18 +23,14 @@ from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors
 from mrfbench.models.latent import dreg_surrogate, log_mean_exp, mixture_log_prob, standard
 
-OBJECTIVES = ("elbo", "iwae", "dreg")
-
 
 @dataclass
 class MMVAEConfig(ExpertsConfig):
-    objective: str = "elbo"
+    objective: Literal["elbo", "iwae", "dreg"] = "elbo"
     n_samples: int | None = None  # K samples per modality; unset: 1 for "elbo", 10 for "iwae" and "dreg"
 
     def __post_init__(self):
         super().__post_init__()
-        if self.objective not in OBJECTIVES:
-            raise UsageError(f"unknown objective '{self.objective}'; valid: {', '.join(OBJECTIVES)}")
         if self.n_samples is None:
             self.n_samples = 1 if self.objective == "elbo" else 10
         if self.n_samples < 1:
@@ -56,7 +53,7 @@ class MMVAE(ExpertsVAE):
         """w used to decode x_d from the sample of modality r, (K, B, R, M, S): the target's own w_d."""
         return w.unsqueeze(-3).expand(*w.shape[:-2], self.config.n_modalities, *w.shape[-2:])
 
-    def log_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def log_weights(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Stratified log-weights (K, B, R) and the reparameterised samples they depend on."""
         c = self.config
         post = self.encode(x)
@@ -77,10 +74,11 @@ class MMVAE(ExpertsVAE):
             log_p = log_p + standard(c.dist, w).log_prob(w).sum(-1)
             w_in = self.cross_specific(post, w)
         recon = self.reconstruction(x.unsqueeze(-3), self.decode(inputs, w_in)).sum(-1)  # (K, B, R)
-        return recon + self.beta * (log_p - log_q), samples
+        return recon + beta * (log_p - log_q), samples
 
-    def loss(self, x: torch.Tensor) -> LossOutput:
-        log_w, samples = self.log_weights(x)
+    def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
+        beta = self.config.beta * beta_scale
+        log_w, samples = self.log_weights(x, beta)
         if self.config.objective == "elbo":
             bound = log_w.mean(0)
         elif self.config.objective == "iwae":

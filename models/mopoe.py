@@ -46,7 +46,8 @@ class MoPoE(ExpertsVAE):
         index = torch.arange(batch, device=device) // max(share, 1)
         return index.clamp_max(n_sub - 1)
 
-    def loss(self, x: torch.Tensor) -> LossOutput:
+    def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
+        beta = self.config.beta * beta_scale
         post = self.encode(x)
         q = self.subset_posteriors(post, self.subsets)  # (S, B, D)
         pick = self.component_of_each_datapoint(len(x), x.device)
@@ -58,7 +59,7 @@ class MoPoE(ExpertsVAE):
         kl = self.prior_kl(q).mean(0)  # mean over subsets, (B,)
         if self.factorised:
             kl = kl + self.prior_kl(post.specific).sum(-1)
-        loss = (-recon + self.beta * kl).mean()
+        loss = (-recon + beta * kl).mean()
         return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
 
     @torch.no_grad()

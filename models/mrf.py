@@ -64,17 +64,18 @@ class MRFMVAE(EnergyPriorMVAE):
         shared by all data points)."""
         return 2 * self.layout.dim
 
-    def loss(self, x: torch.Tensor) -> LossOutput:
+    def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
+        beta = self.config.beta * beta_scale
         c, K, q = self.config, self.config.n_importance, self.posterior_net
         mu, log_scale = q.unary(x)
         z = q.sample(mu.detach(), log_scale.detach(), K, c.posterior_burn_in)  # (K, B, D)
         recon = self.likelihood.log_prob(x, self.decode(z)).sum(-1)  # (K, B)
         e_p, e_q = self.prior_net(z), q.energy(z, mu, log_scale)
         with torch.no_grad():
-            g = recon - self.beta * e_p + self.beta * e_q
+            g = recon - beta * e_p + beta * e_q
             baseline = (g.sum(0, keepdim=True) - g) / (K - 1)  # leave-one-out
         posterior_grad = ((g - baseline) * e_q).mean()
-        prior_grad = self.beta * (e_p.mean() - self.prior_net(self.advance_chains()).mean())
+        prior_grad = beta * (e_p.mean() - self.prior_net(self.advance_chains()).mean())
         surrogate = -recon.mean() + prior_grad + posterior_grad
         reported = -recon.mean().detach()
         loss = surrogate - surrogate.detach() + reported  # the gradient of the surrogate, the value reported

@@ -5,7 +5,6 @@ reconstructing only the modalities it sees. Factorised: each modality also has i
 from __future__ import annotations
 
 import itertools
-import random
 from dataclasses import dataclass
 
 import torch
@@ -59,10 +58,11 @@ class MVAE(ExpertsVAE):
         rows = [torch.ones(1, m, dtype=torch.bool, device=device), torch.eye(m, dtype=torch.bool, device=device)]
         k = min(self.config.n_random_subsets, len(self.middle_subsets))
         if k:
-            rows.append(self.middle_subsets[random.sample(range(len(self.middle_subsets)), k)])
+            rows.append(self.middle_subsets[torch.randperm(len(self.middle_subsets))[:k].to(device)])
         return torch.cat(rows)
 
-    def loss(self, x: torch.Tensor) -> LossOutput:
+    def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
+        beta = self.config.beta * beta_scale
         post = self.encode(x)
         subsets = self.training_subsets(x.device)  # (S, M)
         q = self.joint(post, subsets)
@@ -77,7 +77,7 @@ class MVAE(ExpertsVAE):
             kl_w = self.prior_kl(post.specific)  # (B, M)
             kl = kl + (subsets[:, None, :] * kl_w).sum(-1)
         kl = kl.sum(0)
-        loss = (-recon + self.beta * kl).mean()
+        loss = (-recon + beta * kl).mean()
         return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
 
     @torch.no_grad()

@@ -65,13 +65,14 @@ class NNMRFMVAE(EnergyPriorMVAE):
     def posterior(self, x: torch.Tensor):
         return self.posterior_net(x)
 
-    def loss(self, x: torch.Tensor) -> LossOutput:
+    def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
+        beta = self.config.beta * beta_scale
         q = self.posterior(x)
         z = q.rsample((self.config.n_importance,))  # (K, B, D)
         recon = self.likelihood.log_prob(x, self.decode(z)).sum(-1).mean(0)
         energy, log_q = self.prior_net(z), q.log_prob(z)
         divergence = (energy + log_q).mean(0) + self.log_partition(q, z, energy, log_q)  # KL(q || p) estimate
-        loss = (-recon + self.beta * divergence).mean()
+        loss = (-recon + beta * divergence).mean()
         return LossOutput(loss, {"recon": -recon.mean().item(), "kl": divergence.mean().item()})
     def log_partition(self, q, z: torch.Tensor, energy: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """Importance-sampled ln Z of the prior from the posterior draws z (K, B, D), given their energies E(z)

@@ -17,9 +17,9 @@ def test_kl_warmup_ramps_beta_and_validation_uses_the_full_beta(data):
     seen = []
     original = model.loss
 
-    def spy(x):
-        seen.append((model.training, model.beta))
-        return original(x)
+    def spy(x, beta_scale=1.0):
+        seen.append((model.training, model.config.beta * beta_scale))
+        return original(x, beta_scale)
 
     model.loss = spy
     train(model, data["train"], data["val"], TrainConfig(epochs=4, batch_size=64, kl_warmup=0.5))

@@ -113,10 +113,13 @@ def test_mmvaeplus_cross_reconstructions_use_the_auxiliary_prior(data):
 
 
 def test_invalid_baseline_options():
-    with pytest.raises(UsageError, match="distribution 'student'"):
+    with pytest.raises(UsageError, match="unknown dist 'student'; valid: gaussian, laplace"):
         build_model("mvae", dist="student")
     with pytest.raises(UsageError, match="objective 'vae'"):
         build_model("mmvae", objective="vae")
+    with pytest.raises(UsageError, match="set dist, not likelihood"):  # once accepted and ignored
+        build_model("mvae", likelihood="laplace")
+    assert build_model("mopoe", dist="laplace", likelihood="laplace").config.likelihood == "laplace"
 
 
 @pytest.mark.parametrize(("name", "options", "objective", "k"), [
