@@ -148,6 +148,31 @@ def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
     return flat
 
 
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial runs: a model with its fixed parameters on a data set, at a stage and seed. A trial's
+    Tune config is ``{"trial": <TrialSpec as a dict>, <searched parameter>: <value>, ...}``, so the Optuna
+    study names each searched parameter plainly (beta, lr, ...)."""
+
+    model: str
+    stage: str  # "search" (validation split, ASHA's per-epoch reports) or "final" (test split)
+    seed: int
+    params: dict[str, Any]
+    dataset: str
+    epochs: int
+    device: str
+    cpus: float
+    asha: bool
+    dataset_options: dict[str, Any]
+    eval_options: dict[str, Any]
+
+    @classmethod
+    def of(cls, config: dict) -> tuple[TrialSpec, dict[str, Any]]:
+        """The spec of a Tune config and the trial's parameters (fixed, then searched)."""
+        spec = cls(**config["trial"])
+        return spec, {**spec.params, **{k: v for k, v in config.items() if k != "trial"}}
+
+
 def run_trial(config: dict) -> None:
     """Ray Tune trainable: one training run; a failure (NaN, non-PD covariance, OOM, ...) is recorded in
     trial.json with its reason and reported with score NaN, so the sweep goes on."""
@@ -155,30 +180,28 @@ def run_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from mrfbench.datasets import get_benchmark
     from mrfbench.evaluate import EvalConfig
     from mrfbench.experiment import run_experiment
     from mrfbench.train import TrainConfig
 
-    torch.set_num_threads(max(1, int(config["cpus"])))
+    spec, params = TrialSpec.of(config)
+    torch.set_num_threads(max(1, int(spec.cpus)))
     trial_dir = Path(tune.get_context().get_trial_dir())
-    model, params = config["job"]["model"], dict(config["job"]["params"])
-    record = {"model": model, "stage": config["stage"], "seed": config["seed"], "params": params,
+    record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params,
               "node_id": ray.get_runtime_context().get_node_id(), "status": "running"}
     write_json(trial_dir / TRIAL_FILE, record)
     train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
     model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
     try:
         metrics = run_experiment(
-            model, config["dataset"], trial_dir / "run", model_options=model_params,
-            dataset_options={**config["dataset_options"], "seed": config["seed"]},
-            train_config=TrainConfig(epochs=config["epochs"], seed=config["seed"], device=config["device"],
-                                     **train_params),
-            eval_config=EvalConfig(seed=config["seed"], **config["eval_options"]),
-            overwrite=True, eval_split="val" if config["stage"] == "search" else "test",
-            on_epoch=_asha_reporter(config) if config.get("asha") else None,
+            spec.model, spec.dataset, trial_dir / "run", model_options=model_params,
+            dataset_options={**spec.dataset_options, "seed": spec.seed},
+            train_config=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=spec.device, **train_params),
+            eval_config=EvalConfig(seed=spec.seed, **spec.eval_options),
+            overwrite=True, eval_split="val" if spec.stage == "search" else "test",
+            on_epoch=_asha_reporter(spec.dataset) if spec.asha else None,
         )
-        result = flatten_metrics(metrics, get_benchmark(config["dataset"]))
+        result = flatten_metrics(metrics, get_benchmark(spec.dataset))
         record.update(status="ok", metrics=result)
     except Exception as err:  # noqa: BLE001 - any failure is the trial's outcome, recorded with its reason
         result = {"score": math.nan, "failed": 1.0}
@@ -187,13 +210,11 @@ def run_trial(config: dict) -> None:
     tune.report(result)
 
 
-def _asha_reporter(config: dict):
+def _asha_reporter(dataset: str):
     """Reports the data set's per-epoch proxy score (its evaluator's ``proxy``) to ASHA after each epoch."""
     from ray import tune
 
-    from mrfbench.datasets import get_benchmark
-
-    proxy = get_benchmark(config["dataset"]).get_evaluator().proxy
+    proxy = get_benchmark(dataset).get_evaluator().proxy
 
     def report(model, epoch: int, record: dict) -> None:
         tune.report({"score": proxy(model), "val_loss": record["val_loss"]})
@@ -201,13 +222,13 @@ def _asha_reporter(config: dict):
     return report
 
 
-def _trial_config(settings: SweepSettings, space: SearchSpace, stage: str) -> dict:
-    return {
-        "stage": stage, "dataset": space.dataset, "epochs": settings.epochs or space.epochs,
-        "device": settings.device, "cpus": settings.cpus_per_trial, "asha": settings.asha and stage == "search",
-        "dataset_options": settings.dataset_options,
-        "eval_options": {**settings.eval_options, **(settings.search_eval_options if stage == "search" else {})},
-    }
+def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, params: dict, seed: int) -> dict:
+    """A TrialSpec, as the dict Tune carries."""
+    return dataclasses.asdict(TrialSpec(
+        model=model, stage=stage, seed=seed, params=dict(params), dataset=space.dataset,
+        epochs=settings.epochs or space.epochs, device=settings.device, cpus=settings.cpus_per_trial,
+        asha=settings.asha and stage == "search", dataset_options=settings.dataset_options,
+        eval_options={**settings.eval_options, **(settings.search_eval_options if stage == "search" else {})}))
 
 
 class Sweep:
@@ -296,13 +317,12 @@ class Sweep:
         sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=max(1, n_trials // 2)),
                    "random": lambda: optuna.samplers.RandomSampler(seed=0),
                    "grid": lambda: optuna.samplers.GridSampler(
-                       {f"job/params/{k}": list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
+                       {k: list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
         storage = optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
-        search = OptunaSearch(space={f"job/params/{k}": p.optuna_distribution() for k, p in searched.items()},
+        search = OptunaSearch(space={k: p.optuna_distribution() for k, p in searched.items()},
                               metric="score", mode="min", sampler=sampler, storage=storage,
                               study_name=f"{self.out.name}-{model}")
-        config = {**_trial_config(self.settings, self.space, "search"), "seed": 0,
-                  "job": {"model": model, "params": dict(fixed)}}
+        config = {"trial": _trial(self.settings, self.space, "search", model, fixed, seed=0)}
         tune_config = tune.TuneConfig(
             trial_dirname_creator=trial_dirname, search_alg=search, num_samples=n_trials,
             max_concurrent_trials=self.settings.max_concurrent_trials,
@@ -325,9 +345,8 @@ class Sweep:
 
         if not jobs:
             return
-        config = {**_trial_config(self.settings, self.space, "final"),
-                  "job": tune.grid_search([{"model": m, "params": p} for m, p in jobs]),
-                  "seed": tune.grid_search(list(range(self.seeds)))}
+        config = {"trial": tune.grid_search([_trial(self.settings, self.space, "final", model, params, seed)
+                                             for seed in range(self.seeds) for model, params in jobs])}
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
         fit_all(self._tuner("final", config, tune_config, callbacks), len(jobs) * self.seeds)

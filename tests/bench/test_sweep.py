@@ -84,6 +84,10 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
     assert sorted(r["seed"] for r in final) == [0, 1] and all(r["params"] == best for r in final)
     md, _, _ = write_leaderboard(out, tmp_path / "results")
     assert md.read_text().count("(best)") == 1  # the search stage is listed apart, its best marked
+    import optuna
+
+    study = optuna.load_study(study_name="gridsearch-gmrf", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert sorted(t.params["beta"] for t in study.trials) == [0.1, 0.5, 1.0]  # plain names, not job/params/beta
     with pytest.raises(UsageError, match="needs grid or choice values"):
         Sweep(SweepSettings(out=str(tmp_path / "x"), space="copula", sampler="grid"))
 
