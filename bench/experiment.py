@@ -29,6 +29,7 @@ from mrfbench.runs import (
     run_lock,
     save_checkpoint,
     staged_run,
+    write_curves,
     write_json,
 )
 from mrfbench.train import TrainConfig, resolve_device, seed_everything, train
@@ -59,10 +60,12 @@ def run_experiment(
     overwrite: bool = False,
     on_epoch: Callable[[MultimodalVAE, int, dict], None] | None = None,
     eval_split: str = "test",
+    curves: bool = False,
 ) -> dict:
     """Train ``model_name`` on ``dataset_name``, write config, history, checkpoint, metrics and pair plot
-    into ``out_dir`` and return the metrics. All inputs are validated before any training starts.
-    ``eval_split`` is the split conditional generation is scored on ('val' while searching)."""
+    into ``out_dir`` (with ``curves``, also the losses as TensorBoard scalars) and return the metrics. All
+    inputs are validated before any training starts. ``eval_split`` is the split conditional generation is
+    scored on ('val' while searching)."""
     check_split(eval_split)
     train_config = train_config or TrainConfig()
     eval_config = eval_config or EvalConfig()
@@ -90,6 +93,8 @@ def run_experiment(
                        None if on_epoch is None else lambda epoch, record: on_epoch(model, epoch, record))
         model.load_state_dict(result.best_state)
         write_json(out / HISTORY_FILE, result.history)
+        if curves:
+            write_curves(out, result.history)
         save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
         training = {
             "best_epoch": result.best_epoch,

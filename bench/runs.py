@@ -23,6 +23,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PAIRPLOT_FILE = "pairplot.png"
 SAMPLE_GRID_FILE = "samples.png"  # image data: inputs of modality 0, then generations of the others
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, HISTORY_FILE, CHECKPOINT_FILE, PAIRPLOT_FILE, SAMPLE_GRID_FILE)
+CURVES_PREFIX = "events.out.tfevents"  # TensorBoard scalars of `mrfbench train`
+
 
 
 def refuse_run_file(run_dir: Path, target: Path) -> None:
@@ -68,6 +70,18 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda h: h.write(json.dumps(strict_json(obj), indent=2, allow_nan=False).encode()))
 
 
+def write_curves(folder: Path, history: list[dict]) -> None:
+    """Each epoch's losses as TensorBoard scalars in ``folder`` (``tensorboard --logdir`` reads them)."""
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(folder))
+    for record in history:
+        for key, value in record.items():
+            if key != "epoch":
+                writer.add_scalar(key, value, record["epoch"])
+    writer.close()
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_write(path, lambda h: torch.save(payload, h))
 
@@ -80,7 +94,8 @@ def _check_replaceable(path: Path, overwrite: bool) -> None:
         raise UsageError(f"cannot write to output directory {path}: it is a file")
     if (path / METRICS_FILE).exists() and not overwrite:
         raise UsageError(f"{path} already holds a finished run; pass --overwrite or choose another --out")
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_FILES and not p.name.startswith(ERROR_LOG_PREFIX))
+    foreign = sorted(p.name for p in path.iterdir()
+                     if p.name not in RUN_FILES and not p.name.startswith((ERROR_LOG_PREFIX, CURVES_PREFIX)))
     if foreign:
         raise UsageError(f"{path} holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out")
 

@@ -199,7 +199,7 @@ def run_trial(config: dict) -> None:
             train_config=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=spec.device, **train_params),
             eval_config=EvalConfig(seed=spec.seed, **spec.eval_options),
             overwrite=True, eval_split="val" if spec.stage == "search" else "test",
-            on_epoch=_asha_reporter(spec.dataset) if spec.asha else None,
+            on_epoch=_epoch_reporter(spec.dataset),
         )
         result = flatten_metrics(metrics, get_benchmark(spec.dataset))
         record.update(status="ok", metrics=result)
@@ -210,14 +210,16 @@ def run_trial(config: dict) -> None:
     tune.report(result)
 
 
-def _asha_reporter(dataset: str):
-    """Reports the data set's per-epoch proxy score (its evaluator's ``proxy``) to ASHA after each epoch."""
+def _epoch_reporter(dataset: str):
+    """Reports each epoch's losses to Tune (TensorBoard and progress.csv get curves) and, where the data
+    set's evaluator has a per-epoch ``proxy``, it as ``score`` (what ASHA and Optuna's pruning read)."""
     from ray import tune
 
     proxy = get_benchmark(dataset).get_evaluator().proxy
 
     def report(model, epoch: int, record: dict) -> None:
-        tune.report({"score": proxy(model), "val_loss": record["val_loss"]})
+        losses = {key: value for key, value in record.items() if key != "epoch"}
+        tune.report({**losses, **({"score": proxy(model)} if proxy is not None else {})})
 
     return report
 
@@ -308,7 +310,6 @@ class Sweep:
         """Optuna search over the model's space (seed 0, validation scores); returns the best parameters."""
         import optuna
         from ray import tune
-        from ray.tune.search.optuna import OptunaSearch
 
         searched, fixed = self.space.searched(model), self.space.fixed(model)
         if not searched:
@@ -319,7 +320,9 @@ class Sweep:
                    "grid": lambda: optuna.samplers.GridSampler(
                        {k: list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
         storage = optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
-        search = OptunaSearch(space={k: p.optuna_distribution() for k, p in searched.items()},
+        from mrfbench.optuna_search import RecordingOptunaSearch
+
+        search = RecordingOptunaSearch(space={k: p.optuna_distribution() for k, p in searched.items()},
                               metric="score", mode="min", sampler=sampler, storage=storage,
                               study_name=f"{self.out.name}-{model}")
         config = {"trial": _trial(self.settings, self.space, "search", model, fixed, seed=0)}

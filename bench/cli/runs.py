@@ -66,6 +66,7 @@ def train_command(
     """Train a model, keep its best checkpoint, score it and write a pair plot into OUT."""
     from mrfbench.datasets import DEFAULT_DATASET
     from mrfbench.experiment import run_experiment
+    from mrfbench.runs import CURVES_PREFIX
     from mrfbench.train import TrainConfig
 
     set_threads(threads)
@@ -92,11 +93,12 @@ def train_command(
             train_config=train_config,
             eval_config=eval_config(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=seed,
                                      n_image_tuples=n_image_tuples, inception_weights=inception_weights),
-            overwrite=overwrite, on_epoch=on_epoch, eval_split=eval_split,
+            overwrite=overwrite, on_epoch=on_epoch, eval_split=eval_split, curves=True,
         )
     print_results(metrics)
-    files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
-    console.print(f"wrote {out}/ ({files}); trained in {metrics['training']['wall_time_s']:.0f} s")
+    files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith((".", CURVES_PREFIX))))
+    console.print(f"wrote {out}/ ({files}, TensorBoard curves: `tensorboard --logdir {out}`); "
+                  f"trained in {metrics['training']['wall_time_s']:.0f} s")
 
 
 @app.command()

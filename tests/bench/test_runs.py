@@ -49,6 +49,11 @@ def test_a_killed_overwrite_leaves_the_old_run_whole(finished, tmp_path):
     assert '"beta": 0.5' in (finished / "metrics.json").read_text()
 
 
+def test_a_run_keeps_its_curves_for_tensorboard(finished, read_scalars):
+    curves = read_scalars(finished)
+    assert [step for step, _ in curves["val_loss"]] == [1] and "train_loss" in curves  # TINY trains 1 epoch
+
+
 def test_a_second_writer_is_refused(finished, tmp_path):
     with run_lock(tmp_path / "other"):
         result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "other"), *TINY])

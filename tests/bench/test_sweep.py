@@ -68,12 +68,12 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     assert pd.read_csv(csv).shape[0] == 2
 
 
-def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_seeds(local_ray, tmp_path):
+def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_seeds(local_ray, tmp_path, read_scalars):
     space = tmp_path / "space.yaml"
     space.write_text("dataset: copula\nepochs: 1\nseeds: 2\nparams:\n  beta: {grid: [1.0, 0.5, 0.1]}\n"
                      "models:\n  gmrf:\n    latent_dim: 2\n")
     out = tmp_path / "gridsearch"
-    sweep = Sweep(SweepSettings(out=str(out), space=str(space), sampler="grid", **{**TINY, "trials": 1}))
+    sweep = Sweep(SweepSettings(out=str(out), space=str(space), sampler="grid", **{**TINY, "trials": 1, "epochs": 3}))
     assert sweep.planned_trials() == 3 + 2
     sweep.run()
     records = results_records(out)
@@ -88,6 +88,15 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
 
     study = optuna.load_study(study_name="gridsearch-gmrf", storage=f"sqlite:///{out / 'optuna.db'}")
     assert sorted(t.params["beta"] for t in study.trials) == [0.1, 0.5, 1.0]  # plain names, not job/params/beta
+    assert study.metric_names == ["score"] and all(t.user_attrs["seed"] == 0 for t in study.trials)
+    assert all(len(t.intermediate_values) == 3 + 1 for t in study.trials)  # the proxy each epoch, then the score
+    by_score = {round(t.value, 9): t.user_attrs for t in study.trials}
+    for r in search:
+        assert by_score[round(r["metrics"]["score"], 9)]["conditional/wasserstein_mean"] == pytest.approx(
+            r["metrics"]["conditional/wasserstein_mean"])
+    [trial_dir] = [p.parent for p in (out / "final").glob("*/trial.json") if '"seed": 0' in p.read_text()]
+    curves = read_scalars(trial_dir)
+    assert all(len(curves[f"ray/tune/{k}"]) == 3 for k in ("train_loss", "val_loss", "val_kl"))  # a point an epoch
     with pytest.raises(UsageError, match="needs grid or choice values"):
         Sweep(SweepSettings(out=str(tmp_path / "x"), space="copula", sampler="grid"))
 

@@ -1,0 +1,33 @@
+"""Ray's OptunaSearch, recording what a reader of the Optuna study (optuna-dashboard) wants."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+from optuna.exceptions import ExperimentalWarning
+from ray.tune.search.optuna import OptunaSearch
+
+
+class RecordingOptunaSearch(OptunaSearch):
+    """Names the objective ("score"), stores each finished trial's figures, seed and Tune trial id as user
+    attributes, and reports to Optuna only the per-epoch results that carry a score (a data set without a
+    per-epoch proxy reports its losses alone)."""
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        with warnings.catch_warnings():  # stable since Optuna 3.2, still flagged experimental
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            self._ot_study.set_metric_names(["score"])
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if self.metric in result:
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        trial = self._ot_trials.get(trial_id)
+        if trial is not None and result:
+            figures = {k: v for k, v in result.items() if "/" in k and isinstance(v, float) and math.isfinite(v)}
+            for key, value in {**figures, "seed": 0, "tune_trial_id": trial_id}.items():
+                trial.set_user_attr(key, value)
+        super().on_trial_complete(trial_id, result, error)
