@@ -290,6 +290,42 @@ class Sweep:
             best = {model: self._search(model, callbacks) for model in self.models}
             jobs = [(model, params) for model, params in best.items() if params is not None]
         self._final(jobs, callbacks)
+        self._record_final_study()
+
+    def _storage(self):
+        import optuna
+
+        return optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
+
+    def _record_final_study(self) -> None:
+        """The final stage (seeds, or the --grid) as an Optuna study of its own, '<sweep>-final': each trial's
+        model and parameters, its score, and its seed and figures as user attributes (written anew, so a
+        resumed sweep records each trial once)."""
+        import optuna
+
+        records = [r for r in results_records(self.out / "final") if r.get("stage") == "final"]
+        if not records:
+            return
+        storage, name = self._storage(), f"{self.out.name}-final"
+        if name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+            optuna.delete_study(study_name=name, storage=storage)
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+        params = [{"model": r["model"], **r["params"]} for r in records]
+        choices: dict[str, list] = {}
+        for trial_params in params:
+            for key, value in trial_params.items():
+                choices.setdefault(key, [])
+                if value not in choices[key]:
+                    choices[key].append(value)
+        for record, trial_params in zip(records, params):
+            score = (record.get("metrics") or {}).get("score")
+            ok = record.get("status") == "ok" and isinstance(score, float) and math.isfinite(score)
+            figures = {k: v for k, v in (record.get("metrics") or {}).items() if "/" in k}
+            study.add_trial(optuna.trial.create_trial(
+                params=trial_params, value=score if ok else None,
+                state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+                distributions={k: optuna.distributions.CategoricalDistribution(choices[k]) for k in trial_params},
+                user_attrs={**figures, "seed": record["seed"], "stage": "final", "error": record.get("error", "")}))
 
     def _trainable(self):
         from ray import tune
@@ -319,7 +355,7 @@ class Sweep:
                    "random": lambda: optuna.samplers.RandomSampler(seed=0),
                    "grid": lambda: optuna.samplers.GridSampler(
                        {k: list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
-        storage = optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
+        storage = self._storage()
         from mrfbench.optuna_search import RecordingOptunaSearch
 
         search = RecordingOptunaSearch(space={k: p.optuna_distribution() for k, p in searched.items()},
@@ -371,8 +407,10 @@ def interleave(grids: dict[str, list[dict]]) -> list[tuple[str, dict]]:
 
 
 def trial_dirname(trial) -> str:
-    """Short, unique trial directory names (Ray's default spells out the whole config)."""
-    return f"trial_{trial.trial_id}"
+    """Short, readable, unique trial directory names: model, stage, seed and Tune's id (Ray's default spells
+    out the whole config)."""
+    spec = trial.config.get("trial", {})
+    return f"{spec.get('model', 'trial')}_{spec.get('stage', '')}_seed{spec.get('seed', '')}_{trial.trial_id}"
 
 
 def results_records(directory: Path) -> list[dict]:

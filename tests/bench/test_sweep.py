@@ -94,6 +94,9 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
     for r in search:
         assert by_score[round(r["metrics"]["score"], 9)]["conditional/wasserstein_mean"] == pytest.approx(
             r["metrics"]["conditional/wasserstein_mean"])
+    seeds = optuna.load_study(study_name="gridsearch-final", storage=f"sqlite:///{out / 'optuna.db'}").trials
+    assert sorted(t.user_attrs["seed"] for t in seeds) == [0, 1] and {t.params["model"] for t in seeds} == {"gmrf"}
+    assert sorted(p.parent.name[:15] for p in (out / "final").glob("*/trial.json")) == ["gmrf_final_seed"] * 2
     [trial_dir] = [p.parent for p in (out / "final").glob("*/trial.json") if '"seed": 0' in p.read_text()]
     curves = read_scalars(trial_dir)
     assert all(len(curves[f"ray/tune/{k}"]) == 3 for k in ("train_loss", "val_loss", "val_kl"))  # a point an epoch
