@@ -205,10 +205,11 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
     return datasets.pop(), records
 
 
-def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple[Path, Path, pd.DataFrame]:
+def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple[Path, Path, pd.DataFrame, Benchmark]:
     """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into its own
     leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
-    leaderboards); every file is written atomically. Returns the paths of the last copy written."""
+    leaderboards); every file is written atomically. Returns the paths of the last copy written, the
+    leaderboard and its data set's spec."""
     from mrfbench.spaces import load_space
 
     sweep_dir = Path(sweep_dir)
@@ -238,4 +239,4 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
             atomic_write(csv, lambda h: h.write(board.to_csv(index=False).encode()))
         except OSError as err:
             raise UsageError(f"cannot write the leaderboard into {out}: {err.strerror or err}") from None
-    return md, csv, board
+    return md, csv, board, spec

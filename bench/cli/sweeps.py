@@ -29,10 +29,33 @@ def _run_sweep(settings, publish: Path | None) -> None:
 def _print_leaderboard(sweep_dir: Path, publish: Path | None) -> None:
     from mrfbench.leaderboard import write_leaderboard
 
-    md, csv, _ = write_leaderboard(sweep_dir, publish)
-    console.print(md.read_text(), markup=False, highlight=False)
-    console.print(f"wrote {sweep_dir / 'leaderboard.md'}" + (f", {md} and {csv}" if publish else "")
-                  + f"; trials in {sweep_dir}")
+    md, csv, board, spec = write_leaderboard(sweep_dir, publish)
+    console.print(leaderboard_table(board, spec))
+    console.print("every figure with the paper's beside it, the search stage and any flagged seed: "
+                  f"{sweep_dir / 'leaderboard.md'}" + (f" (and {md}, {csv})" if publish else "") + f"; trials in {sweep_dir}")
+
+
+def leaderboard_table(board, spec):
+    """The leaderboard's headline for the terminal: per model, the figures behind the score and ours beyond
+    the paper's, mean ± std over seeds with the paper's figure in parentheses; variants listed below."""
+    import pandas as pd
+    from rich.table import Table
+
+    titles = {c.key: c.title for c in spec.columns + spec.beyond}
+    keys = [*spec.score_parts, *(c.key for c in spec.beyond)]
+    table = Table("model", "seeds", *(titles.get(k, k) for k in keys), title=f"{spec.name} leaderboard ({spec.table})",
+                  caption="\n".join(f"{row.model}: {row.variant}" for row in board.itertuples()), caption_justify="left")
+
+    def cell(row, key):
+        mean, std, paper = row.get(f"{key} mean"), row.get(f"{key} std"), row.get(f"{key} paper")
+        if mean is None or pd.isna(mean):
+            return "-"
+        return (f"{mean:.3g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
+                + ("" if paper is None or pd.isna(paper) else f" ({paper:g})"))
+
+    for _, row in board.iterrows():
+        table.add_row(row["model"], str(row["seeds"]), *(cell(row, k) for k in keys))
+    return table
 
 
 @app.command()

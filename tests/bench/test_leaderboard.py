@@ -1,4 +1,8 @@
+import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -24,7 +28,7 @@ def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
         run_experiment("mvae", "copula", runs / name, model_options={"beta": 1.0, **options},
                        dataset_options={**DATA, "seed": seed}, eval_config=EVAL, eval_split=split,
                        train_config=TrainConfig(epochs=1, batch_size=64, seed=seed, device="cpu"))
-    md, csv, board = write_leaderboard(runs, tmp_path / "results")
+    md, csv, board, _ = write_leaderboard(runs, tmp_path / "results")
     row = board.set_index("model").loc["mvae"]
     assert row["variant"] == "beta=1,epochs=1,specific_dim=2" and row["seeds"] == 2  # most seeds wins
     assert row["unconditional/wasserstein_mean paper"] == pytest.approx(2.9) and row["train s"] > 0
@@ -34,6 +38,16 @@ def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
     assert "Kendall tau MAE" in md.read_text()
     # a run scored on the validation split is a search run: listed with its score, never a table row
     assert "| mvae | beta=0.5,epochs=1 | 1 |" in md.read_text() and "(best)" in md.read_text()
+    terminal = subprocess.run([sys.executable, "-m", "mrfbench", "leaderboard", str(runs)], capture_output=True,
+                              text=True, env={**os.environ, "COLUMNS": "100"})
+    lines = terminal.stdout.splitlines()
+    assert terminal.returncode == 0 and max(map(len, lines)) <= 100, terminal.stdout
+    [row_line] = [line for line in lines if "│ mvae" in line]  # one model, one unbroken row
+    assert f"{row['unconditional/wasserstein_mean mean']:.3g}" in row_line and "(2.9)" in row_line
+    for metrics_file in runs.glob("*/metrics.json"):  # metrics.json written before the spec kept its data set
+        old = json.loads(metrics_file.read_text())
+        metrics_file.write_text(json.dumps({k: v for k, v in old.items() if k not in ("dataset", "eval")}))
+    assert write_leaderboard(runs)[2].equals(board)
     shutil.copytree(runs / "a", runs / "a-again")
     with pytest.raises(UsageError, match="repeat one model, variant, seed and split"):
         write_leaderboard(runs, tmp_path / "results")

@@ -61,7 +61,7 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
         best = min(search, key=lambda r: r["metrics"]["score"])
         assert all(r["params"] == best["params"] for r in final)  # the best searched config, re-run over seeds
     assert (out / "optuna.db").exists()
-    md, csv, board = write_leaderboard(out, tmp_path / "results")
+    md, csv, board, _ = write_leaderboard(out, tmp_path / "results")
     assert md == tmp_path / "results" / "copula" / "leaderboard.md"
     assert sorted(board["model"]) == ["gmrf", "mvae"] and set(board["seeds"]) == {2}
     assert "0.86" in md.read_text()  # the paper's GMRF figure beside ours
@@ -82,7 +82,7 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
     assert sorted(r["params"]["beta"] for r in search) == [0.1, 0.5, 1.0] and all(r["seed"] == 0 for r in search)
     best = min(search, key=lambda r: r["metrics"]["score"])["params"]
     assert sorted(r["seed"] for r in final) == [0, 1] and all(r["params"] == best for r in final)
-    md, _, _ = write_leaderboard(out, tmp_path / "results")
+    md, _, _, _ = write_leaderboard(out, tmp_path / "results")
     assert md.read_text().count("(best)") == 1  # the search stage is listed apart, its best marked
     import optuna
 
@@ -150,7 +150,7 @@ def test_grid_sweep_runs_every_combination_and_records_failures(local_ray, tmp_p
     failed = [r for r in records if r["status"] == "failed"]
     assert failed and all(r["params"]["lr"] == 1e6 for r in failed)  # a huge lr diverges: recorded, sweep goes on
     assert all("non-finite" in r["error"] or "Error" in r["error"] for r in failed)
-    md, _, _ = write_leaderboard(out, tmp_path / "results")
+    md, _, _, _ = write_leaderboard(out, tmp_path / "results")
     assert "Failed trials" in md.read_text()
 
 
