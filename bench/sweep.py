@@ -82,6 +82,11 @@ class SweepSettings:
             check_address(self.address)
         if self.storage is not None:
             check_storage(self.storage)
+        from mrfbench.evaluate import EvalConfig
+
+        EvalConfig(**{**self.eval_options, **self.search_eval_options})  # a bad size fails here, not in every trial
+        EvalConfig(**self.eval_options)
+        get_benchmark(space.dataset).check_options(self.dataset_options)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:

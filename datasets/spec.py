@@ -62,14 +62,18 @@ class Benchmark:
     def get_evaluator(self) -> ModuleType:
         return importlib.import_module(self.evaluator)
 
-    def make(self, **options):
-        """The data set with config fields ``options``; unknown options list the valid ones."""
+    def check_options(self, options: dict):
+        """The data set's config from ``options``: unknown options list the valid ones, bad values are named."""
         fields = {f.name for f in dataclasses.fields(self.config)}
         unknown = sorted(set(options) - fields)
         if unknown:
             raise UsageError(f"data set '{self.name}' has no option(s) {', '.join(unknown)}; "
                              f"valid: {', '.join(sorted(fields))}")
-        return self.dataset(self.config(**options))
+        return self.config(**options)
+
+    def make(self, **options):
+        """The data set with config fields ``options`` (checked as ``check_options`` does)."""
+        return self.dataset(self.check_options(options))
 
 
 def register_benchmark(spec: Benchmark) -> Benchmark:

@@ -79,6 +79,15 @@ def sweep(
     resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` \\[the cache]")] = None,
+    n_train: Annotated[int | None, typer.Option(help="training tuples \\[the data set's]", rich_help_panel="Sizes")] = None,
+    n_val: Annotated[int | None, typer.Option(help="validation tuples \\[the data set's]", rich_help_panel="Sizes")] = None,
+    n_test: Annotated[int | None, typer.Option(help="test tuples \\[the data set's]", rich_help_panel="Sizes")] = None,
+    n_unconditional: Annotated[int | None, typer.Option(
+        help="unconditional samples scored \\[1,000,000; 200,000 in the search stage]", rich_help_panel="Sizes")] = None,
+    n_per_tuple: Annotated[int | None, typer.Option(help="conditional generations per test tuple \\[20]",
+                                                    rich_help_panel="Sizes")] = None,
+    n_image_tuples: Annotated[int | None, typer.Option(help="image data: test tuples scored \\[10,000]",
+                                                       rich_help_panel="Sizes")] = None,
     device: Device = "auto",
 ):
     """Search each model's space with Optuna on Ray Tune, re-run the best over seeds, write the leaderboard."""
@@ -89,12 +98,17 @@ def sweep(
         _run_sweep(out, publish)
         return
     settings = SweepSettings(out=str(out), space=space)
-    dataset_options = _prepare(load_space(settings.space).dataset, data_dir, None)
+    sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
+    dataset_options = {k: v for k, v in sizes.items() if v is not None}
+    dataset_options.update(_prepare(load_space(settings.space).dataset, data_dir, None))
+    scoring = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "n_image_tuples": n_image_tuples}
+    eval_options = {k: v for k, v in scoring.items() if v is not None}
     settings = SweepSettings(
         out=str(out), space=settings.space, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
-        dataset_options=dataset_options)
+        dataset_options=dataset_options, eval_options=eval_options,
+        search_eval_options={} if n_unconditional else {"n_unconditional": 200_000})
     _run_sweep(settings, publish)
 
 
