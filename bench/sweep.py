@@ -215,6 +215,25 @@ def run_trial(config: dict) -> None:
     tune.report(result)
 
 
+def trial_name(config: dict) -> str:
+    """A trial as people read it: model, stage, seed and its searched parameters."""
+    spec, params = TrialSpec.of(config)
+    searched = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in params.items() if k not in spec.params)
+    return f"{spec.model} {spec.stage} seed {spec.seed}" + (f" {searched}" if searched else "")
+
+
+def named_trainable():
+    """``run_trial`` as a Tune trainable whose actors the Ray dashboard lists by ``trial_name``."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class MrfbenchTrial(wrap_function(run_trial)):
+        def __repr__(self):
+            return trial_name(self.config) if "trial" in getattr(self, "config", {}) else "mrfbench trial"
+
+    return MrfbenchTrial
+
+
 def _epoch_reporter(dataset: str):
     """Reports each epoch's losses to Tune (TensorBoard and progress.csv get curves) and, where the data
     set's evaluator has a per-epoch ``proxy``, it as ``score`` (what ASHA and Optuna's pruning read)."""
@@ -275,8 +294,8 @@ class Sweep:
             return 0
         return len(self.space.grid(model)) if self.settings.sampler == "grid" else self.settings.trials
 
-    def run(self, callbacks: list | None = None) -> None:
-        """Run every stage of every model; finished trials are never repeated on a resumed sweep."""
+    def connect(self) -> str | None:
+        """Write the sweep's settings and join (or start) Ray; returns the dashboard's URL when it has one."""
         import ray
 
         try:
@@ -287,8 +306,14 @@ class Sweep:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         if not ray.is_initialized():
             context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
-                               log_to_driver=False, configure_logging=False)
-            self.dashboard_url = getattr(context, "dashboard_url", None)
+                               log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}")
+            url = getattr(context, "dashboard_url", None)
+            self.dashboard_url = f"http://{url}" if url else None
+        return getattr(self, "dashboard_url", None)
+
+    def run(self, callbacks: list | None = None) -> None:
+        """Run every stage of every model; finished trials are never repeated on a resumed sweep."""
+        self.connect()
         if self.settings.grid:
             jobs = interleave({model: self.space.grid(model) for model in self.models})
         else:
@@ -335,7 +360,8 @@ class Sweep:
     def _trainable(self):
         from ray import tune
 
-        return tune.with_resources(run_trial, {"cpu": self.settings.cpus_per_trial, "gpu": self.settings.gpus_per_trial})
+        return tune.with_resources(named_trainable(), {"cpu": self.settings.cpus_per_trial,
+                                                       "gpu": self.settings.gpus_per_trial})
 
     def _tuner(self, name: str, param_space: dict, tune_config, callbacks):
         from ray import tune

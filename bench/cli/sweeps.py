@@ -17,12 +17,14 @@ def _run_sweep(settings, publish: Path | None) -> None:
     from mrfbench.sweep import Sweep
 
     sweep = Sweep.resume(Path(settings)) if isinstance(settings, Path) else Sweep(settings)
+    url = sweep.connect()
+    if url:
+        console.print(f"Ray dashboard: {url} (for this sweep's life). Ray asks for its token: paste the output of "
+                      "`ray get-auth-token` (on the head node) into the login box.")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
     with Progress(*columns, console=console) as progress:
         sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
-    if getattr(sweep, "dashboard_url", None):
-        console.print(f"Ray dashboard: http://{sweep.dashboard_url}")
     _print_leaderboard(sweep.out, publish)
 
 

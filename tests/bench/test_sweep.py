@@ -356,3 +356,42 @@ def test_grid_jobs_take_every_model_in_turn():
 
     jobs = interleave({"a": [{"beta": 1}, {"beta": 2}, {"beta": 3}], "b": [{"beta": 1}]})
     assert jobs == [("a", {"beta": 1}), ("b", {"beta": 1}), ("a", {"beta": 2}), ("a", {"beta": 3})]
+
+
+def test_the_dashboard_lists_running_trials_by_name(tmp_path):
+    """`sweep --dashboard` prints the URL before the trials start; the dashboard's API, asked over loopback
+    with the cluster's token while a trial runs, lists that trial's actor by its readable name."""
+    import secrets
+    import urllib.request
+
+    token = secrets.token_hex(16)
+    env = {**os.environ, "RAY_AUTH_TOKEN": token, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "mrfbench", "sweep", "--out", str(tmp_path / "sweep"), "--space",
+                             "copula_quick", "--models", "gmrf", "--grid", "--epochs", "60", "--seeds", "1",
+                             "--n-train", "2000", "--n-unconditional", "5000", "--dashboard", "--device", "cpu"],
+                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = None
+        while url is None:
+            line = proc.stdout.readline()
+            assert line, "the sweep ended before printing the dashboard's URL"
+            url = next((word for word in line.split() if word.startswith("http://")), None)
+        request = urllib.request.Request(f"{url}/api/v0/actors?limit=100&detail=true",
+                                         headers={"Authorization": f"Bearer {token}"})
+        names, deadline = set(), time.time() + 240
+        while "gmrf final seed 0" not in names and time.time() < deadline:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    actors = json.load(answer)["data"]["result"]["result"]
+                names = {actor.get("repr_name") for actor in actors}
+            except OSError:
+                pass  # the dashboard is still starting
+            time.sleep(0.5)
+        assert "gmrf final seed 0" in names, names
+        rest, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, rest[-2000:]
+    finally:
+        try:  # anything of this sweep still alive (never `ray stop`, which would stop every Ray here)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
