@@ -11,6 +11,7 @@ import pandas as pd
 from mrfbench.datasets import Benchmark, get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.paper import paper_rows
+from mrfbench.plots import leaderboard_chart
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
 from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records
 
@@ -237,6 +238,9 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
             md, csv = out / "leaderboard.md", out / "leaderboard.csv"
             atomic_write(md, lambda h: h.write(markdown))
             atomic_write(csv, lambda h: h.write(board.to_csv(index=False).encode()))
+            titles = {c.key: c.title for c in spec.columns + spec.beyond}
+            leaderboard_chart(board, [(k, titles.get(k, k)) for k in spec.score_parts], f"{spec.name} leaderboard "
+                              f"({spec.table}): ours beside the paper's", out / "leaderboard.png")
         except OSError as err:
             raise UsageError(f"cannot write the leaderboard into {out}: {err.strerror or err}") from None
     return md, csv, board, spec

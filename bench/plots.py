@@ -25,13 +25,40 @@ def copula_pair_plot(true: np.ndarray, generated: np.ndarray, path: Path, n_poin
             ax.scatter(g[:, a, j], g[:, b, j], s=1, alpha=0.4, color="tab:blue", label="generated", rasterized=True)
             ax.set_xlim(-0.1, 1.1)
             ax.set_ylim(-0.1, 1.1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set_xticks([0, 0.5, 1])
+            ax.set_yticks([0, 0.5, 1])
+            ax.tick_params(labelsize=7)
             ax.set_title(f"$X_{a + 1}^{j + 1}$ vs $X_{b + 1}^{j + 1}$", fontsize=9)
     axes[0, 0].legend(loc="lower left", fontsize=7, markerscale=5)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def leaderboard_chart(board, columns: list[tuple[str, str]], title: str, path: Path) -> None:
+    """Per model, each figure of ``columns`` ((key, title) pairs) as a bar of our mean with its std over
+    seeds, and the paper's figure, where it has one, as a black mark."""
+    models = list(board["model"])
+    width = max(3.2, 1.0 + 0.6 * len(models))
+    fig, axes = plt.subplots(1, len(columns), figsize=(width * len(columns), 3.4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], columns):
+        x = np.arange(len(models))
+        ours = board[f"{key} mean"].astype(float).to_numpy()
+        ax.bar(x, ours, yerr=board[f"{key} std"].astype(float).fillna(0).to_numpy(), color="tab:blue", capsize=3,
+               label="ours (mean, std over seeds)")
+        if f"{key} paper" in board:
+            paper = board[f"{key} paper"].astype(float).to_numpy()
+            ax.scatter(x, paper, marker="_", s=400, color="black", zorder=3, label="paper")
+        ax.set_xticks(x, models, rotation=45, fontsize=8)
+        ax.set_title(label, fontsize=9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

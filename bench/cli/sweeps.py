@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mrfbench.cli.common import Address, Device, InceptionWeights, Publish, app, clean_errors, console
 from mrfbench.errors import UsageError
@@ -22,7 +22,7 @@ def _run_sweep(settings, publish: Path | None) -> None:
         console.print(f"Ray dashboard: {url} (for this sweep's life). Ray asks for its token: paste the output of "
                       "`ray get-auth-token` (on the head node) into the login box.")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
     with Progress(*columns, console=console) as progress:
         sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
     _print_leaderboard(sweep.out, publish)

@@ -113,7 +113,10 @@ def evaluate_copula(
 def score(model: MultimodalVAE, dataset, data: torch.Tensor, split: str, cfg: EvalConfig, device, out: Path) -> dict:
     """Every copula figure of ``model`` on ``data`` (the ``split`` of ``dataset``); writes the pair plot."""
     scores, generated = evaluate_copula(model, dataset, data.cpu(), cfg, device)
-    copula_pair_plot(data.cpu().numpy(), generated, out / PAIRPLOT_FILE, title=f"{model.name}, beta={model.config.beta}")
+    title = (f"{model.name}, beta={model.config.beta:.3g}, seed {cfg.seed}: W1 x1000 unconditional "
+             f"{scores['unconditional']['wasserstein_mean']:.2f}, conditional {scores['conditional']['wasserstein_mean']:.2f} "
+             f"({split}); generated in blue, exact in orange")
+    copula_pair_plot(data.cpu().numpy(), generated, out / PAIRPLOT_FILE, title=title)
     return scores
 
 

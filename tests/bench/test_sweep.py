@@ -68,6 +68,7 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     assert pd.read_csv(csv).shape[0] == 2
 
 
+@pytest.mark.slow
 def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_seeds(local_ray, tmp_path, read_scalars):
     space = tmp_path / "space.yaml"
     space.write_text("dataset: copula\nepochs: 1\nseeds: 2\nparams:\n  beta: {grid: [1.0, 0.5, 0.1]}\n"
@@ -104,6 +105,7 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
         Sweep(SweepSettings(out=str(tmp_path / "x"), space="copula", sampler="grid"))
 
 
+@pytest.mark.slow
 def test_asha_search_reports_every_epoch(local_ray, tmp_path):
     out = tmp_path / "asha"
     Sweep(SweepSettings(out=str(out), space="copula", models=["gmrf"], asha=True, sampler="random",
@@ -138,6 +140,7 @@ def test_a_stage_left_unfinished_stops_the_sweep():
         fit_all(tuner(True, False), 3)
 
 
+@pytest.mark.slow
 def test_grid_sweep_runs_every_combination_and_records_failures(local_ray, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("dataset: copula\nepochs: 1\nseeds: 1\nparams:\n  beta: {grid: [1.0, 0.5]}\n"
@@ -286,6 +289,7 @@ def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
     assert first.read_text() == before  # the trial finished before the interruption was not re-run
 
 
+@pytest.mark.slow
 def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_ray, tmp_path, monkeypatch):
     """The README's main command, wired end to end on a tiny budget (the real one takes minutes), run from
     a folder holding reference leaderboards: they stay byte-identical, the sweep keeps its own."""
@@ -318,6 +322,7 @@ def test_reproduce_quick_writes_its_leaderboard_apart_from_the_reference(local_r
     assert published.exit_code == 0 and (reference / "leaderboard.md").read_text() == board  # only when asked
 
 
+@pytest.mark.slow
 def test_reproduce_on_images_prepares_the_build_once_and_writes_table_4(local_ray, tmp_path, monkeypatch):
     """reproduce mnist3 on a build the test makes: classifiers trained before the trials, an image
     leaderboard with the paper's Table 4 beside ours, a clear error for a --data-dir without a build."""
@@ -358,6 +363,7 @@ def test_grid_jobs_take_every_model_in_turn():
     assert jobs == [("a", {"beta": 1}), ("b", {"beta": 1}), ("a", {"beta": 2}), ("a", {"beta": 3})]
 
 
+@pytest.mark.slow
 def test_the_dashboard_lists_running_trials_by_name(tmp_path):
     """`sweep --dashboard` prints the URL before the trials start; the dashboard's API, asked over loopback
     with the cluster's token while a trial runs, lists that trial's actor by its readable name."""
