@@ -81,6 +81,8 @@ def train_command(
 
         def on_epoch(_model, epoch: int, record: dict) -> None:
             status = f"loss {record['train_loss']:.3f} val {record['val_loss']:.3f}"
+            if epoch == epochs:
+                status += "; scoring the best checkpoint"
             progress.update(task, completed=epoch, status=status)
             if not console.is_terminal and (epoch == 1 or epoch % max(1, epochs // 10) == 0 or epoch == epochs):
                 console.print(f"epoch {epoch}/{epochs}: {status}")
