@@ -55,3 +55,17 @@ class SweepProgress(Callback):
         self.running.pop(trial.trial_id, None)
         self.failed += 1
         self._show()
+
+
+class ResultsTable(Callback):
+    """Rewrites the sweep's ``results.csv`` each time a trial ends."""
+
+    def __init__(self, sweep_dir):
+        self.sweep_dir = sweep_dir
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        from mrfbench.sweep import write_results_table
+
+        write_results_table(self.sweep_dir)
+
+    on_trial_error = on_trial_complete

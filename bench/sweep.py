@@ -20,7 +20,7 @@ from typing import Any
 
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import SweepInterrupted, UsageError
-from mrfbench.runs import read_json_object, write_json
+from mrfbench.runs import atomic_write, read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS, SearchSpace, load_space
 
 SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once, on seed 0
@@ -192,8 +192,8 @@ def run_trial(config: dict) -> None:
     spec, params = TrialSpec.of(config)
     torch.set_num_threads(max(1, int(spec.cpus)))
     trial_dir = Path(tune.get_context().get_trial_dir())
-    record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params,
-              "node_id": ray.get_runtime_context().get_node_id(), "status": "running"}
+    record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params, "epochs": spec.epochs,
+              "node_id": ray.get_runtime_context().get_node_id(), "status": "running", "started": _now()}
     write_json(trial_dir / TRIAL_FILE, record)
     train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
     model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
@@ -211,8 +211,34 @@ def run_trial(config: dict) -> None:
     except Exception as err:  # noqa: BLE001 - any failure is the trial's outcome, recorded with its reason
         result = {"score": math.nan, "failed": 1.0}
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
-    write_json(trial_dir / TRIAL_FILE, record)
+    write_json(trial_dir / TRIAL_FILE, {**record, "finished": _now()})
     tune.report(result)
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+RESULTS_FILE = "results.csv"
+
+
+def write_results_table(sweep_dir: Path) -> Path:
+    """``results.csv`` in the sweep directory: one row per trial (folder, model, stage, seed, status, error,
+    epochs, start and end, each parameter as ``param_<name>``, each figure), written atomically."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}")):
+        record = read_json_object(path)
+        rows.append({"trial": path.parent.name, "path": str(path.parent.relative_to(sweep_dir)),
+                     **{k: record.get(k) for k in ("model", "stage", "seed", "status", "error", "epochs", "started",
+                                                   "finished")},
+                     **{f"param_{k}": v for k, v in record.get("params", {}).items()}, **(record.get("metrics") or {})})
+    path = Path(sweep_dir) / RESULTS_FILE
+    atomic_write(path, lambda h: h.write(pd.DataFrame(rows).to_csv(index=False).encode()))
+    return path
 
 
 def trial_name(config: dict) -> str:
@@ -312,7 +338,11 @@ class Sweep:
         return getattr(self, "dashboard_url", None)
 
     def run(self, callbacks: list | None = None) -> None:
-        """Run every stage of every model; finished trials are never repeated on a resumed sweep."""
+        """Run every stage of every model; finished trials are never repeated on a resumed sweep. The results
+        table (``results.csv``) is rewritten as each trial finishes."""
+        from mrfbench.progress import ResultsTable
+
+        callbacks = [*(callbacks or []), ResultsTable(self.out)]
         self.connect()
         if self.settings.grid:
             jobs = interleave({model: self.space.grid(model) for model in self.models})

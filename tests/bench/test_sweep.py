@@ -61,6 +61,9 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
         best = min(search, key=lambda r: r["metrics"]["score"])
         assert all(r["params"] == best["params"] for r in final)  # the best searched config, re-run over seeds
     assert (out / "optuna.db").exists()
+    table = pd.read_csv(out / "results.csv")  # one row per trial, kept up to date as trials finish
+    assert len(table) == len(records) and {"trial", "model", "stage", "seed", "param_beta", "score", "started"} <= set(table)
+    assert table["trial"].str.match(r"(gmrf|mvae)_(search|final)_seed\d_").all()
     md, csv, board, _ = write_leaderboard(out, tmp_path / "results")
     assert md == tmp_path / "results" / "copula" / "leaderboard.md"
     assert sorted(board["model"]) == ["gmrf", "mvae"] and set(board["seeds"]) == {2}
