@@ -75,8 +75,8 @@ def evaluate_loss(model: MultimodalVAE, data: torch.Tensor, batch_size: int) -> 
     for start in range(0, len(data), batch_size):
         batch = data[start : start + batch_size]
         out = model.loss(batch)  # the full objective (no warm-up)
-        for key, value in {"loss": out.loss.item(), **out.terms}.items():
-            totals[key] = totals.get(key, 0.0) + value * len(batch)
+        for key, value in {"loss": out.loss, **out.terms}.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * len(batch)
     return {key: value / len(data) for key, value in totals.items()}
 
 
@@ -117,22 +117,22 @@ def train(
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(len(train_data), generator=generator).to(train_data.device)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=train_data.device)  # read once an epoch: no step waits
         for start in range(0, len(train_data), config.batch_size):
             batch = train_data[order[start : start + config.batch_size]]
             beta_scale = min(1.0, step / warmup_steps) if warmup_steps else 1.0
             step += 1
             loss = _step_loss(model, batch, epoch, beta_scale)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += loss.item() * len(batch)
+            total += loss.detach() * len(batch)
+        if not math.isfinite(total.item()):
+            raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
         val = evaluate_loss(model, val_data, max(config.batch_size, 1024))
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total / len(train_data),
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total.item() / len(train_data),
                   **{f"val_{k}": v for k, v in val.items()}}
         result.history.append(record)
         if val["loss"] < result.best_val_loss:

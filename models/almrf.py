@@ -49,7 +49,7 @@ class ALMRFMVAE(GMRFMVAE):
         mmd = rbf_mmd2(z, self.prior().rsample((len(x),)))
         divergence = torch.log1p(mmd)
         loss = -recon.mean() + beta * divergence
-        return LossOutput(loss, {"recon": -recon.mean().item(), "mmd2": mmd.item()})
+        return LossOutput(loss, {"recon": -recon.mean().detach(), "mmd2": mmd.detach()})
 
     def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
         """Missing blocks from the prior's generalized hyperbolic conditional (Corollary 1): exactly, through

@@ -42,10 +42,11 @@ class ModelConfig:
 
 @dataclass
 class LossOutput:
-    """The scalar to minimise and named detached terms (per-example means) for logging."""
+    """The scalar to minimise and named detached terms (per-example means, 0-d tensors: reading them is left
+    to the caller, so a training step never waits on the device) for logging."""
 
     loss: torch.Tensor
-    terms: dict[str, float]
+    terms: dict[str, torch.Tensor]
 
 
 class MultimodalVAE(nn.Module):

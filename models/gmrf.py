@@ -60,7 +60,7 @@ class GMRFMVAE(MRFFamilyMVAE):
         recon = self.likelihood.log_prob(x, self.decode(z)).sum(-1)
         kl = kl_divergence(q, self.prior())
         loss = (-recon + beta * kl).mean()
-        return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
+        return LossOutput(loss, {"recon": -recon.mean().detach(), "kl": kl.mean().detach()})
 
     @torch.no_grad()
     def sample_latents(self, n: int) -> torch.Tensor:

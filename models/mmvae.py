@@ -86,7 +86,7 @@ class MMVAE(ExpertsVAE):
         else:
             bound = dreg_surrogate(log_w, samples, 0)
         loss = -bound.mean(-1).mean()
-        return LossOutput(loss, {"bound": log_mean_exp(log_w.detach(), 0).mean().item()})
+        return LossOutput(loss, {"bound": log_mean_exp(log_w.detach(), 0).mean().detach()})
 
     @torch.no_grad()
     def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:

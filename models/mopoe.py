@@ -60,7 +60,7 @@ class MoPoE(ExpertsVAE):
         if self.factorised:
             kl = kl + self.prior_kl(post.specific).sum(-1)
         loss = (-recon + beta * kl).mean()
-        return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
+        return LossOutput(loss, {"recon": -recon.mean().detach(), "kl": kl.mean().detach()})
 
     @torch.no_grad()
     def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:

@@ -79,7 +79,7 @@ class MRFMVAE(EnergyPriorMVAE):
         surrogate = -recon.mean() + prior_grad + posterior_grad
         reported = -recon.mean().detach()
         loss = surrogate - surrogate.detach() + reported  # the gradient of the surrogate, the value reported
-        return LossOutput(loss, {"recon": -recon.mean().item(), "energy_gap": (e_p - e_q).mean().item()})
+        return LossOutput(loss, {"recon": -recon.mean().detach(), "energy_gap": (e_p - e_q).mean().detach()})
 
     @torch.no_grad()
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:

@@ -78,7 +78,7 @@ class MVAE(ExpertsVAE):
             kl = kl + (subsets[:, None, :] * kl_w).sum(-1)
         kl = kl.sum(0)
         loss = (-recon + beta * kl).mean()
-        return LossOutput(loss, {"recon": -recon.mean().item(), "kl": kl.mean().item()})
+        return LossOutput(loss, {"recon": -recon.mean().detach(), "kl": kl.mean().detach()})
 
     @torch.no_grad()
     def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:

@@ -73,7 +73,7 @@ class NNMRFMVAE(EnergyPriorMVAE):
         energy, log_q = self.prior_net(z), q.log_prob(z)
         divergence = (energy + log_q).mean(0) + self.log_partition(q, z, energy, log_q)  # KL(q || p) estimate
         loss = (-recon + beta * divergence).mean()
-        return LossOutput(loss, {"recon": -recon.mean().item(), "kl": divergence.mean().item()})
+        return LossOutput(loss, {"recon": -recon.mean().detach(), "kl": divergence.mean().detach()})
     def log_partition(self, q, z: torch.Tensor, energy: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """Importance-sampled ln Z of the prior from the posterior draws z (K, B, D), given their energies E(z)
         and posterior log-densities ln q(z | x_b), both (K, B).
