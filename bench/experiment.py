@@ -15,7 +15,7 @@ from mrfbench import __version__
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
-from mrfbench.models import MultimodalVAE, build_model
+from mrfbench.models import MultimodalVAE, build_model, get_model_class
 from mrfbench.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -71,6 +71,10 @@ def run_experiment(
     eval_config = eval_config or EvalConfig()
     model_options, dataset_options = dict(model_options or {}), dict(dataset_options or {})
     spec = get_benchmark(dataset_name)
+    if train_config.precision == "bf16":
+        for name, reason in ((spec.name, spec.bf16), (model_name, get_model_class(model_name).bf16_refused)):
+            if reason:
+                raise UsageError(f"--precision bf16 is refused for {name}: {reason}")
     dataset = spec.make(**dataset_options)
     device = resolve_device(train_config.device)
     seed_everything(train_config.seed)

@@ -18,7 +18,7 @@ from mrfbench.models import MODELS
 from mrfbench.train import TrainConfig
 
 KINDS = ("loguniform", "uniform", "int", "choice", "grid")
-TRAIN_KEYS = ("lr", "batch_size", "lr_schedule", "kl_warmup")
+TRAIN_KEYS = ("lr", "batch_size", "lr_schedule", "kl_warmup", "precision")
 
 
 @dataclass(frozen=True)

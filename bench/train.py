@@ -24,7 +24,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     kl_warmup: float = 0.1  # beta ramps linearly from 0 to its value over this fraction of the steps
-
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the training step under bfloat16 autocast
 
     def __post_init__(self):
         check_fields(self)
@@ -80,10 +80,12 @@ def evaluate_loss(model: MultimodalVAE, data: torch.Tensor, batch_size: int) -> 
     return {key: value / len(data) for key, value in totals.items()}
 
 
-def _step_loss(model: MultimodalVAE, batch: torch.Tensor, epoch: int, beta_scale: float) -> torch.Tensor:
-    """The batch's loss; a distribution refusing non-finite parameters is the run's numerical failure."""
+def _step_loss(model: MultimodalVAE, batch: torch.Tensor, epoch: int, beta_scale: float, precision: str) -> torch.Tensor:
+    """The batch's loss (under bfloat16 autocast with ``precision="bf16"``); a distribution refusing
+    non-finite parameters is the run's numerical failure."""
     try:
-        return model.loss(batch, beta_scale).loss
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return model.loss(batch, beta_scale).loss
     except ValueError as err:
         if all(p.isfinite().all() for p in model.parameters()):
             raise
@@ -122,7 +124,7 @@ def train(
             batch = train_data[order[start : start + config.batch_size]]
             beta_scale = min(1.0, step / warmup_steps) if warmup_steps else 1.0
             step += 1
-            loss = _step_loss(model, batch, epoch, beta_scale)
+            loss = _step_loss(model, batch, epoch, beta_scale, config.precision)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -52,6 +52,7 @@ class Benchmark:
     notes: str = ""
     budgets: dict[str, str] = field(default_factory=dict)  # reproduce budget -> search space (name or path)
     default_space: str | None = None  # the space `mrfbench sweep` uses when none is given
+    bf16: str | None = None  # why bfloat16 training is refused (None: allowed)
     prepare: Callable[..., dict] | None = None  # (data_dir, mnist, status) -> dataset options, before a sweep
     build: Callable[..., dict] | None = None  # `mrfbench data`: (out, seed, mnist, backgrounds) -> manifest, build_dir
 

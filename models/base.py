@@ -55,6 +55,7 @@ class MultimodalVAE(nn.Module):
     name: str = ""
     description: str = ""
     experimental: bool = False  # listed as such by `mrfbench models`
+    bf16_refused: str | None = None  # why the model cannot train under bfloat16 autocast (None: it can)
     config_class: type[ModelConfig] = ModelConfig
 
     def __init__(self, config: ModelConfig):

@@ -134,6 +134,8 @@ class EnergyPriorMVAE(MRFFamilyMVAE):
     """A family member whose prior is the energy-based MRF: sampled by Metropolis-Hastings, acceptance rates
     reported in ``sampler_diagnostics``."""
 
+    bf16_refused = "its Metropolis-Hastings chains and log-partition estimates need full precision"
+
     @torch.no_grad()
     def sample_latents(self, n: int, report: bool = True) -> torch.Tensor:
         z, acceptance = self.prior_net.sample(n)

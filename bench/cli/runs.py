@@ -51,6 +51,7 @@ def train_command(
     lr_schedule: Annotated[str, _in(TRAINING, "constant or cosine")] = "cosine",
     batch_size: Annotated[int, _in(TRAINING)] = 256,
     kl_warmup: Annotated[float, _in(TRAINING, "fraction of training over which beta ramps up from 0")] = 0.1,
+    precision: Annotated[str, _in(TRAINING, "fp32, or bf16: bfloat16 autocast (image data)")] = "fp32",
     seed: Annotated[int, typer.Option(help="seed of data, initialisation, shuffling and evaluation")] = 0,
     n_unconditional: Annotated[int, _in(EVALUATION, "unconditional samples scored")] = 1_000_000,
     n_per_tuple: Annotated[int, _in(EVALUATION, "conditional generations per test tuple")] = 20,
@@ -73,7 +74,7 @@ def train_command(
     dataset = dataset or DEFAULT_DATASET
     options = {"beta": beta} | parse_set(set_options or [])
     train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
-                               device=device, kl_warmup=kl_warmup)
+                               device=device, kl_warmup=kl_warmup, precision=precision)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:

@@ -80,7 +80,7 @@ def dreg_surrogate(log_w: torch.Tensor, samples: list[torch.Tensor], sample_dim:
     for sample in samples:
         if sample.requires_grad:
             scale = weights.reshape(*weights.shape, *([1] * (sample.dim() - weights.dim())))
-            sample.register_hook(lambda grad, scale=scale: scale * grad)
+            sample.register_hook(lambda grad, scale=scale: (scale * grad).to(grad.dtype))  # keeps bf16 grads bf16
     surrogate = (weights * log_w).sum(sample_dim)
     return log_mean_exp(log_w.detach(), sample_dim) + surrogate - surrogate.detach()
 

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -59,3 +61,13 @@ def test_device_resolution():
 def test_invalid_train_config(bad):
     with pytest.raises(UsageError):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("name", ["gmrf", "almrf", "mvae", "mopoe", "mmvae", "mmvaeplus"])
+def test_image_models_train_under_bf16_autocast(name):
+    torch.manual_seed(0)
+    x = torch.rand(48, 3, 784)
+    model = build_model(name, n_modalities=3, modality_dim=784, architecture="conv", latent_dim=4)
+    result = train(model, x, x[:16], TrainConfig(epochs=1, batch_size=16, precision="bf16"))
+    assert math.isfinite(result.history[0]["train_loss"]) and math.isfinite(result.best_val_loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay fp32
