@@ -193,7 +193,8 @@ def run_trial(config: dict) -> None:
     torch.set_num_threads(max(1, int(spec.cpus)))
     trial_dir = Path(tune.get_context().get_trial_dir())
     record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params, "epochs": spec.epochs,
-              "node_id": ray.get_runtime_context().get_node_id(), "status": "running", "started": _now()}
+              "node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
+              "status": "running", "started": _now()}
     write_json(trial_dir / TRIAL_FILE, record)
     train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
     model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}

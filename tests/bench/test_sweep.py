@@ -57,7 +57,7 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
         search = [r for r in records if r["model"] == model and r["stage"] == "search"]
         final = [r for r in records if r["model"] == model and r["stage"] == "final"]
         assert len(search) == 2 and sorted(r["seed"] for r in final) == [0, 1]
-        assert all(r["status"] == "ok" for r in search + final)
+        assert all(r["status"] == "ok" and r["threads"] == 1 for r in search + final)  # torch threads = --cpus-per-trial
         best = min(search, key=lambda r: r["metrics"]["score"])
         assert all(r["params"] == best["params"] for r in final)  # the best searched config, re-run over seeds
     assert (out / "optuna.db").exists()
