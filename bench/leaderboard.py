@@ -206,6 +206,21 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
     return datasets.pop(), records
 
 
+def csv_columns(board: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
+    """The leaderboard with snake_case column names that carry their unit: 'unconditional/wasserstein_dim1
+    mean' becomes 'unconditional_wasserstein_dim1_x1000_mean'."""
+    units = {c.key: c.unit for c in spec.columns + spec.bounds + spec.beyond if c.unit}
+
+    def name(column: str) -> str:
+        if column == "train s":
+            return "train_wall_time_s"
+        key, _, statistic = column.partition(" ")
+        unit = units.get(key, "")
+        return "_".join(part for part in (key.replace("/", "_"), "" if key.endswith(unit) else unit, statistic) if part)
+
+    return board.rename(columns=name)
+
+
 def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple[Path, Path, pd.DataFrame, Benchmark]:
     """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into its own
     leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
@@ -237,7 +252,7 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
             out.mkdir(parents=True, exist_ok=True)
             md, csv = out / "leaderboard.md", out / "leaderboard.csv"
             atomic_write(md, lambda h: h.write(markdown))
-            atomic_write(csv, lambda h: h.write(board.to_csv(index=False).encode()))
+            atomic_write(csv, lambda h: h.write(csv_columns(board, spec).to_csv(index=False).encode()))
             titles = {c.key: c.title for c in spec.columns + spec.beyond}
             leaderboard_chart(board, [(k, titles.get(k, k)) for k in spec.score_parts], f"{spec.name} leaderboard "
                               f"({spec.table}): ours beside the paper's", out / "leaderboard.png")

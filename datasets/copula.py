@@ -106,12 +106,12 @@ register_benchmark(Benchmark(
     dataset=CopulaDataset, config=CopulaConfig, evaluator="mrfbench.evaluators.copula", architecture="mlp",
     table="Table 2",
     score_parts=("unconditional/wasserstein_mean", "conditional/wasserstein_mean"), score_direction="lower",
-    columns=tuple(Column(f"{setting}/wasserstein_{d}", f"{short} {d}")
+    columns=tuple(Column(f"{setting}/wasserstein_{d}", f"{short} {d}", unit="x1000")
                   for setting, short in (("unconditional", "uncond"), ("conditional", "cond")) for d in ("dim1", "dim2", "mean")),
-    bounds=(Column("unconditional/floor_wasserstein_mean", "floor uncond"),
-            Column("conditional/floor_wasserstein_mean", "floor cond"),
-            Column("conditional/floor_per_tuple_wasserstein_mean", "floor per-tuple")),
-    beyond=(Column("conditional/per_tuple_wasserstein_mean", "cond per-tuple"),
+    bounds=(Column("unconditional/floor_wasserstein_mean", "floor uncond", unit="x1000"),
+            Column("conditional/floor_wasserstein_mean", "floor cond", unit="x1000"),
+            Column("conditional/floor_per_tuple_wasserstein_mean", "floor per-tuple", unit="x1000")),
+    beyond=(Column("conditional/per_tuple_wasserstein_mean", "cond per-tuple", unit="x1000"),
             Column("dependence/kendall_tau_mae", "Kendall tau MAE"),
             Column("dependence/sliced_wasserstein_x1000", "joint SW")),
     notes="Wasserstein-1 x1000, lower is better; floors are the same metric on exact samples. Beyond the paper "

@@ -25,6 +25,7 @@ class Column:
     key: str
     title: str
     fallback: str | None = None
+    unit: str = ""  # appended to the figure's name in leaderboard.csv, e.g. "x1000"
 
 
 @dataclass(frozen=True)
