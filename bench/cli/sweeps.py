@@ -129,7 +129,8 @@ def leaderboard_command(
 @clean_errors
 def reproduce(
     dataset: Annotated[str, typer.Argument(help="copula, polymnist or mnist3")],
-    budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores) or paper (the full protocol)")] = "quick",
+    budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores), paper (the full protocol), or another "
+                                             "the data set lists (mnist3: cpu, an hour on 2 cores)")] = "quick",
     out: Annotated[Path | None, typer.Option(help="sweep directory \\[results/sweeps/<dataset>-<budget>]")] = None,
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` \\[the cache; built if absent]")] = None,
