@@ -127,11 +127,22 @@ def run_lock(path: Path):
         handle.close()
 
 
+def _siblings(path: Path, role: str) -> dict[str, Path]:
+    """The staging folders of ``role`` beside ``path`` (exactly ``.NAME.role-PID``), by writer pid."""
+    prefix = f".{path.name}.{role}-"
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return {}
+    return {p.name[len(prefix):]: p for p in entries
+            if p.name.startswith(prefix) and p.name[len(prefix):].isdigit() and p.is_dir()}
+
+
 def recover(path: Path) -> None:
     """Before reading the run at ``path``: if a writer was killed while moving it into place, finish the
-    move (a writer still at work holds the lock and is left alone)."""
+    move (a writer still at work holds the lock and is left alone; with nothing left over, no lock is taken)."""
     path = Path(path)
-    if (path.parent / f".{path.name}.lock").exists():
+    if _siblings(path, STAGED) or _siblings(path, REPLACED):
         with contextlib.suppress(UsageError):
             with run_lock(path):
                 pass
@@ -141,8 +152,7 @@ def _recover(path: Path) -> None:
     """What a killed writer left beside ``path`` (the caller holds the lock, so no writer is alive): a run
     it had begun to move into place (the old one set aside, the new one not yet moved) is moved in; the
     old run set aside, and a run killed before it was complete, are removed."""
-    staged = {p.name.rpartition("-")[2]: p for p in path.parent.glob(f".{path.name}.{STAGED}-*")}
-    replaced = {p.name.rpartition("-")[2]: p for p in path.parent.glob(f".{path.name}.{REPLACED}-*")}
+    staged, replaced = _siblings(path, STAGED), _siblings(path, REPLACED)
     for pid, old in replaced.items():
         if not path.exists():
             (staged.pop(pid) if pid in staged else old).rename(path)

@@ -24,6 +24,7 @@ from mrfbench.runs import atomic_write, read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS, SearchSpace, load_space
 
 SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once, on seed 0
+TRIAL_LAYOUT = 2  # how a trial's Tune config is laid out (2: TrialSpec under "trial", searched values beside it)
 SWEEP_FILE = "sweep.json"
 TRIAL_FILE = "trial.json"
 
@@ -48,7 +49,8 @@ class SweepSettings:
     device: str = "auto"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     eval_options: dict[str, Any] = field(default_factory=dict)
-    search_eval_options: dict[str, Any] = field(default_factory=lambda: {"n_unconditional": 200_000})
+    search_eval_options: dict[str, Any] | None = None  # None: the data set's (its spec)
+    layout: int = TRIAL_LAYOUT
 
     def __post_init__(self):
         if self.space is None:
@@ -84,7 +86,7 @@ class SweepSettings:
             check_storage(self.storage)
         from mrfbench.evaluate import EvalConfig
 
-        EvalConfig(**{**self.eval_options, **self.search_eval_options})  # a bad size fails here, not in every trial
+        EvalConfig(**{**self.eval_options, **(self.search_eval_options or {})})  # a bad size fails here, not in a trial
         EvalConfig(**self.eval_options)
         get_benchmark(space.dataset).check_options(self.dataset_options)
 
@@ -167,7 +169,6 @@ class TrialSpec:
     epochs: int
     device: str
     cpus: float
-    asha: bool
     dataset_options: dict[str, Any]
     eval_options: dict[str, Any]
 
@@ -205,7 +206,7 @@ def run_trial(config: dict) -> None:
             train_config=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=spec.device, **train_params),
             eval_config=EvalConfig(seed=spec.seed, **spec.eval_options),
             overwrite=True, eval_split="val" if spec.stage == "search" else "test",
-            on_epoch=_epoch_reporter(spec.dataset),
+            on_epoch=_epoch_reporter(spec.dataset, with_proxy=spec.stage == "search"),
         )
         result = flatten_metrics(metrics, get_benchmark(spec.dataset))
         record.update(status="ok", metrics=result)
@@ -261,16 +262,22 @@ def named_trainable():
     return MrfbenchTrial
 
 
-def _epoch_reporter(dataset: str):
-    """Reports each epoch's losses to Tune (TensorBoard and progress.csv get curves) and, where the data
-    set's evaluator has a per-epoch ``proxy``, it as ``score`` (what ASHA and Optuna's pruning read)."""
+def _epoch_reporter(dataset: str, with_proxy: bool):
+    """Reports each epoch's losses to Tune (TensorBoard and progress.csv get curves) and, ``with_proxy``
+    where the data set's evaluator has a per-epoch ``proxy``, it as ``score`` (what ASHA and Optuna read),
+    drawn from a forked random state so that the trial trains exactly as ``mrfbench train`` would."""
+    import torch
     from ray import tune
 
-    proxy = get_benchmark(dataset).get_evaluator().proxy
+    proxy = get_benchmark(dataset).get_evaluator().proxy if with_proxy else None
 
     def report(model, epoch: int, record: dict) -> None:
         losses = {key: value for key, value in record.items() if key != "epoch"}
-        tune.report({**losses, **({"score": proxy(model)} if proxy is not None else {})})
+        if proxy is not None:
+            devices = [model_device.index or 0] if (model_device := next(model.parameters()).device).type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                losses["score"] = proxy(model)
+        tune.report(losses)
 
     return report
 
@@ -280,8 +287,15 @@ def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, 
     return dataclasses.asdict(TrialSpec(
         model=model, stage=stage, seed=seed, params=dict(params), dataset=space.dataset,
         epochs=settings.epochs or space.epochs, device=settings.device, cpus=settings.cpus_per_trial,
-        asha=settings.asha and stage == "search", dataset_options=settings.dataset_options,
-        eval_options={**settings.eval_options, **(settings.search_eval_options if stage == "search" else {})}))
+        dataset_options=settings.dataset_options,
+        eval_options={**settings.eval_options, **(search_scoring(settings, space) if stage == "search" else {})}))
+
+
+def search_scoring(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
+    """The scoring options of search-stage trials: the sweep's, else its data set's."""
+    if settings.search_eval_options is not None:
+        return settings.search_eval_options
+    return get_benchmark(space.dataset).search_eval_options
 
 
 class Sweep:
@@ -304,9 +318,13 @@ class Sweep:
         if not path.exists():
             raise UsageError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
         try:
-            settings = SweepSettings(**json.loads(path.read_text()))
+            raw = json.loads(path.read_text())
+            settings = SweepSettings(**{"layout": 1, **raw})  # sweeps before the layout was recorded: 1
         except (json.JSONDecodeError, TypeError) as err:
             raise UsageError(f"corrupt {path}: {err}") from None
+        if settings.layout != TRIAL_LAYOUT:
+            raise UsageError(f"{out} was started by an older mrfbench (trial layout {settings.layout}, this one "
+                             f"reads {TRIAL_LAYOUT}); resume it with that version, or start a new sweep")
         return cls(settings)
 
     def planned_trials(self) -> int:
@@ -331,6 +349,8 @@ class Sweep:
         except OSError as err:
             raise UsageError(f"cannot write the sweep directory {self.out}: {err.strerror or err}") from None
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # epochs of a data set without a per-epoch proxy report their losses but no score
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
         if not ray.is_initialized():
             context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
                                log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}")

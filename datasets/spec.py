@@ -54,6 +54,7 @@ class Benchmark:
     budgets: dict[str, str] = field(default_factory=dict)  # reproduce budget -> search space (name or path)
     default_space: str | None = None  # the space `mrfbench sweep` uses when none is given
     bf16: str | None = None  # why bfloat16 training is refused (None: allowed)
+    search_eval_options: dict = field(default_factory=dict)  # scoring of search-stage trials (e.g. fewer samples)
     prepare: Callable[..., dict] | None = None  # (data_dir, mnist, status) -> dataset options, before a sweep
     build: Callable[..., dict] | None = None  # `mrfbench data`: (out, seed, mnist, backgrounds) -> manifest, build_dir
 
@@ -81,6 +82,9 @@ class Benchmark:
 def register_benchmark(spec: Benchmark) -> Benchmark:
     if spec.name in BENCHMARKS:
         raise ValueError(f"data set '{spec.name}' is registered twice")
+    shown = {c.key for c in spec.columns + spec.beyond}
+    if not set(spec.score_parts) <= shown:
+        raise ValueError(f"data set '{spec.name}': its score parts {spec.score_parts} must be among its columns")
     BENCHMARKS[spec.name] = spec
     return spec
 

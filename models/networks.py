@@ -85,7 +85,6 @@ class ConvDecoder(nn.Module):
         return out.reshape(*batch, m, self.channels * 784)
 
 
-ARCHITECTURES = ("mlp", "conv")
 
 
 def modality_encoder(config, out: int) -> nn.Module:

@@ -80,7 +80,7 @@ def datasets():
     """List the registered data sets."""
     from mrfbench.datasets import BENCHMARKS
 
-    table = Table("data set", "paper", "description", title="data sets")
+    table = Table("data set", "paper", "description", "reproduce budgets", title="data sets")
     for name, spec in sorted(BENCHMARKS.items()):
-        table.add_row(name, spec.table, spec.description)
+        table.add_row(name, spec.table, spec.description, ", ".join(spec.budgets))
     console.print(table)

@@ -42,9 +42,9 @@ def train_command(
         MODEL, "a model option as KEY=VALUE, repeatable (e.g. --set latent_dim=8 --set dist=laplace); "
         "`mrfbench models --options` lists each model's", "--set")] = None,
     dataset: Annotated[str | None, _in(DATA, "data set name (see `mrfbench datasets`) \\[the default one]")] = None,
-    n_train: Annotated[int | None, _in(DATA, "training tuples \\[copula 20,000; images all]")] = None,
+    n_train: Annotated[int | None, _in(DATA, "training tuples \\[the data set's]")] = None,
     n_val: Annotated[int | None, _in(DATA, "validation tuples \\[5,000]")] = None,
-    n_test: Annotated[int | None, _in(DATA, "test tuples \\[copula 5,000; images all]")] = None,
+    n_test: Annotated[int | None, _in(DATA, "test tuples \\[the data set's]")] = None,
     data_dir: Annotated[Path | None, _in(DATA, "image data: the build of `mrfbench data` \\[the cache]")] = None,
     epochs: Annotated[int, _in(TRAINING, "training epochs")] = 200,
     lr: Annotated[float, _in(TRAINING, "Adam learning rate")] = 1e-3,

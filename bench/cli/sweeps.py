@@ -110,7 +110,7 @@ def sweep(
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
         dataset_options=dataset_options, eval_options=eval_options,
-        search_eval_options={} if n_unconditional else {"n_unconditional": 200_000})
+        search_eval_options={} if n_unconditional else None)
     _run_sweep(settings, publish)
 
 
@@ -128,9 +128,9 @@ def leaderboard_command(
 @app.command()
 @clean_errors
 def reproduce(
-    dataset: Annotated[str, typer.Argument(help="copula, polymnist or mnist3")],
+    dataset: Annotated[str, typer.Argument(help="a data set (`mrfbench datasets` lists them and their budgets)")],
     budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores), paper (the full protocol), or another "
-                                             "the data set lists (mnist3: cpu, an hour on 2 cores)")] = "quick",
+                                             "the data set lists (`mrfbench datasets`)")] = "quick",
     out: Annotated[Path | None, typer.Option(help="sweep directory \\[results/sweeps/<dataset>-<budget>]")] = None,
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` \\[the cache; built if absent]")] = None,

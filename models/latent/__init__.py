@@ -3,7 +3,6 @@ masked Cholesky layout, experts (products and mixtures), asymmetric Laplace and 
 laws, MMD, and Metropolis-within-Gibbs sampling of energy-based laws."""
 
 from mrfbench.models.latent.experts import (
-    FACTORISED,
     dreg_surrogate,
     factorised,
     log_mean_exp,
@@ -24,7 +23,7 @@ from mrfbench.models.latent.mcmc import MHResult, MHSettings, metropolis_within_
 from mrfbench.models.latent.mmd import MMD_SCALES, rbf_mmd2
 
 __all__ = [
-    "FACTORISED", "MMD_SCALES", "AsymmetricLaplace", "CholeskyLayout", "FullCovGaussian", "GeneralizedHyperbolic",
+    "MMD_SCALES", "AsymmetricLaplace", "CholeskyLayout", "FullCovGaussian", "GeneralizedHyperbolic",
     "MHResult", "MHSettings", "bessel_k_ratio", "block_indices", "dreg_surrogate", "factorised",
     "kl_full_cov_gaussian", "log_bessel_k", "log_mean_exp", "metropolis_within_gibbs", "mixture_log_prob",
     "nonempty_subsets", "product_of_experts", "rbf_mmd2", "sample_gig", "standard",

@@ -89,6 +89,7 @@ CASES = [
     ["sweep", "--out", "/proc/mrfbench-sweep", "--space", "copula_quick", "--epochs", "1"],
     ["reproduce", "copula", "--out", "AFILE"],
     ["sweep", "--out", "SW", "--space", "nope"],
+    ["sweep", "--out", "EMPTYTRIAL", "--resume"],
     ["sweep", "--out", "SW", "--space", "copula", "--trials", "0"],
     ["sweep", "--out", "SW", "--space", "copula_quick", "--address", "127.0.0.1:1"],
     ["sweep", "--out", "SW", "--space", "copula_quick", "--storage", "notaurl"],

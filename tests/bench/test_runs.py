@@ -156,3 +156,17 @@ def test_a_writer_killed_while_moving_a_run_into_place(finished, tmp_path, moved
     assert {k: v for k, v in digest(finished).items() if k not in ("metrics.json", "pairplot.png")} == {
         k: v for k, v in expected.items() if k not in ("metrics.json", "pairplot.png")}
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".R.")) == [".R.lock"]
+
+
+def test_recovery_touches_only_its_own_run(tmp_path):
+    """A run's name is no pattern: recovering 'b[0]' leaves the staging folder of run 'b0' alone, and
+    finishing nothing takes no lock (a reader never stands in a starting writer's way)."""
+    from mrfbench.runs import recover
+
+    other = tmp_path / ".b0.partial-123"
+    other.mkdir()
+    (tmp_path / ".b[0].lock").touch()
+    recover(tmp_path / "b[0]")
+    assert other.is_dir()
+    with run_lock(tmp_path / "c"):
+        recover(tmp_path / "c")  # no leftovers: no lock wanted, no refusal

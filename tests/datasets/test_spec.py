@@ -1,5 +1,5 @@
 """A data set is one module and its spec: a toy one registered from outside the package runs through train,
-evaluate, a sweep (with ASHA on its proxy) and the leaderboard, with no other file edited."""
+evaluate, an Optuna search (without a per-epoch proxy) and the leaderboard, with no other file edited."""
 
 import os
 import subprocess
@@ -55,8 +55,11 @@ class ToyGaussian:
         return {name: torch.from_numpy(exact(n, rng)) for name, n in (("train", c.n_train), ("val", c.n_val), ("test", c.n_test))}
 
 
+proxy = None  # no per-epoch score: a search reports losses each epoch and its score at the end
+
+
 @torch.no_grad()
-def proxy(model):
+def marginal_w1(model):
     model.eval()
     generated = model.sample(2000).reshape(2000, 2).cpu().numpy()
     truth = exact(2000, np.random.default_rng(1)).reshape(2000, 2)
@@ -69,7 +72,7 @@ def score(model, dataset, data, split, cfg, device, out):
     given = model.conditional_sample(data.to(device), [0], 1)[:, 0, 1, 0].cpu().numpy()
     residual = given - RHO * data[:, 0, 0].numpy()
     reference = np.random.default_rng(cfg.seed).normal(0.0, (1 - RHO**2) ** 0.5, 5000)
-    return {"unconditional": {"w1": proxy(model)},
+    return {"unconditional": {"w1": marginal_w1(model)},
             "conditional": {"w1": float(wasserstein_distance(residual, reference))},
             "collapse": collapse_report(model, data, cfg.collapse_threshold, device)}
 
@@ -130,8 +133,10 @@ def test_a_data_set_from_one_module_runs_every_command(tmp_path):
                        "latent_dim=1", "--n-train", "256", "--device", "cpu")
     assert "on the toy Gaussian" in trained and (tmp_path / "run" / "metrics.json").exists()
     assert "on the toy Gaussian" in mrfbench("evaluate", tmp_path / "run", "--device", "cpu")
-    mrfbench("sweep", "--space", tmp_path / "toy.yaml", "--out", tmp_path / "sweep", "--trials", "2", "--asha",
-             "--device", "cpu")
+    mrfbench("sweep", "--space", tmp_path / "toy.yaml", "--out", tmp_path / "sweep", "--trials", "2", "--device", "cpu")
     board = (tmp_path / "sweep" / "leaderboard.md").read_text()
     assert board.startswith("# toygauss leaderboard") and "| uncond W1 | cond W1 |" in board and "| gmrf |" in board
     mrfbench("leaderboard", tmp_path / "sweep")
+    assert "needs a per-epoch score" in subprocess.run(
+        [sys.executable, "-m", "mrfbench", "sweep", "--space", tmp_path / "toy.yaml", "--out", tmp_path / "asha",
+         "--asha"], cwd=tmp_path, env=env, capture_output=True, text=True).stderr
