@@ -133,6 +133,5 @@ for _cls, _description, _table, _notes in (
         evaluator="mrfbench.evaluators.images", architecture="conv", table=_table,
         score_parts=("unconditional/coherence", "conditional/coherence"), score_direction="higher",
         columns=_image_columns(with_ssim=_table == "Table 1"), bounds=IMAGE_BOUNDS, notes=IMAGE_NOTES + _notes,
-        budgets={"quick": f"{_cls.kind}_quick", **({"cpu": "mnist3_cpu"} if _cls is MNIST3Dataset else {}),
-                 "paper": f"{_cls.kind}_paper"},
+        budgets={"quick": f"{_cls.kind}_quick", "paper": f"{_cls.kind}_paper"},
         default_space=f"{_cls.kind}_paper", prepare=functools.partial(prepare, _cls.kind), build=_builder(_cls.kind)))
