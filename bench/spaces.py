@@ -48,6 +48,7 @@ class SearchSpace:
     seeds: int
     params: dict[str, dict[str, Param]] = field(default_factory=dict)  # per model
     sweep: dict[str, Any] = field(default_factory=dict)  # sweep settings a reproduce budget runs it with
+    start: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model, the search's first point
 
     def fixed(self, model: str) -> dict[str, Any]:
         return {p.name: p.values[0] for p in self.params[model].values() if p.kind == "fixed"}
@@ -124,6 +125,19 @@ def _sweep_settings(label: str, sweep: Any) -> dict[str, Any]:
     return dict(sweep)
 
 
+def _check_start(where: str, start: Any, searched: dict[str, Param]) -> dict[str, Any]:
+    """A search's first point: a value for every searched parameter, each inside its choices or range."""
+    if not isinstance(start, dict) or set(start) != set(searched):
+        raise UsageError(f"{where}: give a value for each searched parameter ({', '.join(sorted(searched))})")
+    for name, value in start.items():
+        param = searched[name]
+        inside = (param.values[0] <= value <= param.values[1] if param.kind in ("loguniform", "uniform", "int")
+                  else value in param.values)
+        if not inside:
+            raise UsageError(f"{where}.{name} = {value!r} is outside its {param.kind} {list(param.values)}")
+    return dict(start)
+
+
 def load_space(name_or_path: str) -> SearchSpace:
     """Load a shipped space by name (e.g. 'copula') or a YAML file by path, validating every key."""
     path = Path(name_or_path)
@@ -166,8 +180,12 @@ def load_space(name_or_path: str) -> SearchSpace:
             raise UsageError(f"search space {label}: models.{model}: unknown model; valid: {', '.join(sorted(MODELS))}")
         if own is not None and not isinstance(own, dict):
             raise UsageError(f"search space {label}: models.{model} must be a mapping")
+        own = dict(own or {})
+        start = own.pop("start", None)
         merged = {name: _parse_param(f"{label}: params", name, spec) for name, spec in common.items()}
-        merged.update({name: _parse_param(f"{label}: models.{model}", name, spec) for name, spec in (own or {}).items()})
+        merged.update({name: _parse_param(f"{label}: models.{model}", name, spec) for name, spec in own.items()})
         _check_values(f"search space {label}: models.{model}", model, merged)
         space.params[model] = merged
+        if start is not None:
+            space.start[model] = _check_start(f"search space {label}: models.{model}.start", start, space.searched(model))
     return space

@@ -440,9 +440,10 @@ class Sweep:
         storage = self._storage()
         from mrfbench.optuna_search import RecordingOptunaSearch
 
+        start = self.space.start.get(model)
         search = RecordingOptunaSearch(space={k: p.optuna_distribution() for k, p in searched.items()},
-                              metric="score", mode="min", sampler=sampler, storage=storage,
-                              study_name=f"{self.out.name}-{model}")
+                                       points_to_evaluate=[start] if start else None, metric="score", mode="min",
+                                       sampler=sampler, storage=storage, study_name=f"{self.out.name}-{model}")
         config = {"trial": _trial(self.settings, self.space, "search", model, fixed, seed=0)}
         tune_config = tune.TuneConfig(
             trial_dirname_creator=trial_dirname, search_alg=search, num_samples=n_trials,
@@ -453,11 +454,12 @@ class Sweep:
 
     def _asha(self):
         """ASHA over epochs: each epoch is one report, the final scoring one more, so max_t is epochs + 1
-        (ASHA's default of 100 would stop every longer trial before it is scored)."""
+        (ASHA's default of 100 would stop every longer trial before it is scored). The first rung is a quarter
+        of training: earlier, the proxy favours fast starters (high rates) over what ends best."""
         from ray.tune.schedulers import ASHAScheduler
 
         epochs = self.settings.epochs or self.space.epochs
-        return ASHAScheduler(metric="score", mode="min", max_t=epochs + 1, grace_period=max(1, epochs // 10))
+        return ASHAScheduler(metric="score", mode="min", max_t=epochs + 1, grace_period=max(1, epochs // 4))
 
     def _final(self, jobs: list[tuple[str, dict]], callbacks) -> None:
         """Every (model, config) job x seeds 0..N-1 in one Tune experiment, so all models share the

@@ -109,10 +109,17 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
 
 
 @pytest.mark.slow
-def test_asha_search_reports_every_epoch(local_ray, tmp_path):
+def test_asha_search_reports_every_epoch_and_starts_from_its_start_point(local_ray, tmp_path):
+    import optuna
+
+    space = tmp_path / "space.yaml"
+    space.write_text("dataset: copula\nparams:\n  beta: {loguniform: [0.5, 2.0]}\n"
+                     "models:\n  gmrf:\n    start: {beta: 0.7}\n")
     out = tmp_path / "asha"
-    Sweep(SweepSettings(out=str(out), space="copula", models=["gmrf"], asha=True, sampler="random",
+    Sweep(SweepSettings(out=str(out), space=str(space), asha=True, sampler="random",
                         **{**TINY, "epochs": 3, "seeds": 1})).run()
+    first = optuna.load_study(study_name="asha-gmrf", storage=f"sqlite:///{out / 'optuna.db'}").trials[0]
+    assert first.params == {"beta": 0.7}
     search = [r for r in results_records(out) if r["stage"] == "search"]
     # ASHA may stop the worse trial early: it then never reaches its final scoring
     assert len(search) == 2 and any(r["status"] == "ok" for r in search)
@@ -227,6 +234,8 @@ def test_malformed_spaces_give_clear_errors(tmp_path):
         "dataset: copula\nepochs: 0\nmodels:\n  gmrf: {}\n": "epochs must be an integer >= 1",
         "dataset: copula\nmodel:\n  gmrf: {}\n": "unknown key(s) model",
         "dataset: [copula\n": "not valid YAML",
+        "dataset: copula\nparams:\n  beta: {uniform: [1, 2]}\nmodels:\n  gmrf:\n    start: {beta: 3}\n": "outside its uniform",
+        "dataset: copula\nparams:\n  beta: {uniform: [1, 2]}\nmodels:\n  gmrf:\n    start: {lr: 0.1}\n": "give a value for each",
     }
     for i, (text, message) in enumerate(cases.items()):
         path = tmp_path / f"space{i}.yaml"
