@@ -449,7 +449,7 @@ class Sweep:
             trial_dirname_creator=trial_dirname, search_alg=search, num_samples=n_trials,
             max_concurrent_trials=self.settings.max_concurrent_trials,
             scheduler=self._asha() if self.settings.asha else None)
-        fit_all(self._tuner(f"search-{model}", config, tune_config, callbacks), n_trials)
+        fit_all(self._tuner(f"search-{model}", config, tune_config, callbacks), n_trials, self.out)
         return best_params(results_records(self.out / f"search-{model}"), fixed)
 
     def _asha(self):
@@ -472,13 +472,15 @@ class Sweep:
                                              for seed in range(self.seeds) for model, params in jobs])}
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
-        fit_all(self._tuner("final", config, tune_config, callbacks), len(jobs) * self.seeds)
+        fit_all(self._tuner("final", config, tune_config, callbacks), len(jobs) * self.seeds, self.out)
 
 
-def fit_all(tuner, planned: int) -> None:
-    """Run a Tune experiment; a stage that ends before its ``planned`` trials are done (Tune returns
-    normally on Ctrl-C) stops the sweep instead of going on to the next stage with a partial one."""
+def fit_all(tuner, planned: int, sweep_dir: Path) -> None:
+    """Run a Tune experiment and bring the sweep's results table up to date; a stage that ends before its
+    ``planned`` trials are done (Tune returns normally on Ctrl-C) stops the sweep instead of going on to the
+    next stage with a partial one."""
     done = sum(1 for result in tuner.fit() if result.metrics and result.metrics.get("done"))
+    write_results_table(sweep_dir)
     if done < planned:
         raise SweepInterrupted(f"{done} of {planned} trials of this stage finished; continue with --resume")
 

@@ -43,7 +43,7 @@ def test_help_lists_the_commands():
 def test_help_keeps_its_bracketed_defaults_and_the_version_prints():
     """Rich read '[...]' as markup and dropped 19 of 23 hints from --help."""
     train = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "240"}, terminal_width=240)
-    assert "[copula 20,000; images all]" in train.output and "[the cores this process may use]" in train.output
+    assert "[the data set's]" in train.output and "[the cores this process may use]" in train.output
     sweep = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "240"}, terminal_width=240)
     assert "[sqlite file in OUT]" in sweep.output and "[all of the space]" in sweep.output
     assert runner.invoke(app, ["--version"]).output.startswith("mrfbench ")

@@ -135,7 +135,7 @@ def test_asha_lets_a_full_length_trial_reach_its_scoring(tmp_path):
     assert asha._max_t == 201 and asha._time_attr == "training_iteration"
 
 
-def test_a_stage_left_unfinished_stops_the_sweep():
+def test_a_stage_left_unfinished_stops_the_sweep(tmp_path):
     """Tune returns normally on Ctrl-C; the sweep used to go on to the final stage with a partial search."""
     from types import SimpleNamespace
 
@@ -145,9 +145,9 @@ def test_a_stage_left_unfinished_stops_the_sweep():
     def tuner(*done):
         return SimpleNamespace(fit=lambda: [SimpleNamespace(metrics={"done": d}) for d in done])
 
-    fit_all(tuner(True, True), 2)
+    fit_all(tuner(True, True), 2, tmp_path)
     with pytest.raises(SweepInterrupted, match="1 of 3 trials"):
-        fit_all(tuner(True, False), 3)
+        fit_all(tuner(True, False), 3, tmp_path)
 
 
 @pytest.mark.slow
