@@ -12,7 +12,8 @@ from ray.tune.search.optuna import OptunaSearch
 class RecordingOptunaSearch(OptunaSearch):
     """Names the objective ("score"), stores each finished trial's figures, seed and Tune trial id as user
     attributes, and reports to Optuna only the per-epoch results that carry a score (a data set without a
-    per-epoch proxy reports its losses alone)."""
+    per-epoch proxy reports its losses alone). A trial Optuna has closed (failed, then run again on
+    --resume) is left alone: its record is the trial's own trial.json."""
 
     def _setup_study(self, mode):
         super()._setup_study(mode)
@@ -21,10 +22,12 @@ class RecordingOptunaSearch(OptunaSearch):
             self._ot_study.set_metric_names(["score"])
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if self.metric in result:
+        if self.metric in result and trial_id not in self._completed_trials:
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._completed_trials:  # an errored trial run again on --resume: Optuna closed it
+            return
         trial = self._ot_trials.get(trial_id)
         if trial is not None and result:
             figures = {k: v for k, v in result.items() if "/" in k and isinstance(v, float) and math.isfinite(v)}
