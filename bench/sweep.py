@@ -274,8 +274,8 @@ def _epoch_reporter(dataset: str, with_proxy: bool):
     def report(model, epoch: int, record: dict) -> None:
         losses = {key: value for key, value in record.items() if key != "epoch"}
         if proxy is not None:
-            devices = [model_device.index or 0] if (model_device := next(model.parameters()).device).type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
+            device = next(model.parameters()).device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 losses["score"] = proxy(model)
         tune.report(losses)
 
