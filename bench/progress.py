@@ -4,6 +4,7 @@ done and failed, the best score of each model in each stage."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from ray.tune import Callback
 from rich.progress import Progress
@@ -58,14 +59,18 @@ class SweepProgress(Callback):
 
 
 class ResultsTable(Callback):
-    """Rewrites the sweep's ``results.csv`` each time a trial ends."""
+    """Rewrites the sweep's ``results.csv`` each time a trial ends (one the scheduler stopped is marked so)."""
 
     def __init__(self, sweep_dir):
         self.sweep_dir = sweep_dir
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        from mrfbench.sweep import mark_stopped, write_results_table
+
+        mark_stopped(Path(trial.local_path), trial.last_result or {})
+        write_results_table(self.sweep_dir)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
         from mrfbench.sweep import write_results_table
 
         write_results_table(self.sweep_dir)
-
-    on_trial_error = on_trial_complete

@@ -4,7 +4,8 @@ A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs noth
 (the Optuna studies, open it with optuna-dashboard), one Ray Tune experiment per searched model
 (``search-<model>``), then one, ``final``, for every model's best config (or the grid) x seeds, so all
 models share the cluster. Each trial's directory holds ``trial.json`` (model, stage, seed, parameters,
-node, status and error; a search trial that ASHA stopped early keeps status "running") beside the run
+node, status and error; a search trial that ASHA stopped early has status "stopped" and the epoch it reached)
+beside the run
 itself (``run/``: config, metrics, checkpoint, plot).
 """
 
@@ -226,6 +227,18 @@ def _now() -> str:
 RESULTS_FILE = "results.csv"
 
 
+def mark_stopped(trial_dir: Path, last_result: dict) -> None:
+    """Record a trial Tune has completed while its ``trial.json`` still says running (the scheduler stopped it
+    before it was scored) as stopped, with the epoch it reached."""
+    path = Path(trial_dir) / TRIAL_FILE
+    if not path.is_file():
+        return
+    record = read_json_object(path)
+    if record.get("status") == "running":
+        write_json(path, {**record, "status": "stopped", "stopped_epoch": last_result.get("training_iteration"),
+                          "finished": _now()})
+
+
 def write_results_table(sweep_dir: Path) -> Path:
     """``results.csv`` in the sweep directory: one row per trial (folder, model, stage, seed, status, error,
     epochs, start and end, each parameter as ``param_<name>``, each figure), written atomically."""
@@ -235,8 +248,8 @@ def write_results_table(sweep_dir: Path) -> Path:
     for path in sorted(Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}")):
         record = read_json_object(path)
         rows.append({"trial": path.parent.name, "path": str(path.parent.relative_to(sweep_dir)),
-                     **{k: record.get(k) for k in ("model", "stage", "seed", "status", "error", "epochs", "started",
-                                                   "finished")},
+                     **{k: record.get(k) for k in ("model", "stage", "seed", "status", "error", "epochs",
+                                                   "stopped_epoch", "started", "finished")},
                      **{f"param_{k}": v for k, v in record.get("params", {}).items()}, **(record.get("metrics") or {})})
     path = Path(sweep_dir) / RESULTS_FILE
     atomic_write(path, lambda h: h.write(pd.DataFrame(rows).to_csv(index=False).encode()))
@@ -479,7 +492,11 @@ def fit_all(tuner, planned: int, sweep_dir: Path) -> None:
     """Run a Tune experiment and bring the sweep's results table up to date; a stage that ends before its
     ``planned`` trials are done (Tune returns normally on Ctrl-C) stops the sweep instead of going on to the
     next stage with a partial one."""
-    done = sum(1 for result in tuner.fit() if result.metrics and result.metrics.get("done"))
+    done = 0
+    for result in tuner.fit():
+        if result.metrics and result.metrics.get("done"):
+            done += 1
+            mark_stopped(Path(result.path), result.metrics)
     write_results_table(sweep_dir)
     if done < planned:
         raise SweepInterrupted(f"{done} of {planned} trials of this stage finished; continue with --resume")

@@ -20,7 +20,10 @@ class ModelConfig:
     latent_dim: int = 2
     beta: float = 1.0
     likelihood: Literal["gaussian", "laplace"] = "gaussian"
-    likelihood_scale: Literal["optimal", "learned"] = "optimal"  # the batch's maximum-likelihood scale, or learned
+    likelihood_scale: Literal["optimal", "learned", "unit"] = "optimal"  # the batch's maximum-likelihood scale,
+    # learned, or 1
+    reconstruction: Literal["sum", "mean"] = "sum"  # the log-likelihood summed over a modality's features, or
+    # averaged over them (the paper's image beta grid presupposes "mean")
     hidden: int = 256
     architecture: Literal["mlp", "conv"] = "mlp"  # modality encoders/decoders: mlp, or conv for C x 28 x 28 images
     mlp_layers: int = 3  # linear layers of an mlp encoder (with its heads) and decoder: 3 on the copula

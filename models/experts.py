@@ -60,7 +60,7 @@ class ExpertsVAE(MultimodalVAE):
         self.trunks = modality_encoder(c, h)
         self.heads = GroupedMLP(m, [h, 2 * (c.latent_dim + c.specific_dim)])
         self.decoders = modality_decoder(c, c.latent_dim + c.specific_dim)
-        self.likelihood = Likelihood(c.likelihood, m, c.modality_dim, c.likelihood_scale)
+        self.likelihood = Likelihood(c.likelihood, m, c.modality_dim, c.likelihood_scale, c.reconstruction)
 
     @property
     def factorised(self) -> bool:

@@ -81,7 +81,8 @@ class MRFFamilyMVAE(MultimodalVAE):
         self.layout = layout
         self.posterior_net = posterior(layout)
         self.decoders = modality_decoder(config, config.latent_dim)
-        self.likelihood = Likelihood(config.likelihood, config.n_modalities, config.modality_dim, config.likelihood_scale)
+        self.likelihood = Likelihood(config.likelihood, config.n_modalities, config.modality_dim, config.likelihood_scale,
+                                     config.reconstruction)
         self.prior_net = prior(layout)
         self.register_load_state_dict_pre_hook(_legacy_keys)
 

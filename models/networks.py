@@ -114,22 +114,28 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 LIKELIHOODS = {"gaussian": Normal, "laplace": Laplace}
-SCALES = ("learned", "optimal")
+SCALES = ("learned", "optimal", "unit")
+REDUCTIONS = ("sum", "mean")
 
 
 class Likelihood(nn.Module):
     """p(x_m | z) as Gaussian or Laplace around the decoder output, with a scale per coordinate that is
-    either a learned parameter or, with ``scale="optimal"``, its maximum-likelihood value on the batch
-    (root mean square residual for Gaussian, mean absolute residual for Laplace), as in calibrated
-    decoders (Rybkin et al. 2021): no slow climb of a learned scale from its initial value."""
+    a learned parameter, 1 (``scale="unit"``), or, with ``scale="optimal"``, its maximum-likelihood value on
+    the batch (root mean square residual for Gaussian, mean absolute residual for Laplace), as in calibrated
+    decoders (Rybkin et al. 2021): no slow climb of a learned scale from its initial value.
 
-    def __init__(self, kind: str, n_modalities: int, n_features: int, scale: str = "learned"):
+    ``reduction="mean"`` averages the log-density over a modality's features instead of summing it: the
+    convention under which the paper's image beta grid (1e-4 to 2.5e-3) weighs the KL term (a squared-error
+    loss averaged over pixels, as ``F.mse_loss`` computes it)."""
+
+    def __init__(self, kind: str, n_modalities: int, n_features: int, scale: str = "learned",
+                 reduction: str = "sum"):
         super().__init__()
-        if kind not in LIKELIHOODS:
-            raise UsageError(f"unknown likelihood '{kind}'; valid: {', '.join(LIKELIHOODS)}")
-        if scale not in SCALES:
-            raise UsageError(f"unknown likelihood scale '{scale}'; valid: {', '.join(SCALES)}")
-        self.kind, self.scale_mode = kind, scale
+        for name, value, valid in (("likelihood", kind, LIKELIHOODS), ("likelihood scale", scale, SCALES),
+                                   ("reconstruction", reduction, REDUCTIONS)):
+            if value not in valid:
+                raise UsageError(f"unknown {name} '{value}'; valid: {', '.join(valid)}")
+        self.kind, self.scale_mode, self.reduction = kind, scale, reduction
         if scale == "learned":
             self.log_scale = nn.Parameter(torch.zeros(n_modalities, n_features))
 
@@ -137,6 +143,8 @@ class Likelihood(nn.Module):
         """Per-coordinate scale (M, F); the optimal one is fitted to the terms ``mask`` (..., M) marks."""
         if self.scale_mode == "learned":
             return self.log_scale.exp()
+        if self.scale_mode == "unit":
+            return torch.ones((), device=loc.device, dtype=loc.dtype)
         residual = (x - loc).detach()
         residual = residual.pow(2) if self.kind == "gaussian" else residual.abs()
         weight = torch.ones_like(residual) if mask is None else mask.unsqueeze(-1).expand_as(residual).to(residual)
@@ -144,5 +152,6 @@ class Likelihood(nn.Module):
         return (mle.sqrt() if self.kind == "gaussian" else mle).clamp_min(1e-4)
 
     def log_prob(self, x: torch.Tensor, loc: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-density per modality, summed over features: (..., M, F) -> (..., M)."""
-        return LIKELIHOODS[self.kind](loc, self.scale(x, loc, mask)).log_prob(x).sum(-1)
+        """Log-density per modality, summed (or averaged) over features: (..., M, F) -> (..., M)."""
+        log_prob = LIKELIHOODS[self.kind](loc, self.scale(x, loc, mask)).log_prob(x)
+        return log_prob.sum(-1) if self.reduction == "sum" else log_prob.mean(-1)

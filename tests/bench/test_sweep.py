@@ -121,8 +121,9 @@ def test_asha_search_reports_every_epoch_and_starts_from_its_start_point(local_r
     first = optuna.load_study(study_name="asha-gmrf", storage=f"sqlite:///{out / 'optuna.db'}").trials[0]
     assert first.params == {"beta": 0.7}
     search = [r for r in results_records(out) if r["stage"] == "search"]
-    # ASHA may stop the worse trial early: it then never reaches its final scoring
+    # ASHA may stop the worse trial early: it then never reaches its final scoring, and is recorded as stopped
     assert len(search) == 2 and any(r["status"] == "ok" for r in search)
+    assert all(r["status"] == "ok" or (r["status"] == "stopped" and 1 <= r["stopped_epoch"] < 3) for r in search)
     for progress in out.glob("search-gmrf/*/progress.csv"):
         assert pd.read_csv(progress)["score"].notna().all()  # per-epoch proxy scores for ASHA
     final = [r for r in results_records(out) if r["stage"] == "final"]
@@ -143,11 +144,32 @@ def test_a_stage_left_unfinished_stops_the_sweep(tmp_path):
     from mrfbench.sweep import fit_all
 
     def tuner(*done):
-        return SimpleNamespace(fit=lambda: [SimpleNamespace(metrics={"done": d}) for d in done])
+        return SimpleNamespace(fit=lambda: [SimpleNamespace(metrics={"done": d}, path=str(tmp_path / "none"))
+                                            for d in done])
 
     fit_all(tuner(True, True), 2, tmp_path)
     with pytest.raises(SweepInterrupted, match="1 of 3 trials"):
         fit_all(tuner(True, False), 3, tmp_path)
+
+
+def test_a_trial_the_scheduler_stopped_is_recorded_as_stopped(tmp_path):
+    """ASHA ends a trial from outside: its trial.json said "running" for good, and results.csv with it."""
+    from types import SimpleNamespace
+
+    from mrfbench.runs import write_json
+    from mrfbench.sweep import TRIAL_FILE, fit_all, read_json_object
+
+    stage = tmp_path / "search-gmrf"
+    for name, status in (("stopped", "running"), ("scored", "ok")):
+        (stage / name).mkdir(parents=True)
+        write_json(stage / name / TRIAL_FILE, {"model": "gmrf", "stage": "search", "status": status})
+    results = [SimpleNamespace(metrics={"done": True, "training_iteration": 4}, path=str(stage / name))
+               for name in ("stopped", "scored")]
+    fit_all(SimpleNamespace(fit=lambda: results), 2, tmp_path)
+    stopped, scored = (read_json_object(stage / name / TRIAL_FILE) for name in ("stopped", "scored"))
+    assert (stopped["status"], stopped["stopped_epoch"], scored["status"]) == ("stopped", 4, "ok")
+    table = pd.read_csv(tmp_path / "results.csv").set_index("trial")
+    assert table.loc["stopped", "status"] == "stopped" and table.loc["stopped", "stopped_epoch"] == 4
 
 
 @pytest.mark.slow

@@ -40,11 +40,26 @@ def test_optimal_scale_is_the_maximum_likelihood_scale():
     assert not list(gaussian.parameters())
 
 
+@pytest.mark.parametrize(("kind", "dist"), [("gaussian", Normal), ("laplace", Laplace)])
+def test_unit_scale_averaged_over_features_is_the_mean_error(kind, dist):
+    """``scale="unit", reduction="mean"``: the reconstruction the paper's image beta grid is weighed against,
+    up to a constant (half the mean squared error for Gaussian, the mean absolute error for Laplace)."""
+    lik = Likelihood(kind, 2, 3, scale="unit", reduction="mean")
+    x, loc = torch.randn(5, 2, 3), torch.randn(5, 2, 3)
+    torch.testing.assert_close(lik.log_prob(x, loc), dist(loc, torch.ones(())).log_prob(x).mean(-1))
+    error = 0.5 * (x - loc).pow(2) if kind == "gaussian" else (x - loc).abs()
+    constant = dist(torch.zeros(()), torch.ones(())).log_prob(torch.zeros(()))
+    torch.testing.assert_close(lik.log_prob(x, loc), constant - error.mean(-1))
+    assert not list(lik.parameters())
+
+
 def test_unknown_likelihood_options_are_usage_errors():
     with pytest.raises(UsageError, match="likelihood 'poisson'"):
         Likelihood("poisson", 1, 1)
     with pytest.raises(UsageError, match="scale 'fixed'"):
         Likelihood("gaussian", 1, 1, scale="fixed")
+    with pytest.raises(UsageError, match="reconstruction 'max'"):
+        Likelihood("gaussian", 1, 1, reduction="max")
 
 
 def test_conv_networks_keep_modalities_apart_and_shape_images():
