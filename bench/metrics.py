@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import ot
 from scipy.stats import kendalltau
 
 
@@ -23,15 +22,18 @@ def w1_to_uniform(samples: np.ndarray) -> np.ndarray:
     return piece.sum(axis=0)
 
 
-def w1_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """W1 between the empirical laws of matching columns of a (n, k) and b (m, k), via POT, (k,)."""
-    return np.atleast_1d(ot.wasserstein_1d(np.asarray(a, np.float64), np.asarray(b, np.float64), p=1))
-
-
-def w1_per_group(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Mean over groups of the W1 between matching columns of a and b, both (G, n, k) with equal n (order
-    statistics pair up, so a sort suffices), (k,)."""
-    return np.abs(np.sort(a, axis=1) - np.sort(b, axis=1)).mean(axis=1).mean(axis=0)
+def w1_to_reference(reference: np.ndarray, *samples: np.ndarray, axis: int = 0) -> list[np.ndarray]:
+    """W1 between matching columns of each sample and ``reference``, all of one size along ``axis`` (the
+    order statistics then pair up, so sorts suffice; the reference is sorted once), averaged over ``axis``
+    and the axes before it: (n, k) -> (k,) for pooled samples, (G, n, k) -> (k,) for the mean over groups."""
+    ref = np.sort(reference, axis=axis)
+    over = tuple(range(axis + 1))
+    out = []
+    for sample in samples:
+        if sample.shape != reference.shape:
+            raise ValueError(f"W1 by order statistics needs equal shapes, got {sample.shape} and {reference.shape}")
+        out.append(np.abs(np.sort(sample, axis=axis) - ref).mean(axis=over, dtype=np.float64))
+    return out
 
 
 def random_directions(dim: int, n_projections: int, seed: int) -> np.ndarray:
@@ -40,18 +42,23 @@ def random_directions(dim: int, n_projections: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=0, keepdims=True)
 
 
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, n_projections: int, seed: int) -> float:
-    """Sliced 2-Wasserstein distance between two joint samples of equal size (n, D), sensitive to dependence.
+def sliced_wasserstein(reference: np.ndarray, *samples: np.ndarray, n_projections: int, seed: int) -> list[float]:
+    """Sliced 2-Wasserstein distance of each joint sample to ``reference``, all (n, D) of one size: sensitive
+    to dependence.
 
-    Same value as POT's ``ot.sliced_wasserstein_distance`` for the same directions; for equal sizes the
-    1-D optimal plan pairs order statistics, so a sort per direction suffices (much faster at n = 1e5).
+    Same value as POT's ``ot.sliced_wasserstein_distance`` for the same directions (up to the float32 in
+    which the projections are sorted, 1e-7): for equal sizes the 1-D optimal plan pairs order statistics, so
+    a sort per direction suffices, and the reference's projections are sorted once.
     """
-    if len(a) != len(b):
-        raise ValueError("sliced_wasserstein needs samples of equal size")
-    directions = random_directions(a.shape[1], n_projections, seed)
-    pa = np.sort(np.asarray(a, np.float64) @ directions, axis=0)
-    pb = np.sort(np.asarray(b, np.float64) @ directions, axis=0)
-    return float(np.sqrt(((pa - pb) ** 2).mean()))
+    directions = random_directions(reference.shape[1], n_projections, seed)
+
+    def sorted_projections(x: np.ndarray) -> np.ndarray:  # (n_projections, n), rows contiguous to sort
+        if x.shape != reference.shape:
+            raise ValueError(f"sliced_wasserstein needs samples of equal size, got {x.shape} and {reference.shape}")
+        return np.sort((directions.T @ np.asarray(x, np.float64).T).astype(np.float32), axis=1)
+
+    ref = sorted_projections(reference)
+    return [float(np.sqrt(((sorted_projections(x) - ref) ** 2).mean(dtype=np.float64))) for x in samples]
 
 
 def kendall_tau_matrix(x: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ class GroupedMLP(nn.Module):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(GroupedLinear(n_groups, a, b))
             if i < len(sizes) - 2 or final_relu:
-                layers.append(nn.ReLU())
+                layers.append(nn.ReLU(inplace=True))  # on the matmul's fresh output: no extra tensor
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

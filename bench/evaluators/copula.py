@@ -12,7 +12,7 @@ import torch
 from rich.table import Table
 
 from mrfbench.evaluate import EvalConfig, collapse_report, generate_conditional, generate_unconditional
-from mrfbench.metrics import kendall_tau_matrix, sliced_wasserstein, w1_between, w1_per_group, w1_to_uniform
+from mrfbench.metrics import kendall_tau_matrix, sliced_wasserstein, w1_to_reference, w1_to_uniform
 from mrfbench.models import MultimodalVAE
 from mrfbench.plots import copula_pair_plot
 from mrfbench.runs import PAIRPLOT_FILE
@@ -48,24 +48,22 @@ def _conditional(model, dataset, test, cfg, rng, device) -> dict:
     exact conditional samples for the same conditioning values (pooled over tuples, as the paper: this sees
     little beyond the marginals, so ``per_tuple`` also scores each tuple's generations against its own)."""
     m, s = dataset.n_modalities, cfg.n_per_tuple
-    per, floor, per_tuple, per_tuple_floor = [], [], [], []
+    pooled, grouped = [], []  # per observed modality: W1 of the model's and of the floor's generations
     for k in range(m):
         others = [i for i in range(m) if i != k]
         observed = test[:, k].numpy()
         generated = generate_conditional(model, test, [k], s, device, cfg.chunk)[:, :, others]
         exact = dataset.law.conditional_sample(observed, k, s, rng)[:, :, others]
         exact_again = dataset.law.conditional_sample(observed, k, s, rng)[:, :, others]
-        flat = lambda a: a.reshape(-1, len(others) * a.shape[-1])  # noqa: E731
-        per.append(w1_between(flat(generated), flat(exact)).reshape(len(others), -1))
-        floor.append(w1_between(flat(exact_again), flat(exact)).reshape(len(others), -1))
-        grouped = lambda a: a.reshape(len(a), s, -1)  # noqa: E731
-        per_tuple.append(w1_per_group(grouped(generated), grouped(exact)).reshape(len(others), -1))
-        per_tuple_floor.append(w1_per_group(grouped(exact_again), grouped(exact)).reshape(len(others), -1))
-    per_arr, floor_arr = np.stack(per), np.stack(floor)  # (M observed, M-1 generated, F)
+        samples = (exact, generated, exact_again)  # each (B, s, M-1, F)
+        pooled.append(w1_to_reference(*(a.reshape(len(a) * s, -1) for a in samples)))
+        grouped.append(w1_to_reference(*(a.reshape(len(a), s, -1) for a in samples), axis=1))
+    shape = (m, 2, m - 1, -1)  # (M observed, model or floor, M-1 generated, F)
+    (per_arr, floor_arr), per_tuple = np.moveaxis(np.reshape(pooled, shape), 1, 0), np.reshape(grouped, shape)
     result = {"n_test": len(test), "n_per_tuple": s, "unit": "x1000", **_by_coordinate(per_arr)}
     result["per_observed_modality"] = [round(float(v), 4) for v in per_arr.mean(axis=(1, 2)) * SCALE]
     result["floor"] = _by_coordinate(floor_arr)
-    result["per_tuple"] = {**_by_coordinate(np.stack(per_tuple)), "floor": _by_coordinate(np.stack(per_tuple_floor))}
+    result["per_tuple"] = {**_by_coordinate(per_tuple[:, 0]), "floor": _by_coordinate(per_tuple[:, 1])}
     return result
 
 
@@ -83,9 +81,10 @@ def _dependence(dataset, generated: np.ndarray, cfg, rng) -> dict:
 
     err = tau_errors(generated)
     floor = tau_errors(dataset.law.sample(cfg.n_tau, rng))
+    sliced, sliced_floor = sliced_wasserstein(exact, joint, exact_again, n_projections=cfg.n_projections, seed=seed)
     return {
-        "sliced_wasserstein_x1000": sliced_wasserstein(joint, exact, cfg.n_projections, seed) * SCALE,
-        "sliced_wasserstein_floor_x1000": sliced_wasserstein(exact_again, exact, cfg.n_projections, seed) * SCALE,
+        "sliced_wasserstein_x1000": sliced * SCALE,
+        "sliced_wasserstein_floor_x1000": sliced_floor * SCALE,
         "n_joint": n,
         "kendall_tau_mae": float(np.abs(err).mean()),
         "kendall_tau_max_error": float(np.abs(err).max()),

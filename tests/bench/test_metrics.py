@@ -6,8 +6,7 @@ from mrfbench.metrics import (
     kendall_tau_matrix,
     random_directions,
     sliced_wasserstein,
-    w1_between,
-    w1_per_group,
+    w1_to_reference,
     w1_to_uniform,
 )
 
@@ -34,10 +33,22 @@ def test_w1_noise_floor_shrinks_like_one_over_root_n():
     assert large < 5e-4 and small / large == pytest.approx(np.sqrt(50), rel=0.45)
 
 
-def test_w1_between_is_columnwise_pot():
+def test_w1_to_reference_is_columnwise_pot_pooled_and_per_group():
     rng = np.random.default_rng(2)
-    a, b = rng.normal(size=(300, 2)), rng.normal(1.0, size=(400, 2))
-    np.testing.assert_allclose(w1_between(a, b), [ot.wasserstein_1d(a[:, i], b[:, i], p=1) for i in range(2)])
+    ref = rng.normal(size=(6, 50, 2)).astype(np.float32)
+    a, b = ref + 0.5, rng.normal(size=(6, 50, 2)).astype(np.float32)
+    pooled = w1_to_reference(ref.reshape(300, 2), a.reshape(300, 2), b.reshape(300, 2))
+    flat = lambda x: x.reshape(300, 2).astype(np.float64)  # noqa: E731
+    for sample, got in zip((a, b), pooled):
+        np.testing.assert_allclose(got, [ot.wasserstein_1d(flat(sample)[:, i], flat(ref)[:, i], p=1)
+                                         for i in range(2)], rtol=1e-6)
+    np.testing.assert_allclose(pooled[0], [0.5, 0.5], rtol=1e-6)
+    (per_group,) = w1_to_reference(ref, b, axis=1)
+    b64, ref64 = b.astype(np.float64), ref.astype(np.float64)
+    expected = np.mean([[ot.wasserstein_1d(b64[g, :, i], ref64[g, :, i], p=1) for i in range(2)] for g in range(6)], 0)
+    np.testing.assert_allclose(per_group, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="equal shapes"):
+        w1_to_reference(ref, a[:5])
 
 
 def test_sliced_wasserstein_equals_pot_and_sees_dependence():
@@ -46,10 +57,15 @@ def test_sliced_wasserstein_equals_pot_and_sees_dependence():
     dependent = np.stack([x[:, 0], 0.9 * x[:, 0] + np.sqrt(1 - 0.81) * x[:, 1]], 1)
     independent = rng.normal(size=(3000, 2))
     directions = random_directions(2, 64, seed=7)
-    assert sliced_wasserstein(dependent, independent, 64, 7) == pytest.approx(
-        ot.sliced_wasserstein_distance(dependent, independent, projections=directions))
     same_law = np.stack([rng.normal(size=3000), rng.normal(size=3000)], 1)
-    assert sliced_wasserstein(dependent, independent, 64, 7) > 5 * sliced_wasserstein(same_law, independent, 64, 7)
+    far, near = sliced_wasserstein(independent, dependent, same_law, n_projections=64, seed=7)
+    assert far == pytest.approx(ot.sliced_wasserstein_distance(dependent, independent, projections=directions),
+                                rel=1e-5)
+    assert near == pytest.approx(ot.sliced_wasserstein_distance(same_law, independent, projections=directions),
+                                 rel=1e-5)
+    assert far > 5 * near
+    with pytest.raises(ValueError, match="equal size"):
+        sliced_wasserstein(independent, dependent[:10], n_projections=4, seed=0)
 
 
 def test_kendall_tau_matrix_is_symmetric_with_unit_diagonal():
@@ -60,8 +76,3 @@ def test_kendall_tau_matrix_is_symmetric_with_unit_diagonal():
     assert np.allclose(np.diag(tau), 1) and np.allclose(tau, tau.T) and tau[0, 2] == pytest.approx(-1)
 
 
-def test_w1_per_group_is_the_mean_over_groups_of_columnwise_pot():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(5, 30, 3)), rng.uniform(size=(5, 30, 3))
-    expected = np.mean([[ot.wasserstein_1d(a[g, :, j], b[g, :, j], p=1) for j in range(3)] for g in range(5)], axis=0)
-    np.testing.assert_allclose(w1_per_group(a, b), expected, rtol=1e-10)
