@@ -104,7 +104,10 @@ def train(
     Data and model must already be on the target device. A non-finite loss raises ``FloatingPointError``
     so a caller (a sweep) can record the run as failed with that reason.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # one kernel per step for all parameters: fused on CUDA, foreach on CPU (0.90x the step of the per-parameter
+    # loop for the copula GMRF, measured interleaved on 1 thread)
+    fast = {"fused": True} if train_data.device.type == "cuda" else {"foreach": True}
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **fast)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)

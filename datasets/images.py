@@ -71,11 +71,13 @@ class ImageDataset:
 
 class PolyMNISTDataset(ImageDataset):
     kind = "polymnist"
+    budgets = ("quick", "paper")  # `mrfbench reproduce polymnist --budget B` runs search_spaces/polymnist_B.yaml
 
 
 class MNIST3Dataset(ImageDataset):
     kind = "mnist3"
     label_sharing = (0, 1)  # the third digit is drawn independently of the label
+    budgets = ("quick", "cpu", "paper")
 
 
 def prepare(kind: str, data_dir: Path | None, mnist: str | None, status=contextlib.nullcontext) -> dict:
@@ -133,5 +135,5 @@ for _cls, _description, _table, _notes in (
         evaluator="mrfbench.evaluators.images", architecture="conv", table=_table,
         score_parts=("unconditional/coherence", "conditional/coherence"), score_direction="higher",
         columns=_image_columns(with_ssim=_table == "Table 1"), bounds=IMAGE_BOUNDS, notes=IMAGE_NOTES + _notes,
-        budgets={"quick": f"{_cls.kind}_quick", "paper": f"{_cls.kind}_paper"},
+        budgets={budget: f"{_cls.kind}_{budget}" for budget in _cls.budgets},
         default_space=f"{_cls.kind}_paper", prepare=functools.partial(prepare, _cls.kind), build=_builder(_cls.kind)))
