@@ -460,7 +460,7 @@ class Sweep:
         config = {"trial": _trial(self.settings, self.space, "search", model, fixed, seed=0)}
         tune_config = tune.TuneConfig(
             trial_dirname_creator=trial_dirname, search_alg=search, num_samples=n_trials,
-            max_concurrent_trials=self.settings.max_concurrent_trials, reuse_actors=True,
+            max_concurrent_trials=self.settings.max_concurrent_trials,
             scheduler=self._asha() if self.settings.asha else None)
         fit_all(self._tuner(f"search-{model}", config, tune_config, callbacks), n_trials, self.out)
         return best_params(results_records(self.out / f"search-{model}"), fixed)
@@ -483,7 +483,7 @@ class Sweep:
             return
         config = {"trial": tune.grid_search([_trial(self.settings, self.space, "final", model, params, seed)
                                              for seed in range(self.seeds) for model, params in jobs])}
-        tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials, reuse_actors=True,
+        tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
         fit_all(self._tuner("final", config, tune_config, callbacks), len(jobs) * self.seeds, self.out)
 
