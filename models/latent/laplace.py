@@ -12,26 +12,27 @@ from torch.distributions import Distribution, constraints
 from mrfbench.models.latent.gaussian import FullCovGaussian, block_indices
 
 
-def log_bessel_k(order: float, x: torch.Tensor) -> torch.Tensor:
+def log_bessel_k(order: float, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
     """ln K_v(x), the modified Bessel function of the second (third) kind, for x > 0 and an order v that is
     a multiple of 1/2 (all the AL and GH formulas need). Stable for large x (exponentially scaled start
-    values) and large |v| (upward recurrence on the ratios r_v = K_{v+1} / K_v = 1 / r_{v-1} + 2 v / x)."""
+    values) and large |v| (upward recurrence on the ratios r_v = K_{v+1} / K_v = 1 / r_{v-1} + 2 v / x).
+    ``scaled``: ln(K_v(x) e^x), which stays exact where x is too large to add back."""
     v = abs(float(order))  # K_{-v} = K_v
     if 2 * v != round(2 * v):
         raise ValueError(f"log_bessel_k supports orders that are multiples of 1/2, got {order}")
     x = x.to(torch.float64) if x.dtype != torch.float64 else x
     if v == round(v):
-        start, log_k = 0.0, torch.log(torch.special.scaled_modified_bessel_k0(x)) - x
+        start, log_k = 0.0, torch.log(torch.special.scaled_modified_bessel_k0(x))
         ratio = torch.special.scaled_modified_bessel_k1(x) / torch.special.scaled_modified_bessel_k0(x)
     else:
-        start, log_k = 0.5, 0.5 * math.log(math.pi / 2) - 0.5 * torch.log(x) - x
+        start, log_k = 0.5, 0.5 * math.log(math.pi / 2) - 0.5 * torch.log(x)
         ratio = 1.0 + 1.0 / x
     order_now = start
     while order_now < v:
         log_k = log_k + torch.log(ratio)
         order_now += 1.0
         ratio = 1.0 / ratio + 2.0 * order_now / x
-    return log_k
+    return log_k if scaled else log_k - x
 
 
 def bessel_k_ratio(order: float, x: torch.Tensor) -> torch.Tensor:
@@ -158,18 +159,43 @@ class AsymmetricLaplace(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """ln g(y) = ln 2 + y' S^-1 m - (d/2) ln 2 pi - ln|S|/2 + (v/2) ln(q / c) + ln K_v(sqrt(c q)),
         q = y' S^-1 y, c = 2 + m' S^-1 m, v = (2 - d) / 2 (Appendix B.1); float64 inside."""
-        d = self.skew.shape[-1]
         L = self.scale_tril.expand(*value.shape[:-1], -1, -1).to(torch.float64)
         white_y = torch.linalg.solve_triangular(L, value.to(torch.float64).unsqueeze(-1), upper=False).squeeze(-1)
-        white_m = torch.linalg.solve_triangular(L, self.skew.expand_as(value).to(torch.float64).unsqueeze(-1),
+        return self._log_density(white_y, L).to(value.dtype)
+
+    def sample_with_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their log-density, in float64, the density taken from the draw's whitened form
+        L^-1 y = W L^-1 m + sqrt(W) eps rather than from y: a near-degenerate law (scales of e^-40 occur in
+        MMD-trained posteriors) puts y's rounding error far outside its own width, and ``log_prob(y)`` then
+        reads a point it gives no mass to."""
+        shape = self._extended_shape(sample_shape)
+        L = self.scale_tril.to(torch.float64).expand(*shape, -1)
+        w = torch.empty(shape[:-1], dtype=torch.float64, device=L.device).exponential_().unsqueeze(-1)
+        eps = torch.randn(shape, dtype=torch.float64, device=L.device)
+        skew = self.skew.to(torch.float64)
+        white_m = torch.linalg.solve_triangular(L, skew.expand(shape).unsqueeze(-1), upper=False).squeeze(-1)
+        sample = skew * w + w.sqrt() * (L @ eps.unsqueeze(-1)).squeeze(-1)
+        unit_m = white_m / white_m.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        eps_across = eps - (eps * unit_m).sum(-1, keepdim=True) * unit_m  # eps off the direction of m
+        return sample, self._log_density(w * white_m + w.sqrt() * eps, L, w.squeeze(-1) * eps_across.pow(2).sum(-1))
+
+    def _log_density(self, white_y: torch.Tensor, L: torch.Tensor, across_sq: torch.Tensor | None = None) -> torch.Tensor:
+        """ln g from the whitened value a = L^-1 y (float64, with L broadcast to it). Its exponent
+        a'b - sqrt(c q) (b = L^-1 m) is a difference of two large numbers when the law is narrow; given the
+        squared part of a across b (``across_sq``, exact for a draw), it is taken as the equal
+        -(2 q + |b|^2 |a across b|^2) / (sqrt(c q) + a'b) instead (Lagrange's identity)."""
+        d = self.skew.shape[-1]
+        white_m = torch.linalg.solve_triangular(L, self.skew.to(torch.float64).expand_as(white_y).unsqueeze(-1),
                                                 upper=False).squeeze(-1)
         q = white_y.pow(2).sum(-1).clamp_min(1e-300)
-        c = 2.0 + white_m.pow(2).sum(-1)
+        m_sq = white_m.pow(2).sum(-1)
+        c, along = 2.0 + m_sq, (white_y * white_m).sum(-1)
+        root = torch.sqrt(c * q)
+        exponent = along - root if across_sq is None else -(2.0 * q + m_sq * across_sq) / (root + along)
         v = (2 - d) / 2
         log_det = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        out = (math.log(2.0) + (white_y * white_m).sum(-1) - 0.5 * d * math.log(2 * math.pi) - 0.5 * log_det
-               + 0.5 * v * (q.log() - c.log()) + log_bessel_k(v, torch.sqrt(c * q)))
-        return out.to(value.dtype)
+        return (math.log(2.0) - 0.5 * d * math.log(2 * math.pi) - 0.5 * log_det + 0.5 * v * (q.log() - c.log())
+                + log_bessel_k(v, root, scaled=True) + exponent)
 
     def marginal(self, blocks: Sequence[int], block_dim: int) -> AsymmetricLaplace:
         """Marginal law of the given blocks: AL with the sub-vector of m and sub-block of Sigma
