@@ -93,20 +93,21 @@ def sweep(
     device: Device = "auto",
 ):
     """Search each model's space with Optuna on Ray Tune, re-run the best over seeds, write the leaderboard."""
+    from mrfbench.datasets import DEFAULT_DATASET, get_benchmark
     from mrfbench.spaces import load_space
     from mrfbench.sweep import SweepSettings
 
     if resume:
         _run_sweep(out, publish)
         return
-    settings = SweepSettings(out=str(out), space=space)
+    space_name = space or get_benchmark(DEFAULT_DATASET).default_space
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     dataset_options = {k: v for k, v in sizes.items() if v is not None}
-    dataset_options.update(_prepare(load_space(settings.space).dataset, data_dir, None))
+    dataset_options.update(_prepare(load_space(space_name).dataset, data_dir, None))
     scoring = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "n_image_tuples": n_image_tuples}
     eval_options = {k: v for k, v in scoring.items() if v is not None}
     settings = SweepSettings(
-        out=str(out), space=settings.space, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
+        out=str(out), space=space_name, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
         dataset_options=dataset_options, eval_options=eval_options,
