@@ -104,8 +104,8 @@ def train(
     Data and model must already be on the target device. A non-finite loss raises ``FloatingPointError``
     so a caller (a sweep) can record the run as failed with that reason.
     """
-    # one kernel per step for all parameters: fused on CUDA, foreach on CPU (0.90x the step of the per-parameter
-    # loop for the copula GMRF, measured interleaved on 1 thread)
+    # all parameters at once: fused on CUDA, foreach on CPU (0.90x the step of the per-parameter loop for the
+    # copula GMRF, measured interleaved on 1 thread, and bit-identical parameters after 50 steps)
     fast = {"fused": True} if train_data.device.type == "cuda" else {"foreach": True}
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **fast)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
