@@ -116,7 +116,7 @@ def search_scores(summary: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
 
 
 def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, searched: pd.DataFrame | None = None,
-                flagged: pd.DataFrame | None = None) -> str:
+                flagged: pd.DataFrame | None = None, budget: str = "") -> str:
     def ours(row, key):
         mean, std = row[f"{key} mean"], row[f"{key} std"]
         return "-" if pd.isna(mean) else f"{mean:.3g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
@@ -134,6 +134,7 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
              "",
              "Ours: mean ± std over seeds of each model's best variant (lowest mean score among its variants with",
              "the most seeds); the paper's figure in parentheses; train s: mean training seconds per run.",
+             *([budget] if budget else []),
              spec.notes,
              "",
              "| model | variant | seeds | " + " | ".join(c.title for c in spec.columns + spec.bounds + spec.beyond)
@@ -221,6 +222,20 @@ def csv_columns(board: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     return board.rename(columns=name)
 
 
+def sweep_budget(settings: dict, space) -> str:
+    """The budget a sweep ran with, as one line: its space, epochs and the data and scoring sizes it set."""
+    def sizes(options: dict | None) -> str:
+        return ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in (options or {}).items()
+                         if k != "build_dir")
+
+    epochs = settings.get("epochs") or space.epochs
+    parts = [f"Budget: search space `{space.name}`, {epochs} epochs per run",
+             *(f"{what}: {sizes(settings.get(key))}" for what, key in (("data", "dataset_options"),
+                                                                      ("scoring", "eval_options"))
+               if sizes(settings.get(key)))]
+    return "; ".join(parts) + "."
+
+
 def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple[Path, Path, pd.DataFrame, Benchmark]:
     """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into its own
     leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
@@ -235,9 +250,10 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
         settings = read_json_object(sweep_dir / SWEEP_FILE)
         if not isinstance(settings.get("space"), str):
             raise UsageError(f"corrupt {sweep_dir / SWEEP_FILE}: it names no search space")
-        dataset, records = load_space(settings["space"]).dataset, results_records(sweep_dir)
+        space = load_space(settings["space"])
+        dataset, records, budget = space.dataset, results_records(sweep_dir), sweep_budget(settings, space)
     else:
-        dataset, records = run_records(sweep_dir)
+        (dataset, records), budget = run_records(sweep_dir), ""
     table = tidy(records)
     if table.empty or not (table["status"] == "ok").any():
         raise UsageError(f"no finished trial in {sweep_dir} yet")
@@ -245,7 +261,8 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
     spec = get_benchmark(dataset)
     board = leaderboard(summary, spec)
     failures = table[table["status"] == "failed"].drop_duplicates(["model", "variant", "seed", "stage"])
-    markdown = to_markdown(board, spec, failures, search_scores(summary, spec), flagged_seeds(table, board)).encode()
+    markdown = to_markdown(board, spec, failures, search_scores(summary, spec), flagged_seeds(table, board),
+                           budget).encode()
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(table.to_csv(index=False).encode()))
     for out in [sweep_dir] + ([Path(publish_dir) / dataset] if publish_dir is not None else []):
         try:

@@ -68,6 +68,8 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     assert md == tmp_path / "results" / "copula" / "leaderboard.md"
     assert sorted(board["model"]) == ["gmrf", "mvae"] and set(board["seeds"]) == {2}
     assert "0.86" in md.read_text()  # the paper's GMRF figure beside ours
+    assert "Budget: search space `copula`, 1 epochs per run; data: n_train 256, n_val 64, n_test 32; scoring: " \
+        "n_unconditional 2,000" in md.read_text()
     assert pd.read_csv(csv).shape[0] == 2
 
 
