@@ -38,8 +38,8 @@ class MVAE(ExpertsVAE):
         super().__init__(config)
         m = config.n_modalities
         middle = [c for size in range(2, m) for c in itertools.combinations(range(m), size)]
-        self.register_buffer("middle_subsets", torch.tensor(
-            [[i in c for i in range(m)] for c in middle], dtype=torch.bool).reshape(-1, m), persistent=False)
+        # kept on the CPU, where the subsets are drawn: their layout is known there without waiting on the device
+        self.middle_subsets = torch.tensor([[i in c for i in range(m)] for c in middle], dtype=torch.bool).reshape(-1, m)
 
     def joint(self, post: Posteriors, subsets: torch.Tensor) -> Distribution:
         """PoE(prior, q(z | x_m) for m in S) for each subset row (S, M): batch shape (S, B, D)."""
@@ -53,21 +53,23 @@ class MVAE(ExpertsVAE):
         q = self.joint(post, eye)  # (M, B, D)
         return self.prior_kl(q).T
 
-    def training_subsets(self, device) -> torch.Tensor:
+    def training_subsets(self) -> torch.Tensor:
+        """This step's subsets (S, M) on the CPU: all, each single modality, and random middle ones."""
         m = self.config.n_modalities
-        rows = [torch.ones(1, m, dtype=torch.bool, device=device), torch.eye(m, dtype=torch.bool, device=device)]
+        rows = [torch.ones(1, m, dtype=torch.bool), torch.eye(m, dtype=torch.bool)]
         k = min(self.config.n_random_subsets, len(self.middle_subsets))
         if k:
-            rows.append(self.middle_subsets[torch.randperm(len(self.middle_subsets))[:k].to(device)])
+            rows.append(self.middle_subsets[torch.randperm(len(self.middle_subsets))[:k]])
         return torch.cat(rows)
 
     def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
         beta = self.config.beta * beta_scale
         post = self.encode(x)
-        subsets = self.training_subsets(x.device)  # (S, M)
+        subsets = self.training_subsets()  # (S, M)
+        index, valid = members_first(subsets)  # (C, M): decoder m sees the z of the subsets holding m
+        subsets, index, valid = (t.to(x.device, non_blocking=True) for t in (subsets, index, valid))
         q = self.joint(post, subsets)
         z = q.rsample()  # (S, B, D)
-        index, valid = members_first(subsets)  # (C, M): decoder m sees the z of the subsets holding m
         inputs = z[index].transpose(1, 2)  # (C, B, M, D)
         w = post.specific.rsample() if self.factorised else None
         valid_b = valid[:, None, :].expand(-1, len(x), -1)  # (C, B, M)
