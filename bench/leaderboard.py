@@ -229,10 +229,10 @@ def sweep_budget(settings: dict, space) -> str:
                          if k != "build_dir")
 
     epochs = settings.get("epochs") or space.epochs
-    parts = [f"Budget: search space `{space.name}`, {epochs} epochs per run",
-             *(f"{what}: {sizes(settings.get(key))}" for what, key in (("data", "dataset_options"),
-                                                                      ("scoring", "eval_options"))
-               if sizes(settings.get(key)))]
+    parts = [f"Budget: search space `{space.name}`, {epochs} epochs per run"]
+    for what, key in (("data", "dataset_options"), ("scoring", "eval_options")):
+        if listed := sizes(settings.get(key)):
+            parts.append(f"{what}: {listed}")
     return "; ".join(parts) + "."
 
 

@@ -4,9 +4,8 @@ A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs noth
 (the Optuna studies, open it with optuna-dashboard), one Ray Tune experiment per searched model
 (``search-<model>``), then one, ``final``, for every model's best config (or the grid) x seeds, so all
 models share the cluster. Each trial's directory holds ``trial.json`` (model, stage, seed, parameters,
-node, status and error; a search trial that ASHA stopped early has status "stopped" and the epoch it reached)
-beside the run
-itself (``run/``: config, metrics, checkpoint, plot).
+node, status and error; a search trial that ASHA stopped early has status "stopped" and the epoch it
+reached) beside the run itself (``run/``: config, metrics, checkpoint, plot).
 """
 
 from __future__ import annotations

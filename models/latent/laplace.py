@@ -160,8 +160,9 @@ class AsymmetricLaplace(Distribution):
         """ln g(y) = ln 2 + y' S^-1 m - (d/2) ln 2 pi - ln|S|/2 + (v/2) ln(q / c) + ln K_v(sqrt(c q)),
         q = y' S^-1 y, c = 2 + m' S^-1 m, v = (2 - d) / 2 (Appendix B.1); float64 inside."""
         L = self.scale_tril.expand(*value.shape[:-1], -1, -1).to(torch.float64)
-        white_y = torch.linalg.solve_triangular(L, value.to(torch.float64).unsqueeze(-1), upper=False).squeeze(-1)
-        return self._log_density(white_y, L).to(value.dtype)
+        white_y, white_m = (torch.linalg.solve_triangular(L, v.to(torch.float64).unsqueeze(-1), upper=False).squeeze(-1)
+                            for v in (value, self.skew.expand_as(value)))
+        return self._log_density(white_y, white_m, L).to(value.dtype)
 
     def sample_with_log_prob(self, sample_shape: torch.Size = torch.Size()) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log-density, in float64, the density taken from the draw's whitened form
@@ -177,16 +178,16 @@ class AsymmetricLaplace(Distribution):
         sample = skew * w + w.sqrt() * (L @ eps.unsqueeze(-1)).squeeze(-1)
         unit_m = white_m / white_m.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         eps_across = eps - (eps * unit_m).sum(-1, keepdim=True) * unit_m  # eps off the direction of m
-        return sample, self._log_density(w * white_m + w.sqrt() * eps, L, w.squeeze(-1) * eps_across.pow(2).sum(-1))
+        across_sq = w.squeeze(-1) * eps_across.pow(2).sum(-1)
+        return sample, self._log_density(w * white_m + w.sqrt() * eps, white_m, L, across_sq)
 
-    def _log_density(self, white_y: torch.Tensor, L: torch.Tensor, across_sq: torch.Tensor | None = None) -> torch.Tensor:
-        """ln g from the whitened value a = L^-1 y (float64, with L broadcast to it). Its exponent
-        a'b - sqrt(c q) (b = L^-1 m) is a difference of two large numbers when the law is narrow; given the
+    def _log_density(self, white_y: torch.Tensor, white_m: torch.Tensor, L: torch.Tensor,
+                     across_sq: torch.Tensor | None = None) -> torch.Tensor:
+        """ln g from the whitened value a = L^-1 y and skew b = L^-1 m (float64, L broadcast to them). Its
+        exponent a'b - sqrt(c q) is a difference of two large numbers when the law is narrow; given the
         squared part of a across b (``across_sq``, exact for a draw), it is taken as the equal
         -(2 q + |b|^2 |a across b|^2) / (sqrt(c q) + a'b) instead (Lagrange's identity)."""
         d = self.skew.shape[-1]
-        white_m = torch.linalg.solve_triangular(L, self.skew.to(torch.float64).expand_as(white_y).unsqueeze(-1),
-                                                upper=False).squeeze(-1)
         q = white_y.pow(2).sum(-1).clamp_min(1e-300)
         m_sq = white_m.pow(2).sum(-1)
         c, along = 2.0 + m_sq, (white_y * white_m).sum(-1)
