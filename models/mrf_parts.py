@@ -183,7 +183,7 @@ class EnergyPrior(nn.Module):
         result = metropolis_within_gibbs(self.energy.local, self.base_sample(chains, like),
                                          range(self.config.n_modalities), self.config.latent_dim,
                                          math.ceil(n / chains), self._mh())
-        return result.samples.transpose(0, 1).reshape(-1, self.layout.dim)[:n], result.acceptance
+        return result.samples.transpose(0, 1).reshape(-1, self.layout.dim)[:n], float(result.acceptance)
 
     @torch.no_grad()
     def sample_missing(self, observed: list[int], z_obs: torch.Tensor, per_tuple: bool) -> tuple[torch.Tensor, float]:
@@ -199,7 +199,7 @@ class EnergyPrior(nn.Module):
         result: MHResult = metropolis_within_gibbs(self.energy.local, init, missing, c.latent_dim,
                                                    n_per if per_tuple else 1, self._mh())
         draws = result.samples.reshape(batch, n_per, -1)[..., block_indices(missing, c.latent_dim, z_obs.device)]
-        return draws, result.acceptance
+        return draws, float(result.acceptance)
 
 
 class EnergyPosterior(nn.Module):
@@ -231,8 +231,9 @@ class EnergyPosterior(nn.Module):
         mu_k, ls_k = mu.repeat(n, 1), log_scale.repeat(n, 1)
         init = mu_k + torch.exp(ls_k) * torch.randn_like(mu_k)
         energy: Callable = lambda z, b: self.energy(z, mu_k, ls_k, b)  # noqa: E731
+        step = (0.5 * ls_k.detach().mean().exp()).expand(self.n_modalities)  # a tensor: no host sync
         result = metropolis_within_gibbs(energy, init.detach(), range(self.n_modalities), self.latent_dim, 1,
-                                         MHSettings(burn_in=burn_in, thin=1, step=0.5 * math.exp(ls_k.mean().item())))
+                                         MHSettings(burn_in=burn_in, thin=1), step)
         return result.samples[:, 0].reshape(n, batch, -1)
 
     def observed_latents(self, x_in: torch.Tensor, observed: list[int], n_per: int, mean: bool) -> torch.Tensor:

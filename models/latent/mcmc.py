@@ -24,14 +24,14 @@ class MHSettings:
 @dataclass
 class MHResult:
     samples: torch.Tensor  # (chains, kept, D)
-    acceptance: float  # mean acceptance of the proposals after burn-in
-    steps: list[float]  # final step size per updated block
+    acceptance: torch.Tensor  # mean acceptance of the proposals after burn-in (0-d, on the chains' device)
+    steps: torch.Tensor  # final step size per updated block
 
 
 @torch.no_grad()
 def metropolis_within_gibbs(
     energy: Callable[[torch.Tensor, int], torch.Tensor], init: torch.Tensor, blocks: Sequence[int], block_dim: int,
-    n_keep: int, settings: MHSettings, steps: Sequence[float] | None = None,
+    n_keep: int, settings: MHSettings, steps: Sequence[float] | torch.Tensor | None = None,
 ) -> MHResult:
     """Sample p(z) proportional to exp(-energy(z)) with random-walk proposals that update one block of
     ``block_dim`` coordinates at a time (the blocks not listed stay fixed: conditional sampling).
@@ -43,11 +43,14 @@ def metropolis_within_gibbs(
     each block's step is adapted (log step += acceptance - target); afterwards it is fixed, so the kept
     states (every ``thin``-th sweep, ``n_keep`` per chain) come from a valid Metropolis-Hastings chain.
     ``steps`` (one per listed block) starts from earlier step sizes instead of ``settings.step``: persistent
-    chains carry theirs from call to call."""
+    chains carry theirs from call to call. Nothing waits on the device: the acceptance and the steps come
+    back as tensors."""
     z = init.clone()
     idx = [block_indices([b], block_dim, z.device) for b in blocks]
-    log_step = (torch.tensor(list(steps)) if steps is not None else torch.full((len(blocks),), settings.step)).log()
-    kept, accepted, proposed = [], 0.0, 0
+    start = steps if steps is not None else [settings.step] * len(blocks)
+    log_step = torch.as_tensor(start, dtype=torch.float32, device=z.device).log()  # adapted on the device:
+    # no host sync per update
+    kept, accepted, proposed = [], torch.zeros((), device=z.device), 0
     for sweep in range(settings.burn_in + n_keep * settings.thin):
         for k, coords in enumerate(idx):
             proposal = z.clone()
@@ -55,11 +58,11 @@ def metropolis_within_gibbs(
             e_old, e_new = energy(z, blocks[k]), energy(proposal, blocks[k])
             accept = torch.rand_like(e_old).log() < (e_old - e_new)
             z = torch.where(accept[:, None], proposal, z)
-            rate = accept.float().mean().item()
+            rate = accept.float().mean()
             if sweep < settings.burn_in:
                 log_step[k] = (log_step[k] + rate - settings.target_accept).clamp(*LOG_STEP_BOUNDS)
             else:
                 accepted, proposed = accepted + rate, proposed + 1
         if sweep >= settings.burn_in and (sweep - settings.burn_in + 1) % settings.thin == 0:
             kept.append(z)
-    return MHResult(torch.stack(kept, 1), accepted / max(proposed, 1), log_step.exp().tolist())
+    return MHResult(torch.stack(kept, 1), accepted / max(proposed, 1), log_step.exp())

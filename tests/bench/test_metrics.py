@@ -2,13 +2,39 @@ import numpy as np
 import ot
 import pytest
 
+import torch
+
 from mrfbench.metrics import (
     kendall_tau_matrix,
     random_directions,
     sliced_wasserstein,
+    sort_along,
     w1_to_reference,
     w1_to_uniform,
 )
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(300_000,), (70_000, 3), (3, 70_000), (40, 2_000, 2), (5, 3)])
+def test_sort_along_threads_equals_numpys_sort(two_threads, shape):
+    x = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    for axis in range(len(shape)):
+        np.testing.assert_array_equal(sort_along(x, axis), np.sort(x, axis=axis))
+    np.testing.assert_array_equal(x, np.random.default_rng(5).normal(size=shape).astype(np.float32))  # input kept
+
+
+def test_w1_to_uniform_is_the_same_on_one_thread_or_two(two_threads):
+    x = np.random.default_rng(6).uniform(size=(40_000, 5)).astype(np.float32)
+    threaded = w1_to_uniform(x)
+    torch.set_num_threads(1)
+    np.testing.assert_array_equal(w1_to_uniform(x), threaded)
 
 
 def test_w1_to_uniform_matches_pot_against_a_fine_uniform_grid():

@@ -1,8 +1,9 @@
-"""Benchmark: Ray + Optuna overhead of a small copula sweep, measured in one run.
+"""Benchmark: what a sweep costs beyond its trials' training, on the quick copula budget, in one run.
 
-Run: python tests/benchmarks/bench_sweep_overhead.py [--epochs 5] [--trials 4]
-Prints the sweep's wall time divided by the sum of its trials' own training times (and by the sum of
-their whole run times, training plus scoring), on a local Ray with one CPU per trial.
+Run: python tests/benchmarks/bench_sweep_overhead.py [--space copula_quick] [--models gmrf,mopoe]
+Runs the space as `mrfbench reproduce` does (its `sweep:` settings; local Ray, one CPU per trial) and
+prints the sweep's wall time divided by the sum of its trials' own training times, and by the sum of their
+whole run times (training, scoring, plots).
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from mrfbench.spaces import load_space
 from mrfbench.sweep import Sweep, SweepSettings, results_records
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--space", default="copula_quick")
+    parser.add_argument("--models", default="", help="comma-separated; default: every model of the space")
     args = parser.parse_args()
+    space = load_space(args.space)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = SweepSettings(
-            out=str(Path(tmp) / "sweep"), space="copula", models=["gmrf"], trials=args.trials, seeds=2,
-            epochs=args.epochs, dataset_options={"n_train": 5_000},
-            eval_options={"n_unconditional": 100_000}, search_eval_options={})
+        settings = SweepSettings(out=str(Path(tmp) / "sweep"), space=space.name,
+                                 models=[m for m in args.models.split(",") if m], **space.sweep)
         start = time.perf_counter()
         Sweep(settings).run()
         wall = time.perf_counter() - start
@@ -33,7 +34,7 @@ def main() -> None:
         train = sum(r["metrics"]["train_wall_time_s"] for r in records)
         runs = sum(json.loads((p.parent / "result.json").read_text().splitlines()[-1])["time_this_iter_s"]
                    for p in Path(settings.out).glob("**/trial.json"))
-    print(f"{len(records)} trials ({args.trials} searched + 2 seeds), {args.epochs} epochs each, 5k training tuples")
+    print(f"{space.name}: {len(records)} trials of {space.epochs} epochs, models {', '.join(settings.models or space.params)}")
     print(f"sweep wall time            {wall:8.1f} s (including ray.init)")
     print(f"sum of trial training time {train:8.1f} s")
     print(f"sum of trial run time      {runs:8.1f} s (training + scoring + plots)")

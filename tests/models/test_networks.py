@@ -18,15 +18,17 @@ def test_grouped_mlp_applies_one_independent_network_per_modality():
     assert net(torch.randn(7, 2, 3, 2)).shape == (7, 2, 3, 4)  # extra batch dimensions
 
 
-def test_grouped_mlp_gives_the_same_values_in_inference_blocks(monkeypatch):
+def test_grouped_mlp_gives_the_same_values_in_inference_blocks_and_layouts(monkeypatch):
     import mrfbench.models.networks as networks
 
     net, x = GroupedMLP(3, [2, 16, 4], final_relu=True), torch.randn(50, 3, 2)
     with torch.no_grad():
-        whole = net(x)
+        whole = net(x)  # the narrow last layer multiplied transposed
         monkeypatch.setattr(networks, "INFERENCE_BLOCK", 8)
         torch.testing.assert_close(net(x), whole, rtol=1e-5, atol=1e-6)  # to rounding: GEMM blocks by rows
-    assert net(x).requires_grad  # with gradients, one pass as before
+    trained = net(x)
+    assert trained.requires_grad  # with gradients, one pass in the plain layout
+    torch.testing.assert_close(trained.detach(), whole, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("kind", "dist"), [("gaussian", Normal), ("laplace", Laplace)])
