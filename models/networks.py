@@ -10,7 +10,6 @@ from torch.distributions import Laplace, Normal
 
 from mrfbench.errors import UsageError
 
-
 NARROW = 16  # outputs up to which inference multiplies transposed: oneDNN's batched matmul is 2-5x faster
 # with the few outputs as rows (a copula decoder's last layer) than as columns; in training it is not
 

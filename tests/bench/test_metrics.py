@@ -1,7 +1,6 @@
 import numpy as np
 import ot
 import pytest
-
 import torch
 
 from mrfbench.metrics import (
