@@ -122,9 +122,12 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
         return "-" if pd.isna(mean) else f"{mean:.3g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
 
     def cell(row, key):
-        paper = row[f"{key} paper"]
+        paper, mean = row[f"{key} paper"], row[f"{key} mean"]
         mark = "*" if row[f"{key} fallback"] else ""
-        return ours(row, key) + mark + ("" if paper is None or pd.isna(paper) else f" ({paper:g})")
+        if paper is None or pd.isna(paper):
+            return ours(row, key) + mark
+        ratio = "" if pd.isna(mean) or mark or not paper else f", {mean / paper:.2g}x"
+        return ours(row, key) + mark + f" ({paper:g}{ratio})"
 
     def bound(value):
         return "-" if value is None or pd.isna(value) else f"{value:.3g}"
@@ -133,7 +136,8 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
     lines = [f"# {spec.name} leaderboard",
              "",
              "Ours: mean ± std over seeds of each model's best variant (lowest mean score among its variants with",
-             "the most seeds); the paper's figure in parentheses; train s: mean training seconds per run.",
+             "the most seeds); the paper's figure in parentheses, with ours over it; train s: mean training seconds",
+             "per run.",
              *([budget] if budget else []),
              spec.notes,
              "",
@@ -236,6 +240,28 @@ def sweep_budget(settings: dict, space) -> str:
     return "; ".join(parts) + "."
 
 
+def sweep_cost(records: list[dict]) -> str:
+    """What a sweep's trials cost, as one line: how many ended how, their training time in all, and the
+    wall time during which trials ran (the union of their start-to-finish spans: a resumed sweep's pauses
+    left out)."""
+    import datetime
+
+    ended = pd.Series([r.get("status", "?") for r in records]).value_counts()
+    spans = sorted((datetime.datetime.fromisoformat(r["started"]), datetime.datetime.fromisoformat(r["finished"]))
+                   for r in records if r.get("started") and r.get("finished"))
+    running, end = 0.0, None
+    for a, b in spans:
+        start = a if end is None else max(a, end)
+        running += max(0.0, (b - start).total_seconds())
+        end = b if end is None else max(end, b)
+    train = sum(float((r.get("metrics") or {}).get("train_wall_time_s") or 0.0) for r in records)
+    threads = sorted({r["threads"] for r in records if "threads" in r})
+    how = ", ".join(f"{n} {status}" for status, n in ended.items())
+    return (f"Cost: {len(records)} trials ({how}); {train / 3600:.1f} h of training over the scored trials; trials "
+            f"ran during {running / 3600:.1f} h of wall time"
+            + (f", {'/'.join(map(str, threads))} thread(s) each" if threads else "") + ".")
+
+
 def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple[Path, Path, pd.DataFrame, Benchmark]:
     """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into its own
     leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
@@ -251,7 +277,8 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
         if not isinstance(settings.get("space"), str):
             raise UsageError(f"corrupt {sweep_dir / SWEEP_FILE}: it names no search space")
         space = load_space(settings["space"])
-        dataset, records, budget = space.dataset, results_records(sweep_dir), sweep_budget(settings, space)
+        records = results_records(sweep_dir)
+        dataset, budget = space.dataset, sweep_budget(settings, space) + "\n" + sweep_cost(records)
     else:
         (dataset, records), budget = run_records(sweep_dir), ""
     table = tidy(records)

@@ -11,7 +11,7 @@ from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import run_experiment
-from mrfbench.leaderboard import aggregate, flagged_seeds, leaderboard, tidy, to_markdown, write_leaderboard
+from mrfbench.leaderboard import aggregate, flagged_seeds, leaderboard, sweep_cost, tidy, to_markdown, write_leaderboard
 from mrfbench.train import TrainConfig
 
 DATA = {"n_train": 128, "n_val": 64, "n_test": 32}
@@ -95,3 +95,15 @@ def test_leaderboard_of_a_directory_without_runs_is_a_clear_error(tmp_path):
     (broken / "metrics.json").write_text("{}")
     with pytest.raises(UsageError, match="old-run is not a complete mrfbench run"):
         write_leaderboard(tmp_path, tmp_path / "results")
+
+
+def test_sweep_cost_counts_endings_training_and_the_union_of_trial_spans():
+    def trial(status, start, end, train=None):
+        return {"status": status, "started": f"2026-01-01T{start}+00:00", "finished": f"2026-01-01T{end}+00:00",
+                "threads": 1, **({"metrics": {"train_wall_time_s": train}} if train else {})}
+
+    records = [trial("ok", "10:00:00", "11:00:00", 3000.0), trial("ok", "10:30:00", "11:30:00", 3000.0),
+               trial("stopped", "13:00:00", "13:30:00")]  # a pause from 11:30 to 13:00 (a resumed sweep)
+    line = sweep_cost(records)
+    assert "3 trials (2 ok, 1 stopped)" in line and "1.7 h of training" in line
+    assert "during 2.0 h of wall time" in line and "1 thread(s) each" in line
