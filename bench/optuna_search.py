@@ -12,8 +12,9 @@ from ray.tune.search.optuna import OptunaSearch
 class RecordingOptunaSearch(OptunaSearch):
     """Names the objective ("score"), stores each finished trial's figures, seed and Tune trial id as user
     attributes, and reports to Optuna only the per-epoch results that carry a score (a data set without a
-    per-epoch proxy reports its losses alone). A trial Optuna has closed (failed, then run again on
-    --resume) is left alone: its record is the trial's own trial.json."""
+    per-epoch proxy reports its losses alone), with no warning for each epoch a resumed trial reports again.
+    A trial Optuna has closed (failed, then run again on --resume) is left alone: its record is the trial's
+    own trial.json."""
 
     def _setup_study(self, mode):
         super()._setup_study(mode)
@@ -23,7 +24,9 @@ class RecordingOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict):
         if self.metric in result and trial_id not in self._completed_trials:
-            super().on_trial_result(trial_id, result)
+            with warnings.catch_warnings():  # a trial run again on --resume re-reports its epochs; Optuna
+                warnings.filterwarnings("ignore", "The reported value is ignored", UserWarning)  # keeps the first
+                super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials:  # an errored trial run again on --resume: Optuna closed it
