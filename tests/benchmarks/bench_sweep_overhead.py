@@ -38,7 +38,8 @@ def main() -> None:
     print(f"sweep wall time            {wall:8.1f} s (including ray.init)")
     print(f"sum of trial training time {train:8.1f} s")
     print(f"sum of trial run time      {runs:8.1f} s (training + scoring + plots)")
-    print(f"overhead ratio wall / training: {wall / train:.2f}   wall / run time: {wall / runs:.2f}")
+    print(f"overhead ratio wall / training: {wall / train:.2f}   wall / run time: {wall / runs:.2f}   "
+          f"run time / training: {runs / train:.2f} (what a trial spends beyond training)")
 
 
 if __name__ == "__main__":
