@@ -92,6 +92,15 @@ def _step_loss(model: MultimodalVAE, batch: torch.Tensor, epoch: int, beta_scale
         raise FloatingPointError(f"non-finite model parameters at epoch {epoch}") from err
 
 
+def adam(parameters, lr: float) -> torch.optim.Adam:
+    """Adam updating every parameter in one fused kernel on CPU and CUDA (the copula GMRF's 22 tensors:
+    0.5 ms a step on a CPU thread against 2.2 ms for the foreach path, which loops over tensors there; the
+    same update to float rounding, 3e-8 after a step), the per-parameter loop on other devices."""
+    parameters = list(parameters)
+    fused = parameters[0].device.type in ("cpu", "cuda")
+    return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
+
+
 def train(
     model: MultimodalVAE,
     train_data: torch.Tensor,
@@ -104,10 +113,7 @@ def train(
     Data and model must already be on the target device. A non-finite loss raises ``FloatingPointError``
     so a caller (a sweep) can record the run as failed with that reason.
     """
-    # all parameters at once: fused on CUDA, foreach on CPU (0.90x the step of the per-parameter loop for the
-    # copula GMRF, measured interleaved on 1 thread, and bit-identical parameters after 50 steps)
-    fast = {"fused": True} if train_data.device.type == "cuda" else {"foreach": True}
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **fast)
+    optimizer = adam(model.parameters(), config.lr)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)

@@ -28,6 +28,7 @@ from torch.distributions import Normal, kl_divergence
 from mrfbench.models import build_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.networks import ConvDecoder, ConvEncoder, GroupedMLP, Likelihood, modality_decoder, modality_encoder
+from mrfbench.train import adam
 
 NETWORKS = (GroupedMLP, ConvEncoder, ConvDecoder, nn.Sequential)  # a model's networks (outermost ones)
 
@@ -109,7 +110,7 @@ class NetworkFloor(nn.Module):
 
 
 def time_steps(model: nn.Module, batches: list[torch.Tensor], precision: str = "fp32") -> float:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = adam(model.parameters(), 1e-3)  # the trainer's
     start = time.perf_counter()
     for x in batches:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
