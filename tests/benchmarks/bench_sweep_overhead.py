@@ -32,7 +32,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         records = [r for r in results_records(settings.out) if r["status"] == "ok"]
         train = sum(r["metrics"]["train_wall_time_s"] for r in records)
-        runs = sum(json.loads((p.parent / "result.json").read_text().splitlines()[-1])["time_this_iter_s"]
+        runs = sum(json.loads((p.parent / "result.json").read_text().splitlines()[-1])["time_total_s"]
                    for p in Path(settings.out).glob("**/trial.json"))
     print(f"{space.name}: {len(records)} trials of {space.epochs} epochs, models {', '.join(settings.models or space.params)}")
     print(f"sweep wall time            {wall:8.1f} s (including ray.init)")
