@@ -32,7 +32,7 @@ from mrfbench.runs import (
     write_curves,
     write_json,
 )
-from mrfbench.train import TrainConfig, resolve_device, seed_everything, train
+from mrfbench.train import Snapshot, TrainConfig, resolve_device, seed_everything, train
 
 EVAL_SPLITS = ("test", "val")  # 'val' scores a search run (choosing beta) without touching the test split
 
@@ -58,14 +58,16 @@ def run_experiment(
     train_config: TrainConfig | None = None,
     eval_config: EvalConfig | None = None,
     overwrite: bool = False,
-    on_epoch: Callable[[MultimodalVAE, int, dict], None] | None = None,
+    on_epoch: Callable[[MultimodalVAE, int, dict, Snapshot], None] | None = None,
     eval_split: str = "test",
     curves: bool = False,
+    resume: dict | None = None,
 ) -> dict:
     """Train ``model_name`` on ``dataset_name``, write config, history, checkpoint, metrics and pair plot
     into ``out_dir`` (with ``curves``, also the losses as TensorBoard scalars) and return the metrics. All
     inputs are validated before any training starts. ``eval_split`` is the split conditional generation is
-    scored on ('val' while searching)."""
+    scored on ('val' while searching). ``resume`` is a training state ``on_epoch``'s snapshot gave (the run
+    continues from it)."""
     check_split(eval_split)
     train_config = train_config or TrainConfig()
     eval_config = eval_config or EvalConfig()
@@ -94,7 +96,7 @@ def run_experiment(
         splits = {name: split.to(device) for name, split in dataset.splits().items()}
         model.to(device)
         result = train(model, splits["train"], splits["val"], train_config,
-                       None if on_epoch is None else lambda epoch, record: on_epoch(model, epoch, record))
+                       None if on_epoch is None else lambda *args: on_epoch(model, *args), resume)
         model.load_state_dict(result.best_state)
         write_json(out / HISTORY_FILE, result.history)
         if curves:

@@ -5,7 +5,9 @@ A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs noth
 (``search-<model>``), then one, ``final``, for every model's best config (or the grid) x seeds, so all
 models share the cluster. Each trial's directory holds ``trial.json`` (model, stage, seed, parameters,
 node, status and error; a search trial that ASHA stopped early has status "stopped" and the epoch it
-reached) beside the run itself (``run/``: config, metrics, checkpoint, plot).
+reached) beside the run itself (``run/``: config, metrics, checkpoint, plot). Every few minutes a trial
+saves its training state as Tune's checkpoint (``checkpoint_*/``, the last one kept): an interrupted sweep,
+resumed, continues each unfinished trial from its last state rather than from its first epoch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ SWEEP_FILE = "sweep.json"
 TRIAL_FILE = "trial.json"
 
 
+CHECKPOINT_EVERY_S = 300.0  # an interrupted trial resumes from its last training state, at most this old
+STATE_FILE = "training_state.pt"
+
+
 @dataclass
 class SweepSettings:
     out: str
@@ -50,6 +56,7 @@ class SweepSettings:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     eval_options: dict[str, Any] = field(default_factory=dict)
     search_eval_options: dict[str, Any] | None = None  # None: the data set's (its spec)
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S  # a trial saves its training state at most this often
     layout: int = TRIAL_LAYOUT
 
     def __post_init__(self):
@@ -59,6 +66,8 @@ class SweepSettings:
             self.space = get_benchmark(DEFAULT_DATASET).default_space
 
     def validate(self, space: SearchSpace) -> None:
+        if not self.checkpoint_every_s >= 0:
+            raise UsageError(f"--checkpoint-every must be >= 0 seconds, got {self.checkpoint_every_s}")
         unknown = [m for m in self.models if m not in space.params]
         if unknown:
             raise UsageError(f"model(s) {', '.join(unknown)} not in search space {space.name}; "
@@ -171,6 +180,7 @@ class TrialSpec:
     cpus: float
     dataset_options: dict[str, Any]
     eval_options: dict[str, Any]
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S
 
     @classmethod
     def of(cls, config: dict) -> tuple[TrialSpec, dict[str, Any]]:
@@ -193,9 +203,10 @@ def run_trial(config: dict) -> None:
     spec, params = TrialSpec.of(config)
     torch.set_num_threads(max(1, int(spec.cpus)))
     trial_dir = Path(tune.get_context().get_trial_dir())
+    resume = _saved_state(tune.get_checkpoint())
     record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params, "epochs": spec.epochs,
               "node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
-              "status": "running", "started": _now()}
+              "status": "running", "started": _now(), **({"resumed_after_epoch": resume["epoch"]} if resume else {})}
     write_json(trial_dir / TRIAL_FILE, record)
     train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
     model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
@@ -206,7 +217,8 @@ def run_trial(config: dict) -> None:
             train_config=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=spec.device, **train_params),
             eval_config=EvalConfig(seed=spec.seed, **spec.eval_options),
             overwrite=True, eval_split="val" if spec.stage == "search" else "test",
-            on_epoch=_epoch_reporter(spec.dataset, with_proxy=spec.stage == "search"),
+            on_epoch=_epoch_reporter(spec.dataset, spec.stage == "search", spec.checkpoint_every_s),
+            resume=resume,
         )
         result = flatten_metrics(metrics, get_benchmark(spec.dataset))
         record.update(status="ok", metrics=result)
@@ -274,24 +286,47 @@ def named_trainable():
     return MrfbenchTrial
 
 
-def _epoch_reporter(dataset: str, with_proxy: bool):
+def _epoch_reporter(dataset: str, with_proxy: bool, checkpoint_every_s: float):
     """Reports each epoch's losses to Tune (TensorBoard and progress.csv get curves) and, ``with_proxy``
     where the data set's evaluator has a per-epoch ``proxy``, it as ``score`` (what ASHA and Optuna read),
-    drawn from a forked random state so that the trial trains exactly as ``mrfbench train`` would."""
+    drawn from a forked random state so that the trial trains exactly as ``mrfbench train`` would; at most
+    every ``checkpoint_every_s`` seconds, with the training state as Tune's checkpoint of the trial (one
+    kept), which a resumed sweep continues from."""
+    import tempfile
+    import time
+
     import torch
     from ray import tune
 
     proxy = get_benchmark(dataset).get_evaluator().proxy if with_proxy else None
+    saved = time.monotonic()
 
-    def report(model, epoch: int, record: dict) -> None:
+    def report(model, epoch: int, record: dict, snapshot) -> None:
+        nonlocal saved
         losses = {key: value for key, value in record.items() if key != "epoch"}
         if proxy is not None:
             device = next(model.parameters()).device
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 losses["score"] = proxy(model)
-        tune.report(losses)
+        if time.monotonic() - saved < checkpoint_every_s:
+            tune.report(losses)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(snapshot(), Path(folder) / STATE_FILE)
+            tune.report(losses, checkpoint=tune.Checkpoint.from_directory(folder))  # copied before it returns
+        saved = time.monotonic()
 
     return report
+
+
+def _saved_state(checkpoint) -> dict | None:
+    """The training state of a trial's last Tune checkpoint (None for a fresh trial)."""
+    import torch
+
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
 
 
 def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, params: dict, seed: int) -> dict:
@@ -300,7 +335,8 @@ def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, 
         model=model, stage=stage, seed=seed, params=dict(params), dataset=space.dataset,
         epochs=settings.epochs or space.epochs, device=settings.device, cpus=settings.cpus_per_trial,
         dataset_options=settings.dataset_options,
-        eval_options={**settings.eval_options, **(search_scoring(settings, space) if stage == "search" else {})}))
+        eval_options={**settings.eval_options, **(search_scoring(settings, space) if stage == "search" else {})},
+        checkpoint_every_s=settings.checkpoint_every_s))
 
 
 def search_scoring(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
@@ -433,7 +469,8 @@ class Sweep:
         if tune.Tuner.can_restore(path):
             return tune.Tuner.restore(str(path), self._trainable(), resume_unfinished=True, resume_errored=True)
         run_config = tune.RunConfig(name=name, storage_path=str(self.out), verbose=0, callbacks=callbacks,
-                                    failure_config=tune.FailureConfig(max_failures=0))
+                                    failure_config=tune.FailureConfig(max_failures=0),
+                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
         return tune.Tuner(self._trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
     def _search(self, model: str, callbacks) -> dict | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -101,17 +102,25 @@ def adam(parameters, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
 
 
+Snapshot = Callable[[], dict]  # the whole training state after an epoch, on demand (see ``train``)
+
+
 def train(
     model: MultimodalVAE,
     train_data: torch.Tensor,
     val_data: torch.Tensor,
     config: TrainConfig,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float], Snapshot], None] | None = None,
+    resume: dict | None = None,
 ) -> TrainResult:
     """Adam on ``model.loss`` with shuffled mini-batches; validates each epoch and keeps the best state.
 
     Data and model must already be on the target device. A non-finite loss raises ``FloatingPointError``
-    so a caller (a sweep) can record the run as failed with that reason.
+    so a caller (a sweep) can record the run as failed with that reason. After each epoch ``on_epoch`` gets
+    the epoch, its record and a snapshot function: the state it returns (model, optimiser, schedule, random
+    states, history, best checkpoint; save it at once, it holds the live tensors), given back as ``resume``,
+    continues the run where it was, the same step for step on a CPU (the NN-MRF's adapted Metropolis-Hastings
+    step sizes, kept outside its state, start again from their initial value).
     """
     optimizer = adam(model.parameters(), config.lr)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
@@ -122,10 +131,13 @@ def train(
     )
     generator = torch.Generator().manual_seed(config.seed)
     warmup_steps = round(config.kl_warmup * config.epochs * steps_per_epoch)
-    step = 0
+    step, first_epoch, elapsed = 0, 1, 0.0
     result = TrainResult(best_state={}, best_epoch=-1, best_val_loss=math.inf)
-    start_time = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    if resume is not None:
+        step, first_epoch, elapsed = resume["step"], resume["epoch"] + 1, resume["wall_time_s"]
+        _restore(resume, model, optimizer, scheduler, generator, result)
+    start_time = time.perf_counter() - elapsed
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         order = torch.randperm(len(train_data), generator=generator).to(train_data.device)
         total = torch.zeros((), dtype=torch.float64, device=train_data.device)  # read once an epoch: no step waits
@@ -150,6 +162,33 @@ def train(
             result.best_val_loss, result.best_epoch = val["loss"], epoch
             result.best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
-            on_epoch(epoch, record)
+            snapshot = functools.partial(_snapshot, epoch, step, time.perf_counter() - start_time, model, optimizer,
+                                         scheduler, generator, result)
+            on_epoch(epoch, record, snapshot)
     result.wall_time_s = time.perf_counter() - start_time
     return result
+
+
+def _snapshot(epoch, step, wall_time_s, model, optimizer, scheduler, generator, result) -> dict:
+    """What ``train`` needs to continue after ``epoch``."""
+    cuda = next(model.parameters()).device.type == "cuda"
+    return {"epoch": epoch, "step": step, "wall_time_s": wall_time_s, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "order_rng": generator.get_state(), "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
+            "history": list(result.history), "best_state": result.best_state, "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss}
+
+
+def _restore(state: dict, model, optimizer, scheduler, generator, result: TrainResult) -> None:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["order_rng"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    result.history = list(state["history"])
+    result.best_state, result.best_epoch, result.best_val_loss = (state["best_state"], state["best_epoch"],
+                                                                  state["best_val_loss"])

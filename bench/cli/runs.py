@@ -80,7 +80,7 @@ def train_command(
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task(f"train {model}", total=epochs, status="")
 
-        def on_epoch(_model, epoch: int, record: dict) -> None:
+        def on_epoch(_model, epoch: int, record: dict, _snapshot) -> None:
             status = f"loss {record['train_loss']:.3f} val {record['val_loss']:.3f}"
             if epoch == epochs:
                 status += "; scoring the best checkpoint"

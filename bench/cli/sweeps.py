@@ -79,6 +79,8 @@ def sweep(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL \\[sqlite file in OUT]")] = None,
     dashboard: Annotated[bool, typer.Option(help="start the Ray dashboard and print its URL")] = False,
     resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
+    checkpoint_every: Annotated[float, typer.Option(
+        help="seconds between a trial's saved training states (an interrupted trial resumes from its last)")] = 300.0,
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` \\[the cache]")] = None,
     n_train: Annotated[int | None, typer.Option(help="training tuples \\[the data set's]", rich_help_panel="Sizes")] = None,
@@ -111,7 +113,7 @@ def sweep(
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
         dataset_options=dataset_options, eval_options=eval_options,
-        search_eval_options={} if n_unconditional else None)
+        search_eval_options={} if n_unconditional else None, checkpoint_every_s=checkpoint_every)
     _run_sweep(settings, publish)
 
 

@@ -289,6 +289,46 @@ Sweep.resume(sys.argv[1]).run() if len(sys.argv) > 2 else Sweep(settings).run()
 """
 
 
+LONG_TRIAL_SCRIPT = """
+import sys
+from mrfbench.sweep import Sweep, SweepSettings
+settings = SweepSettings(out=sys.argv[1], space="copula", models=["gmrf"], trials=1, seeds=1, epochs=40,
+    checkpoint_every_s=0, dataset_options={"n_train": 256, "n_val": 64, "n_test": 32},
+    eval_options={"n_unconditional": 2000, "n_per_tuple": 2, "n_joint": 1000, "n_tau": 500, "n_projections": 20},
+    search_eval_options={})
+Sweep.resume(sys.argv[1]).run() if len(sys.argv) > 2 else Sweep(settings).run()
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_trial_resumes_from_its_last_training_state(tmp_path):
+    out = tmp_path / "sweep"
+    script = tmp_path / "run.py"
+    script.write_text(LONG_TRIAL_SCRIPT)
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, reached = time.time() + 300, 0
+    while time.time() < deadline and reached < 10:
+        progress = list(out.glob("search-gmrf/*/progress.csv"))
+        reached = len(progress[0].read_text().splitlines()) - 1 if progress else 0
+        time.sleep(0.2)
+    assert reached >= 10, "the trial did not get going in time"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C mid-trial
+    proc.wait(timeout=120)
+    try:  # anything of the interrupted run still alive; never `ray stop`, which would kill every Ray here
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    resumed = subprocess.run([sys.executable, str(script), str(out), "resume"], env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (search,) = [r for r in results_records(out) if r["stage"] == "search"]
+    assert search["status"] == "ok" and search["resumed_after_epoch"] >= 9  # not from its first epoch
+    (history,) = out.glob("search-gmrf/*/run/history.json")
+    assert [r["epoch"] for r in json.loads(history.read_text())] == list(range(1, 41))
+
+
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
     out = tmp_path / "sweep"

@@ -71,3 +71,27 @@ def test_image_models_train_under_bf16_autocast(name):
     result = train(model, x, x[:16], TrainConfig(epochs=1, batch_size=16, precision="bf16"))
     assert math.isfinite(result.history[0]["train_loss"]) and math.isfinite(result.best_val_loss)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay fp32
+
+
+@pytest.mark.parametrize("name", ["gmrf", "mvae"])
+def test_a_run_resumed_from_its_snapshot_trains_step_for_step_as_one_that_was_not_stopped(data, name, tmp_path):
+    config = TrainConfig(epochs=4, batch_size=64, kl_warmup=0.3)
+
+    def run(resume=None, keep_after=None):
+        torch.manual_seed(0)
+        model = build_model(name)
+        kept = {}
+
+        def on_epoch(epoch, record, snapshot):
+            if epoch == keep_after:
+                torch.save(snapshot(), tmp_path / "state.pt")  # as a sweep's checkpoint does
+                kept["state"] = torch.load(tmp_path / "state.pt", weights_only=False)
+
+        return model, train(model, data["train"], data["val"], config, on_epoch, resume), kept
+
+    whole, whole_result, kept = run(keep_after=2)
+    resumed, resumed_result, _ = run(resume=kept["state"])
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [r["val_loss"] for r in resumed_result.history] == [r["val_loss"] for r in whole_result.history]
+    assert resumed_result.best_epoch == whole_result.best_epoch and len(resumed_result.history) == 4
