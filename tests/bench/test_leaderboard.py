@@ -36,6 +36,8 @@ def test_a_directory_of_train_runs_makes_a_leaderboard(tmp_path):
     assert 0 <= row["dependence/kendall_tau_mae mean"] <= 2  # our dependence figures beside the paper's
     assert row["conditional/per_tuple_wasserstein_mean mean"] > 0
     assert "| mvae | beta=1,epochs=1,specific_dim=2 | 2 |" in md.read_text() and csv.exists()
+    ratio = row["unconditional/wasserstein_mean mean"] / 2.9  # ours over the paper's figure, beside it
+    assert f"({2.9:g}, {ratio:.2g}x)" in md.read_text()
     columns = set(pd.read_csv(csv).columns)  # snake_case names that carry their unit
     assert {"unconditional_wasserstein_mean_x1000_mean", "dependence_kendall_tau_mae_std", "train_wall_time_s"} <= columns
     assert "Kendall tau MAE" in md.read_text() and (md.parent / "leaderboard.png").stat().st_size > 0
