@@ -281,82 +281,77 @@ def test_cli_reports_a_malformed_space_in_one_line(tmp_path):
 SWEEP_SCRIPT = """
 import sys
 from mrfbench.sweep import Sweep, SweepSettings
-settings = SweepSettings(out=sys.argv[1], space="copula", models=["gmrf"], trials=3, seeds=2, epochs=1,
-    max_concurrent_trials=1, dataset_options={"n_train": 256, "n_val": 64, "n_test": 32},
-    eval_options={"n_unconditional": 2000, "n_per_tuple": 2, "n_joint": 1000, "n_tau": 500, "n_projections": 20},
-    search_eval_options={})
+settings = SweepSettings(out=sys.argv[1], space="copula", models=["gmrf"], {settings},
+    dataset_options={{"n_train": 256, "n_val": 64, "n_test": 32}}, search_eval_options={{}},
+    eval_options={{"n_unconditional": 2000, "n_per_tuple": 2, "n_joint": 1000, "n_tau": 500, "n_projections": 20}})
 Sweep.resume(sys.argv[1]).run() if len(sys.argv) > 2 else Sweep(settings).run()
 """
 
 
-LONG_TRIAL_SCRIPT = """
-import sys
-from mrfbench.sweep import Sweep, SweepSettings
-settings = SweepSettings(out=sys.argv[1], space="copula", models=["gmrf"], trials=1, seeds=1, epochs=40,
-    checkpoint_every_s=0, dataset_options={"n_train": 256, "n_val": 64, "n_test": 32},
-    eval_options={"n_unconditional": 2000, "n_per_tuple": 2, "n_joint": 1000, "n_tau": 500, "n_projections": 20},
-    search_eval_options={})
-Sweep.resume(sys.argv[1]).run() if len(sys.argv) > 2 else Sweep(settings).run()
-"""
+class SweepProcess:
+    """A tiny copula sweep in its own process group, to interrupt with Ctrl-C and resume."""
+
+    def __init__(self, tmp_path, settings: str):
+        self.out, self.script = tmp_path / "sweep", tmp_path / "run.py"
+        self.script.write_text(SWEEP_SCRIPT.format(settings=settings))
+        self.env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+        self.proc = subprocess.Popen([sys.executable, str(self.script), str(self.out)], env=self.env,
+                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for(self, condition, what: str, seconds: float = 300):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if found := condition():
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"{what} in time")
+
+    def interrupt(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGINT)  # Ctrl-C
+        self.proc.wait(timeout=120)
+        try:  # anything of the interrupted run still alive; never `ray stop`, which would kill every Ray here
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def resume(self) -> None:
+        resumed = subprocess.run([sys.executable, str(self.script), str(self.out), "resume"], env=self.env,
+                                 capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
 
 
 @pytest.mark.slow
 def test_an_interrupted_trial_resumes_from_its_last_training_state(tmp_path):
-    out = tmp_path / "sweep"
-    script = tmp_path / "run.py"
-    script.write_text(LONG_TRIAL_SCRIPT)
-    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
-    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, reached = time.time() + 300, 0
-    while time.time() < deadline and reached < 10:
-        progress = list(out.glob("search-gmrf/*/progress.csv"))
-        reached = len(progress[0].read_text().splitlines()) - 1 if progress else 0
-        time.sleep(0.2)
-    assert reached >= 10, "the trial did not get going in time"
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C mid-trial
-    proc.wait(timeout=120)
-    try:  # anything of the interrupted run still alive; never `ray stop`, which would kill every Ray here
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    resumed = subprocess.run([sys.executable, str(script), str(out), "resume"], env=env, capture_output=True,
-                             text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    (search,) = [r for r in results_records(out) if r["stage"] == "search"]
+    sweep = SweepProcess(tmp_path, "trials=1, seeds=1, epochs=40, checkpoint_every_s=0")
+
+    def epochs_reported():
+        progress = list(sweep.out.glob("search-gmrf/*/progress.csv"))
+        return progress and len(progress[0].read_text().splitlines()) - 1 >= 10
+
+    sweep.wait_for(epochs_reported, "the trial did not reach epoch 10")
+    sweep.interrupt()  # mid-trial
+    sweep.resume()
+    (search,) = [r for r in results_records(sweep.out) if r["stage"] == "search"]
     assert search["status"] == "ok" and search["resumed_after_epoch"] >= 9  # not from its first epoch
-    (history,) = out.glob("search-gmrf/*/run/history.json")
+    (history,) = sweep.out.glob("search-gmrf/*/run/history.json")
     assert [r["epoch"] for r in json.loads(history.read_text())] == list(range(1, 41))
 
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
-    out = tmp_path / "sweep"
-    script = tmp_path / "run.py"
-    script.write_text(SWEEP_SCRIPT)
-    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
-    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    first = None
-    while time.time() < deadline and first is None:
-        done = [p for p in out.glob("search-gmrf/*/trial.json") if json.loads(p.read_text())["status"] == "ok"]
-        first = done[0] if done else None
-        time.sleep(0.5)
-    assert first is not None, "no trial finished in time"
+    sweep = SweepProcess(tmp_path, "trials=3, seeds=2, epochs=1, max_concurrent_trials=1")
+
+    def a_finished_trial():
+        done = [p for p in sweep.out.glob("search-gmrf/*/trial.json") if json.loads(p.read_text())["status"] == "ok"]
+        return done[0] if done else None
+
+    first = sweep.wait_for(a_finished_trial, "no trial finished")
     before = first.read_text()
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-    proc.wait(timeout=120)
-    try:  # anything of the interrupted run still alive; never `ray stop`, which would kill every Ray here
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    finished_before = len([r for r in results_records(out) if r["status"] == "ok"])
+    sweep.interrupt()
+    finished_before = len([r for r in results_records(sweep.out) if r["status"] == "ok"])
     assert finished_before < 5  # it really was interrupted
-    resumed = subprocess.run([sys.executable, str(script), str(out), "resume"], env=env, capture_output=True,
-                             text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    records = results_records(out)
+    sweep.resume()
+    records = results_records(sweep.out)
     search = [r for r in records if r["stage"] == "search"]
     final = [r for r in records if r["stage"] == "final"]
     assert len(search) == 3 and len({json.dumps(r["params"], sort_keys=True) for r in search}) == 3
