@@ -29,9 +29,10 @@ def _chunks(size: int, total: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def sort_along(a: np.ndarray, axis: int) -> np.ndarray:
-    """``np.sort(a, axis)``, split along the longest other axis across threads."""
-    out = np.array(a, copy=True)
+def sort_along(a: np.ndarray, axis: int, copy: bool = True) -> np.ndarray:
+    """``np.sort(a, axis)``, split along the longest other axis across threads; ``copy=False`` sorts ``a``
+    itself (an array the caller has just made) instead of a copy."""
+    out = np.array(a, copy=True) if copy else a
     axis %= out.ndim
     others = [d for d in range(out.ndim) if d != axis]
     if not others:
@@ -95,7 +96,7 @@ def sliced_wasserstein(reference: np.ndarray, *samples: np.ndarray, n_projection
     def sorted_projections(x: np.ndarray) -> np.ndarray:  # (n_projections, n), rows contiguous to sort
         if x.shape != reference.shape:
             raise ValueError(f"sliced_wasserstein needs samples of equal size, got {x.shape} and {reference.shape}")
-        return sort_along((directions.T @ np.asarray(x, np.float64).T).astype(np.float32), axis=1)
+        return sort_along((directions.T @ np.asarray(x, np.float64).T).astype(np.float32), axis=1, copy=False)
 
     ref = sorted_projections(reference)
     return [float(np.sqrt(((sorted_projections(x) - ref) ** 2).mean(dtype=np.float64))) for x in samples]

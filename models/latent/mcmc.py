@@ -48,8 +48,8 @@ def metropolis_within_gibbs(
     z = init.clone()
     idx = [block_indices([b], block_dim, z.device) for b in blocks]
     start = steps if steps is not None else [settings.step] * len(blocks)
-    log_step = torch.as_tensor(start, dtype=torch.float32, device=z.device).log()  # adapted on the device:
-    # no host sync per update
+    # adapted on the device: no host sync per update
+    log_step = torch.as_tensor(start, dtype=torch.float32, device=z.device).log()
     kept, accepted, proposed = [], torch.zeros((), device=z.device), 0
     for sweep in range(settings.burn_in + n_keep * settings.thin):
         for k, coords in enumerate(idx):

@@ -27,6 +27,9 @@ def test_sort_along_threads_equals_numpys_sort(two_threads, shape):
     for axis in range(len(shape)):
         np.testing.assert_array_equal(sort_along(x, axis), np.sort(x, axis=axis))
     np.testing.assert_array_equal(x, np.random.default_rng(5).normal(size=shape).astype(np.float32))  # input kept
+    fresh = x.copy()
+    assert sort_along(fresh, -1, copy=False) is fresh  # sorted where it is
+    np.testing.assert_array_equal(fresh, np.sort(x, axis=-1))
 
 
 def test_w1_to_uniform_is_the_same_on_one_thread_or_two(two_threads):
