@@ -13,6 +13,7 @@ resumed, continues each unfinished trial from its last state rather than from it
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -40,6 +41,7 @@ class SweepSettings:
     out: str
     space: str | None = None  # None: the default data set's default space
     models: list[str] = field(default_factory=list)  # empty: every model of the space
+    added_models: list[list[str]] = field(default_factory=list)  # models added to a started sweep, by addition
     trials: int = 20  # searched configs per model
     seeds: int | None = None  # None: the space's
     epochs: int | None = None  # None: the space's
@@ -68,7 +70,7 @@ class SweepSettings:
     def validate(self, space: SearchSpace) -> None:
         if not self.checkpoint_every_s >= 0:
             raise UsageError(f"--checkpoint-every must be >= 0 seconds, got {self.checkpoint_every_s}")
-        unknown = [m for m in self.models if m not in space.params]
+        unknown = [m for m in [*self.models, *itertools.chain(*self.added_models)] if m not in space.params]
         if unknown:
             raise UsageError(f"model(s) {', '.join(unknown)} not in search space {space.name}; "
                              f"it has {', '.join(space.params)}")
@@ -81,7 +83,7 @@ class SweepSettings:
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
         if self.sampler == "grid":
-            for model in self.models or space.params:
+            for model in [*(self.models or space.params), *itertools.chain(*self.added_models)]:
                 space.grid(model)  # a clear error for ranges, which a grid cannot enumerate
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
@@ -357,11 +359,13 @@ class Sweep:
             raise UsageError(f"--asha needs a per-epoch score, which the {self.space.dataset} data set's evaluator "
                              f"does not have (space {self.space.name})")
         self.out = Path(settings.out).resolve()
-        self.models = settings.models or list(self.space.params)
+        self.models = [*(settings.models or self.space.params), *itertools.chain(*settings.added_models)]
         self.seeds = settings.seeds or self.space.seeds
 
     @classmethod
-    def resume(cls, out: Path) -> Sweep:
+    def resume(cls, out: Path, add_models: list[str] | None = None) -> Sweep:
+        """The sweep in ``out`` with its saved settings; ``add_models`` it does not have yet join it as a final
+        experiment of their own (searched first, unless the sweep is a grid), so nothing finished is re-run."""
         path = Path(out) / SWEEP_FILE
         if not path.exists():
             raise UsageError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
@@ -373,7 +377,19 @@ class Sweep:
         if settings.layout != TRIAL_LAYOUT:
             raise UsageError(f"{out} was started by an older mrfbench (trial layout {settings.layout}, this one "
                              f"reads {TRIAL_LAYOUT}); resume it with that version, or start a new sweep")
+        sweep = cls(settings)
+        added = list(dict.fromkeys(m for m in add_models or [] if m not in sweep.models))
+        if not added:
+            return sweep
+        settings.added_models = [*settings.added_models, added]
         return cls(settings)
+
+    def final_experiments(self) -> list[tuple[str, list[str]]]:
+        """The final stage's Tune experiments and their models: 'final' for those the sweep started with,
+        'final-<a>-<b>' for each set added later."""
+        added = self.settings.added_models
+        first = self.models[: len(self.models) - sum(map(len, added))]
+        return [("final", first), *((f"final-{'-'.join(models)}", models) for models in added)]
 
     def planned_trials(self) -> int:
         """Trials the sweep runs in all (search trials plus final seeds, or grid x seeds)."""
@@ -413,12 +429,13 @@ class Sweep:
 
         callbacks = [*(callbacks or []), ResultsTable(self.out)]
         self.connect()
-        if self.settings.grid:
-            jobs = interleave({model: self.space.grid(model) for model in self.models})
-        else:
-            best = {model: self._search(model, callbacks) for model in self.models}
-            jobs = [(model, params) for model, params in best.items() if params is not None]
-        self._final(jobs, callbacks)
+        for name, models in self.final_experiments():
+            if self.settings.grid:
+                jobs = interleave({model: self.space.grid(model) for model in models})
+            else:
+                best = {model: self._search(model, callbacks) for model in models}
+                jobs = [(model, params) for model, params in best.items() if params is not None]
+            self._final(name, jobs, callbacks)
         self._record_final_study()
 
     def _storage(self):
@@ -432,7 +449,7 @@ class Sweep:
         resumed sweep records each trial once)."""
         import optuna
 
-        records = [r for r in results_records(self.out / "final") if r.get("stage") == "final"]
+        records = [r for r in results_records(self.out) if r.get("stage") == "final"]
         if not records:
             return
         storage, name = self._storage(), f"{self.out.name}-final"
@@ -510,8 +527,8 @@ class Sweep:
         epochs = self.settings.epochs or self.space.epochs
         return ASHAScheduler(metric="score", mode="min", max_t=epochs + 1, grace_period=max(1, epochs // 4))
 
-    def _final(self, jobs: list[tuple[str, dict]], callbacks) -> None:
-        """Every (model, config) job x seeds 0..N-1 in one Tune experiment, so all models share the
+    def _final(self, name: str, jobs: list[tuple[str, dict]], callbacks) -> None:
+        """Every (model, config) job x seeds 0..N-1 in one Tune experiment ``name``, so all models share the
         cluster; scored on the test split."""
         from ray import tune
 
@@ -521,7 +538,7 @@ class Sweep:
                                              for seed in range(self.seeds) for model, params in jobs])}
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
-        fit_all(self._tuner("final", config, tune_config, callbacks), len(jobs) * self.seeds, self.out)
+        fit_all(self._tuner(name, config, tune_config, callbacks), len(jobs) * self.seeds, self.out)
 
 
 def fit_all(tuner, planned: int, sweep_dir: Path) -> None:

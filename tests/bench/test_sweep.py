@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import pytest
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.leaderboard import aggregate, tidy, write_leaderboard
-from mrfbench.sweep import Sweep, SweepSettings, results_records
+from mrfbench.sweep import SWEEP_FILE, Sweep, SweepSettings, results_records
 
 TINY = dict(
     trials=2, seeds=2, epochs=1, cpus_per_trial=1,
@@ -130,6 +131,32 @@ def test_asha_search_reports_every_epoch_and_starts_from_its_start_point(local_r
         assert pd.read_csv(progress)["score"].notna().all()  # per-epoch proxy scores for ASHA
     final = [r for r in results_records(out) if r["stage"] == "final"]
     assert len(final) == 1 and final[0]["status"] == "ok"
+
+
+def test_models_added_to_a_sweep_get_a_final_experiment_of_their_own(tmp_path):
+    settings = SweepSettings(out=str(tmp_path), space="copula_paper", models=["gmrf", "mvae"], grid=True)
+    (tmp_path / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
+    assert Sweep.resume(tmp_path, ["mvae"]).final_experiments() == [("final", ["gmrf", "mvae"])]
+    grown = Sweep.resume(tmp_path, ["nnmrf", "gmrf", "almrf"])
+    assert grown.final_experiments() == [("final", ["gmrf", "mvae"]), ("final-nnmrf-almrf", ["nnmrf", "almrf"])]
+    assert grown.planned_trials() == 4 * 3
+    with pytest.raises(UsageError, match="vae not in search space copula_paper"):
+        Sweep.resume(tmp_path, ["vae"])
+
+
+@pytest.mark.slow
+def test_a_model_added_to_a_finished_sweep_runs_alone_and_joins_its_leaderboard(local_ray, tmp_path):
+    out = tmp_path / "grown"
+    Sweep(SweepSettings(out=str(out), space="copula_quick", models=["gmrf"], grid=True, **{**TINY, "seeds": 1})).run()
+    [first] = (out / "final").glob("*/trial.json")
+    before = first.read_text()
+    Sweep.resume(out, ["mopoe"]).run()
+    assert first.read_text() == before  # nothing finished is run again
+    records = sorted((r["model"], r["stage"], r["status"]) for r in results_records(out))
+    assert records == [("gmrf", "final", "ok"), ("mopoe", "final", "ok")]
+    assert [p.parent.parent.name for p in out.glob("*/*/trial.json")] == ["final", "final-mopoe"]
+    assert set(write_leaderboard(out)[2]["model"]) == {"gmrf", "mopoe"}
+    assert Sweep.resume(out).final_experiments() == [("final", ["gmrf"]), ("final-mopoe", ["mopoe"])]  # saved
 
 
 def test_asha_lets_a_full_length_trial_reach_its_scoring(tmp_path):
