@@ -83,13 +83,15 @@ OUTLIER_FACTOR = 2.0  # a seed scoring over this multiple of the median of its v
 
 def flagged_seeds(table: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
     """Seeds of the table's rows that are averaged in but should not be read blindly: an outlier (score over
-    ``OUTLIER_FACTOR`` x the median of the variant's other seeds) or a run whose collapse report fires."""
+    ``OUTLIER_FACTOR`` x the median of the variant's other seeds), or a run whose collapse report fires or
+    could not read a block's KL (not finite)."""
     final = table[(table["stage"] == "final") & (table["status"] == "ok")]
     flags = []
     for _, row in board.iterrows():
         mine = final[(final["model"] == row["model"]) & (final["variant"] == row["variant"])]
         scores = mine[mine["metric"] == "score"].set_index("seed")["value"]
-        collapsed = mine[mine["metric"] == "collapsed"].set_index("seed")["value"]
+        collapsed, unreadable = (mine[mine["metric"] == name].set_index("seed")["value"]
+                                 for name in ("collapsed", "collapse_unreadable"))
         for seed, value in scores.items():
             reasons = []
             others = scores.drop(seed)
@@ -97,6 +99,8 @@ def flagged_seeds(table: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
                 reasons.append(f"score {value:.3g} is {value / others.median():.1f}x the median of the other seeds")
             if collapsed.get(seed, 0.0) > 0:
                 reasons.append("its collapse report fires")
+            if unreadable.get(seed, 0.0) > 0:
+                reasons.append("its collapse report has a block whose KL is not finite")
             if reasons:
                 flags.append({"model": row["model"], "variant": row["variant"], "seed": seed,
                               "reason": " and ".join(reasons)})

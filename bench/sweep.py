@@ -154,13 +154,15 @@ def _flat_section(section: dict, name: str) -> dict[str, float]:
 
 def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
     """The scalar figures a trial reports: '<section>/<metric>' for every number of every section of the
-    metrics (their floors and ceilings included), ``collapsed``, the training time, and ``score`` (what a
-    sweep minimises; see ``Benchmark.score``)."""
+    metrics (their floors and ceilings included), ``collapsed``, ``collapse_unreadable`` (a block whose KL
+    is not finite), the training time, and ``score`` (what a sweep minimises; see ``Benchmark.score``)."""
     flat = {}
     for name, section in metrics.items():
         if isinstance(section, dict) and name not in BOOKKEEPING:
             flat.update(_flat_section(section, name))
     flat["collapsed"] = float(metrics["collapse"]["collapsed"])
+    kl = metrics["collapse"].get("kl_per_block", [])
+    flat["collapse_unreadable"] = float(any(v is None or not math.isfinite(v) for v in kl))
     flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
     flat["score"] = spec.score(flat)
     return flat

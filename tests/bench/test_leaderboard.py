@@ -71,18 +71,20 @@ def test_best_variant_is_the_lowest_mean_among_the_most_seeded():
 
 def test_an_outlier_seed_and_a_collapsed_seed_are_flagged_not_silently_averaged():
     """MMVAE+'s failed seed (score 62 beside 7.5 and 8.3) was averaged into its row without a word."""
-    def record(seed, score, collapsed=0.0):
+    def record(seed, score, collapsed=0.0, unreadable=0.0):
         return {"model": "mmvaeplus", "params": {"beta": 1.0}, "seed": seed, "stage": "final", "status": "ok",
-                "metrics": {"score": score, "collapsed": collapsed}}
+                "metrics": {"score": score, "collapsed": collapsed, "collapse_unreadable": unreadable}}
 
-    table = tidy([record(0, 7.5), record(1, 8.3), record(2, 62.2), record(3, 8.0, collapsed=1.0)])
+    table = tidy([record(0, 7.5), record(1, 8.3), record(2, 62.2), record(3, 8.0, collapsed=1.0),
+                  record(4, 7.9, unreadable=1.0)])
     board = leaderboard(aggregate(table), COPULA)
-    flagged = flagged_seeds(table, board)
-    assert sorted(flagged["seed"]) == [2, 3]
-    assert "7.8x the median" in flagged.set_index("seed").loc[2, "reason"]
-    assert flagged.set_index("seed").loc[3, "reason"] == "its collapse report fires"
-    md = to_markdown(board, COPULA, table.iloc[0:0], None, flagged)
-    assert "| mmvaeplus | beta=1 | 4 (2 flagged) |" in md and "- mmvaeplus beta=1 seed 2: score 62.2" in md
+    flagged = flagged_seeds(table, board).set_index("seed")
+    assert sorted(flagged.index) == [2, 3, 4]
+    assert "7.8x the median" in flagged.loc[2, "reason"]
+    assert flagged.loc[3, "reason"] == "its collapse report fires"
+    assert flagged.loc[4, "reason"] == "its collapse report has a block whose KL is not finite"
+    md = to_markdown(board, COPULA, table.iloc[0:0], None, flagged.reset_index())
+    assert "| mmvaeplus | beta=1 | 5 (3 flagged) |" in md and "- mmvaeplus beta=1 seed 2: score 62.2" in md
     assert flagged_seeds(tidy([record(0, 7.5), record(1, 8.3), record(2, 9.0)]), board).empty
 
 

@@ -246,6 +246,15 @@ def image_metrics(coherence: float, inception: bool = False) -> dict:
                             **fids, "ssim": 0.9, "floor": {"fid_suite": 0.5}, "ceiling": {"coherence": 0.96}}}
 
 
+@pytest.mark.parametrize(("kl", "unreadable"), [([3.0, 4.0], 0.0), ([None, 4.0], 1.0), ([3.0, math.inf], 1.0)])
+def test_a_collapse_report_with_a_kl_it_could_not_read_is_recorded(kl, unreadable):
+    """An ALMRF seed's block KL came back NaN (null in its metrics.json) while its report said no collapse."""
+    from mrfbench.sweep import flatten_metrics
+
+    metrics = {**image_metrics(0.8), "collapse": {"collapsed": False, "kl_per_block": kl}}
+    assert flatten_metrics(metrics, get_benchmark("polymnist"))["collapse_unreadable"] == unreadable
+
+
 @pytest.mark.parametrize("inception", [False, True])
 def test_image_leaderboard_keeps_fid_suite_apart_from_the_papers_fid(inception):
     from mrfbench.datasets import get_benchmark
