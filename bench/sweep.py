@@ -67,10 +67,16 @@ class SweepSettings:
 
             self.space = get_benchmark(DEFAULT_DATASET).default_space
 
+    def model_groups(self, space: SearchSpace) -> list[list[str]]:
+        """The models the sweep started with (every model of the space when none were named), then each set
+        added later."""
+        return [list(self.models or space.params), *self.added_models]
+
     def validate(self, space: SearchSpace) -> None:
         if not self.checkpoint_every_s >= 0:
             raise UsageError(f"--checkpoint-every must be >= 0 seconds, got {self.checkpoint_every_s}")
-        unknown = [m for m in [*self.models, *itertools.chain(*self.added_models)] if m not in space.params]
+        models = list(itertools.chain(*self.model_groups(space)))
+        unknown = [m for m in models if m not in space.params]
         if unknown:
             raise UsageError(f"model(s) {', '.join(unknown)} not in search space {space.name}; "
                              f"it has {', '.join(space.params)}")
@@ -83,7 +89,7 @@ class SweepSettings:
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
         if self.sampler == "grid":
-            for model in [*(self.models or space.params), *itertools.chain(*self.added_models)]:
+            for model in models:
                 space.grid(model)  # a clear error for ranges, which a grid cannot enumerate
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
@@ -361,7 +367,7 @@ class Sweep:
             raise UsageError(f"--asha needs a per-epoch score, which the {self.space.dataset} data set's evaluator "
                              f"does not have (space {self.space.name})")
         self.out = Path(settings.out).resolve()
-        self.models = [*(settings.models or self.space.params), *itertools.chain(*settings.added_models)]
+        self.models = list(itertools.chain(*settings.model_groups(self.space)))
         self.seeds = settings.seeds or self.space.seeds
 
     @classmethod
@@ -389,9 +395,8 @@ class Sweep:
     def final_experiments(self) -> list[tuple[str, list[str]]]:
         """The final stage's Tune experiments and their models: 'final' for those the sweep started with,
         'final-<a>-<b>' for each set added later."""
-        added = self.settings.added_models
-        first = self.models[: len(self.models) - sum(map(len, added))]
-        return [("final", first), *((f"final-{'-'.join(models)}", models) for models in added)]
+        started, *added = self.settings.model_groups(self.space)
+        return [("final", started), *((f"final-{'-'.join(models)}", models) for models in added)]
 
     def planned_trials(self) -> int:
         """Trials the sweep runs in all (search trials plus final seeds, or grid x seeds)."""
