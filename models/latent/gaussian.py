@@ -9,8 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.distributions import Distribution, constraints, register_kl
+
+
+def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
+    """``torch.broadcast_shapes``, which imports torch's symbolic-shape machinery on first use (a third of
+    a second of every command's start-up)."""
+    return torch.Size(np.broadcast_shapes(*shapes))
 
 
 class CholeskyLayout:
@@ -96,7 +103,7 @@ class FullCovGaussian(Distribution):
     has_rsample = True
 
     def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor, validate_args: bool | None = False):
-        batch_shape = torch.broadcast_shapes(loc.shape[:-1], scale_tril.shape[:-2])
+        batch_shape = broadcast_shapes(loc.shape[:-1], scale_tril.shape[:-2])
         self.loc = loc.expand(*batch_shape, -1)
         self.scale_tril = scale_tril.expand(*batch_shape, -1, -1)
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
@@ -175,7 +182,7 @@ class FullCovGaussian(Distribution):
 @register_kl(FullCovGaussian, FullCovGaussian)
 def kl_full_cov_gaussian(q: FullCovGaussian, p: FullCovGaussian) -> torch.Tensor:
     """Closed-form KL(q || p) = 0.5 [tr(Sp^-1 Sq) + |Lp^-1 (mp - mq)|^2 - D + ln|Sp| - ln|Sq|]."""
-    batch = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+    batch = broadcast_shapes(q.batch_shape, p.batch_shape)
     Lp = p.scale_tril.expand(*batch, -1, -1)
     Lq = q.scale_tril.expand(*batch, -1, -1)
     diff = (p.loc - q.loc).expand(*batch, -1).unsqueeze(-1)

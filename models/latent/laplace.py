@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import Distribution, constraints
 
-from mrfbench.models.latent.gaussian import FullCovGaussian, block_indices
+from mrfbench.models.latent.gaussian import FullCovGaussian, block_indices, broadcast_shapes
 
 
 def log_bessel_k(order: float, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
@@ -135,7 +135,7 @@ class AsymmetricLaplace(Distribution):
     has_rsample = True
 
     def __init__(self, skew: torch.Tensor, scale_tril: torch.Tensor, validate_args: bool | None = False):
-        batch_shape = torch.broadcast_shapes(skew.shape[:-1], scale_tril.shape[:-2])
+        batch_shape = broadcast_shapes(skew.shape[:-1], scale_tril.shape[:-2])
         self.skew = skew.expand(*batch_shape, -1)
         self.scale_tril = scale_tril.expand(*batch_shape, -1, -1)
         super().__init__(batch_shape, skew.shape[-1:], validate_args=validate_args)

@@ -104,3 +104,19 @@ def test_kendall_tau_matrix_is_symmetric_with_unit_diagonal():
     assert np.allclose(np.diag(tau), 1) and np.allclose(tau, tau.T) and tau[0, 2] == pytest.approx(-1)
 
 
+
+
+def test_kendall_tau_matrix_is_scipys_to_the_last_bit():
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(5)
+    for n in (2, 3, 31, 33, 1000, 5000):
+        continuous = rng.normal(size=(n, 2)).astype(np.float32)
+        continuous[:, 1] += continuous[:, 0]
+        tied = rng.integers(0, 4, size=(n, 2)).astype(float)
+        x = np.concatenate([continuous, tied, np.zeros((n, 1))], axis=1)
+        tau = kendall_tau_matrix(x)
+        for i, j in zip(*np.triu_indices(x.shape[1], 1)):
+            expected = np.nan if j == 4 else kendalltau(x[:, i], x[:, j]).statistic
+            np.testing.assert_array_equal(tau[i, j], expected)
+    assert np.isnan(kendall_tau_matrix(np.ones((1, 2)))[0, 1])
