@@ -1,5 +1,5 @@
 """The image evaluator (PolyMNIST, MNIST-3; the paper's Tables 1 and 4): coherence through the digit
-classifiers the suite trains, FID (``mrfbench.fid``), SSIM through torchmetrics, the posterior-collapse
+classifiers the suite trains, FID (``mrfbench.fid``), SSIM (``mrfbench.ssim``), the posterior-collapse
 report, and a grid of conditional generations."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from mrfbench.datasets.classifiers import CLASSIFIERS_DIR, DigitClassifier, as_float, modality_classifiers, predict
+from mrfbench.datasets.classifiers import CLASSIFIERS_DIR, DigitClassifier, modality_classifiers, predict
 from mrfbench.evaluate import EvalConfig, collapse_report
 from mrfbench.fid import fid
 from mrfbench.models.latent import nonempty_subsets
 from mrfbench.plots import image_grid
 from mrfbench.runs import SAMPLE_GRID_FILE
+from mrfbench.ssim import ssim
 
 proxy = None  # no per-epoch score: coherence and FID need the full test pass
 
@@ -56,13 +57,6 @@ def unconditional_coherence(samples: torch.Tensor, classifiers: list[DigitClassi
     sharing = list(range(samples.shape[1])) if sharing is None else sharing
     predictions = torch.stack([predict(classifiers[m], samples[:, m]) for m in sharing], 1)
     return float((predictions == predictions[:, :1]).all(1).float().mean())
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM between two image batches (N, C, H, W) (torchmetrics, data range 1)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    return float(structural_similarity_index_measure(as_float(a), as_float(b), data_range=1.0))
 
 
 def to_images(flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

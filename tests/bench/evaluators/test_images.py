@@ -6,7 +6,7 @@ from mrfbench.datasets.classifiers import modality_classifiers, predict
 from mrfbench.datasets.mnist import MNIST
 from mrfbench.datasets.polymnist import build, load_build
 from mrfbench.errors import UsageError
-from mrfbench.evaluators.images import conditional_coherence, ssim, unconditional_coherence
+from mrfbench.evaluators.images import conditional_coherence, unconditional_coherence
 from mrfbench.fid import fid
 
 
@@ -76,12 +76,6 @@ def test_fid_of_a_set_against_itself_is_zero_and_grows_for_other_images(polymnis
     assert other["fid_suite"] > 1.0
     with pytest.raises(UsageError, match="inception-weights"):
         fid(real, real, inception_weights=out / "absent.pth")
-
-
-def test_ssim_of_identical_images_is_one():
-    x = torch.rand(4, 3, 28, 28)
-    assert ssim(x, x) == pytest.approx(1.0)
-    assert ssim(x, torch.rand(4, 3, 28, 28)) < 0.5
 
 
 class OracleModel:
