@@ -92,3 +92,11 @@ class MultimodalVAE(nn.Module):
     def capacity(self) -> int:
         """Free parameters of one latent distribution (the paper's capacity figure)."""
         raise NotImplementedError
+
+
+def conditional_output(x: torch.Tensor, missing: list[int], generated: torch.Tensor) -> torch.Tensor:
+    """Conditional generations (B, n_per, M, F): the ``missing`` modalities from ``generated``
+    (B, n_per, |missing|, F), the others copied from x (B, M, F)."""
+    out = x[:, None].expand(-1, generated.shape[1], *x.shape[1:]).clone()
+    out[:, :, missing] = generated
+    return out

@@ -14,7 +14,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from mrfbench.errors import UsageError
-from mrfbench.models.base import ModelConfig, MultimodalVAE
+from mrfbench.models.base import ModelConfig, MultimodalVAE, conditional_output
 from mrfbench.models.latent import factorised, standard
 from mrfbench.models.networks import GroupedMLP, Likelihood, modality_decoder, modality_encoder
 
@@ -81,9 +81,13 @@ class ExpertsVAE(MultimodalVAE):
         specific = factorised(c.dist, out[..., 2 * d : 2 * d + s], out[..., 2 * d + s :]) if s else None
         return Posteriors(shared, specific)
 
-    def decode(self, z: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder means (..., M, F) from per-modality inputs z (..., M, D) and w (..., M, S)."""
-        return self.decoders(z if w is None else torch.cat([z, w.expand(*z.shape[:-1], -1)], -1))
+    def decode(self, z: torch.Tensor, w: torch.Tensor | None = None, modalities: list[int] | None = None) -> torch.Tensor:
+        """Decoder means (..., M, F) from per-modality inputs z (..., M, D) and w (..., M, S); only
+        ``modalities`` (..., len(modalities), F) when given."""
+        inputs = z if w is None else torch.cat([z, w.expand(*z.shape[:-1], -1)], -1)
+        if modalities is None:
+            return self.decoders(inputs)
+        return self.decoders(inputs[..., modalities, :], torch.as_tensor(modalities, device=z.device))
 
     def per_modality(self, z: torch.Tensor) -> torch.Tensor:
         """A shared latent (..., D) handed to every decoder, (..., M, D)."""
@@ -117,9 +121,9 @@ class ExpertsVAE(MultimodalVAE):
         """Conditional generations (B, n_per, M, F) from shared latents z (B, n_per, D): w_m as in
         ``fill_specific``, the observed columns copied from x."""
         mask = observed_mask(observed, self.config.n_modalities, x.device)
-        out = self.decode(self.per_modality(z), self.fill_specific(post, mask, z.shape[1]))
-        out[:, :, observed] = x[:, None, observed]
-        return out
+        missing = [m for m in range(self.config.n_modalities) if m not in observed]
+        w = self.fill_specific(post, mask, z.shape[1])
+        return conditional_output(x, missing, self.decode(self.per_modality(z), w, missing))
 
     def prior_kl(self, q: Distribution) -> torch.Tensor:
         """KL(q || standard prior) summed over the last (latent) dimension."""

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mrfbench.errors import UsageError
-from mrfbench.models.base import ModelConfig, MultimodalVAE
+from mrfbench.models.base import ModelConfig, MultimodalVAE, conditional_output
 from mrfbench.models.latent import CholeskyLayout, block_indices
 from mrfbench.models.networks import Likelihood, modality_decoder
 
@@ -90,9 +90,13 @@ class MRFFamilyMVAE(MultimodalVAE):
     def capacity(self) -> int:
         return self.layout.n_free
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder means, (..., D) -> (..., M, F): modality i from its own block z_i."""
-        return self.decoders(z.unflatten(-1, (self.config.n_modalities, self.config.latent_dim)))
+    def decode(self, z: torch.Tensor, modalities: list[int] | None = None) -> torch.Tensor:
+        """Decoder means, (..., D) -> (..., M, F): modality i from its own block z_i; only ``modalities``
+        (..., len(modalities), F) when given."""
+        blocks = z.unflatten(-1, (self.config.n_modalities, self.config.latent_dim))
+        if modalities is None:
+            return self.decoders(blocks)
+        return self.decoders(blocks[..., modalities, :], torch.as_tensor(modalities, device=z.device))
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
@@ -126,9 +130,7 @@ class MRFFamilyMVAE(MultimodalVAE):
         z = torch.empty(*z_obs.shape[:2], self.layout.dim, device=x.device, dtype=x.dtype)
         z[..., block_indices(observed, c.latent_dim, x.device)] = z_obs
         z[..., block_indices(missing, c.latent_dim, x.device)] = self.sample_missing(observed, z_obs)
-        out = self.decode(z)
-        out[:, :, observed] = x[:, None, observed]
-        return out
+        return conditional_output(x, missing, self.decode(z, missing))
 
 
 class EnergyPriorMVAE(MRFFamilyMVAE):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Laplace, Normal
 
@@ -16,7 +17,8 @@ NARROW = 16  # outputs up to which inference multiplies transposed: oneDNN's bat
 
 
 class GroupedLinear(nn.Module):
-    """One independent linear layer per modality on group-major input (G, N, in) -> (G, N, out)."""
+    """One independent linear layer per modality on group-major input (G, N, in) -> (G, N, out); with
+    ``groups`` (modality indices), x holds those modalities only and only their layers apply."""
 
     def __init__(self, n_groups: int, in_features: int, out_features: int):
         super().__init__()
@@ -24,10 +26,11 @@ class GroupedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_groups, in_features, out_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n_groups, 1, out_features).uniform_(-bound, bound))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight.shape[-1] <= NARROW and not torch.is_grad_enabled():  # (W^T x^T)^T: the same product
-            return torch.baddbmm(self.bias.mT.contiguous(), self.weight.mT.contiguous(), x.mT).mT
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = (self.weight, self.bias) if groups is None else (self.weight[groups], self.bias[groups])
+        if weight.shape[-1] <= NARROW and not torch.is_grad_enabled():  # (W^T x^T)^T: the same product
+            return torch.baddbmm(bias.mT.contiguous(), weight.mT.contiguous(), x.mT).mT
+        return torch.baddbmm(bias, x, weight)
 
 
 INFERENCE_BLOCK = 256  # rows a grouped MLP takes at a time when no gradient is kept (scoring a million
@@ -38,7 +41,8 @@ INFERENCE_BLOCK = 256  # rows a grouped MLP takes at a time when no gradient is 
 
 class GroupedMLP(nn.Module):
     """Per-modality MLPs (ReLU between layers, linear last layer, optional ReLU after it) applied to
-    (..., M, in) -> (..., M, out) as one batched matmul per layer."""
+    (..., M, in) -> (..., M, out) as one batched matmul per layer; with ``groups`` (modality indices), x
+    holds those modalities only, (..., len(groups), in), and only their MLPs run."""
 
     def __init__(self, n_groups: int, sizes: list[int], final_relu: bool = False):
         super().__init__()
@@ -49,13 +53,19 @@ class GroupedMLP(nn.Module):
                 layers.append(nn.ReLU(inplace=True))  # on the matmul's fresh output: no extra tensor
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         batch = x.shape[:-2]
         grouped = x.reshape(-1, *x.shape[-2:]).transpose(0, 1).contiguous()  # (M, N, in)
+
+        def layers(h: torch.Tensor) -> torch.Tensor:
+            for layer in self.net:
+                h = layer(h, groups) if isinstance(layer, GroupedLinear) else layer(h)
+            return h
+
         if torch.is_grad_enabled() or grouped.shape[1] <= INFERENCE_BLOCK:
-            out = self.net(grouped)
+            out = layers(grouped)
         else:
-            out = torch.cat([self.net(block) for block in grouped.split(INFERENCE_BLOCK, dim=1)], dim=1)
+            out = torch.cat([layers(block) for block in grouped.split(INFERENCE_BLOCK, dim=1)], dim=1)
         return out.transpose(0, 1).reshape(*batch, x.shape[-2], -1)
 
 
@@ -82,23 +92,34 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """Per-modality transposed-convolution decoders, the mirror of ``ConvEncoder``:
-    (..., M, latent) -> (..., M, C * 784)."""
+    (..., M, latent) -> (..., M, C * 784); with ``groups`` (modality indices), z holds those modalities
+    only and only their decoders run."""
 
     def __init__(self, n_groups: int, latent: int, channels: int):
         super().__init__()
         m = n_groups
-        self.n_groups, self.channels = m, channels
+        self.channels = channels
         self.linear = GroupedLinear(m, latent, 128 * 16)
         self.deconvs = nn.Sequential(
             nn.ReLU(), nn.ConvTranspose2d(m * 128, m * 64, 3, 2, 1, groups=m),  # 4 -> 7
             nn.ReLU(), nn.ConvTranspose2d(m * 64, m * 32, 4, 2, 1, groups=m),  # 7 -> 14
             nn.ReLU(), nn.ConvTranspose2d(m * 32, m * channels, 4, 2, 1, groups=m))  # 14 -> 28
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        batch, m = z.shape[:-2], self.n_groups
-        h = self.linear(z.reshape(-1, m, z.shape[-1]).transpose(0, 1).contiguous()).transpose(0, 1)
-        out = self.deconvs(h.reshape(-1, m * 128, 4, 4))
-        return out.reshape(*batch, m, self.channels * 784)
+    def forward(self, z: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        batch, m = z.shape[:-2], z.shape[-2]
+        h = self.linear(z.reshape(-1, m, z.shape[-1]).transpose(0, 1).contiguous(), groups).transpose(0, 1)
+        h = h.reshape(-1, m * 128, 4, 4)
+        for layer in self.deconvs:
+            h = layer(h) if groups is None or not isinstance(layer, nn.ConvTranspose2d) else _some_groups(layer, h, groups)
+        return h.reshape(*batch, m, self.channels * 784)
+
+
+def _some_groups(deconv: nn.ConvTranspose2d, h: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """A grouped transposed convolution (one group per modality) applied for ``groups`` only."""
+    weight = deconv.weight.unflatten(0, (deconv.groups, -1))[groups].flatten(0, 1)
+    bias = deconv.bias.unflatten(0, (deconv.groups, -1))[groups].flatten()
+    return F.conv_transpose2d(h, weight, bias, deconv.stride, deconv.padding, deconv.output_padding, len(groups),
+                              deconv.dilation)
 
 
 

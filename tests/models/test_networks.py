@@ -31,6 +31,16 @@ def test_grouped_mlp_gives_the_same_values_in_inference_blocks_and_layouts(monke
     torch.testing.assert_close(trained.detach(), whole, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_decoders_of_some_modalities_give_those_modalities_values(architecture):
+    from mrfbench.models.networks import ConvDecoder
+
+    decoder = GroupedMLP(4, [3, 16, 16, 2]) if architecture == "mlp" else ConvDecoder(4, 3, 1)
+    z, groups = torch.randn(5, 4, 3), torch.tensor([3, 1])
+    with torch.no_grad():
+        torch.testing.assert_close(decoder(z[:, groups], groups), decoder(z)[:, groups])
+
+
 @pytest.mark.parametrize(("kind", "dist"), [("gaussian", Normal), ("laplace", Laplace)])
 def test_learned_scale_likelihood_matches_torch(kind, dist):
     lik = Likelihood(kind, 2, 3, scale="learned")
