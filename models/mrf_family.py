@@ -110,10 +110,10 @@ class MRFFamilyMVAE(MultimodalVAE):
         """The missing latent blocks given the observed ones, (B, n_per, |o| d) -> (B, n_per, |m| d)."""
         raise NotImplementedError
 
-    def observed_latents(self, x_in: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+    def observed_latents(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
         """The observed blocks' latents (B, n_per, |o| d) from the posterior's unimodal factors (or their
-        means with ``conditional_latent="mean"``)."""
-        return self.posterior_net.observed_latents(x_in, observed, n_per, self.config.conditional_latent == "mean")
+        means with ``conditional_latent="mean"``): only the ``observed`` (sorted) modalities of x are read."""
+        return self.posterior_net.observed_latents(x, observed, n_per, self.config.conditional_latent == "mean")
 
     @torch.no_grad()
     def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
@@ -124,9 +124,7 @@ class MRFFamilyMVAE(MultimodalVAE):
         c = self.config
         observed = sorted(observed)
         missing = [i for i in range(c.n_modalities) if i not in observed]
-        x_in = torch.zeros_like(x)
-        x_in[:, observed] = x[:, observed]
-        z_obs = self.observed_latents(x_in, observed, n_per)
+        z_obs = self.observed_latents(x, observed, n_per)
         z = torch.empty(*z_obs.shape[:2], self.layout.dim, device=x.device, dtype=x.dtype)
         z[..., block_indices(observed, c.latent_dim, x.device)] = z_obs
         z[..., block_indices(missing, c.latent_dim, x.device)] = self.sample_missing(observed, z_obs)

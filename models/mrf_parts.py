@@ -22,7 +22,9 @@ from mrfbench.models.networks import GroupedMLP, mlp, modality_encoder
 
 class UnaryEncoder(nn.Module):
     """Each modality's encoder: features (B, M, H), the means (B, D) and log-scales (B, D) of its latent
-    block and, with ``within``, the strictly-lower entries of its Cholesky block (B, n_within)."""
+    block and, with ``within``, the strictly-lower entries of its Cholesky block (B, n_within). Given
+    ``observed`` (sorted modality indices) only those modalities are read and encoded; the other blocks'
+    outputs are zeros (a unit factor at 0) and the features are the observed modalities' only."""
 
     def __init__(self, config, layout: CholeskyLayout, within: bool):
         super().__init__()
@@ -31,10 +33,17 @@ class UnaryEncoder(nn.Module):
         self.trunks = modality_encoder(config, h)
         self.heads = GroupedMLP(m, [h, 2 * d + (layout.n_within_per_block if within else 0)])
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, observed: list[int] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         d = self.latent_dim
-        features = self.trunks(x)
-        out = self.heads(features)
+        if observed is None:
+            features = self.trunks(x)
+            out = self.heads(features)
+        else:
+            index = torch.as_tensor(observed, device=x.device)
+            features = self.trunks(x[..., index, :], index)
+            out = self.heads(features, index)
+            out = out.new_zeros(*out.shape[:-2], x.shape[-2], out.shape[-1]).index_copy_(-2, index, out)
         mu, log_diag = out[..., :d].flatten(-2), out[..., d : 2 * d].flatten(-2)
         return features, mu, log_diag, self.layout.select_within(out[..., 2 * d :]) if self.within else None
 
@@ -69,12 +78,12 @@ class CholeskyPosterior(nn.Module):
         features, mu, log_diag, within = self.encoder(x)
         return self.law(mu, self.layout.scale_tril(log_diag, within, self.global_encoder(features.flatten(-2))))
 
-    def observed_latents(self, x_in: torch.Tensor, observed: list[int], n_per: int, mean: bool) -> torch.Tensor:
+    def observed_latents(self, x: torch.Tensor, observed: list[int], n_per: int, mean: bool) -> torch.Tensor:
         """The observed blocks' latents (B, n_per, |o| d) from their unimodal factors N(mu_i, L_ii L_ii^T),
         which need only x_i (the cross blocks need every modality), or their means ``mean``."""
-        _, mu, log_diag, within = self.encoder(x_in)
+        _, mu, log_diag, within = self.encoder(x, observed)
         if mean:
-            return mu[:, None, block_indices(observed, self.latent_dim, x_in.device)].expand(-1, n_per, -1)
+            return mu[:, None, block_indices(observed, self.latent_dim, x.device)].expand(-1, n_per, -1)
         unary = self.law(mu, self.layout.scale_tril(log_diag, within, None))
         return unary.marginal(observed, self.latent_dim).sample((n_per,)).transpose(0, 1)
 
@@ -213,9 +222,10 @@ class EnergyPosterior(nn.Module):
         self.encoder = UnaryEncoder(config, layout, within=False)
         self.pairs = PairwisePotentials(config.n_modalities, config.latent_dim, config.potential_hidden)
 
-    def unary(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unary potentials' means and log-scales, (B, D) each."""
-        _, mu, log_scale, _ = self.encoder(x)
+    def unary(self, x: torch.Tensor, observed: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unary potentials' means and log-scales, (B, D) each (of the ``observed`` blocks only, the others
+        zeros, when given)."""
+        _, mu, log_scale, _ = self.encoder(x, observed)
         return mu, log_scale
 
     def energy(self, z: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor, block: int | None = None):
@@ -236,9 +246,9 @@ class EnergyPosterior(nn.Module):
                                          MHSettings(burn_in=burn_in, thin=1), step)
         return result.samples[:, 0].reshape(n, batch, -1)
 
-    def observed_latents(self, x_in: torch.Tensor, observed: list[int], n_per: int, mean: bool) -> torch.Tensor:
+    def observed_latents(self, x: torch.Tensor, observed: list[int], n_per: int, mean: bool) -> torch.Tensor:
         """The observed blocks' latents from the trained unary potentials N(mu_i, diag s_i^2), or mu_i."""
-        mu, log_scale = self.unary(x_in)
-        idx = block_indices(observed, self.latent_dim, x_in.device)
+        mu, log_scale = self.unary(x, observed)
+        idx = block_indices(observed, self.latent_dim, x.device)
         mu, scale = mu[:, None, idx].expand(-1, n_per, -1), log_scale[:, None, idx].exp()
         return mu if mean else mu + scale * torch.randn_like(mu)

@@ -27,10 +27,18 @@ class GroupedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(n_groups, 1, out_features).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-        weight, bias = (self.weight, self.bias) if groups is None else (self.weight[groups], self.bias[groups])
-        if weight.shape[-1] <= NARROW and not torch.is_grad_enabled():  # (W^T x^T)^T: the same product
-            return torch.baddbmm(bias.mT.contiguous(), weight.mT.contiguous(), x.mT).mT
-        return torch.baddbmm(bias, x, weight)
+        return grouped_affine(x, *self.weights(groups))
+
+    def weights(self, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of all modalities, or of ``groups`` only."""
+        return (self.weight, self.bias) if groups is None else (self.weight[groups], self.bias[groups])
+
+
+def grouped_affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x (G, N, in) W (G, in, out) + b (G, 1, out)."""
+    if weight.shape[-1] <= NARROW and not torch.is_grad_enabled():  # (W^T x^T)^T: the same product
+        return torch.baddbmm(bias.mT.contiguous(), weight.mT.contiguous(), x.mT).mT
+    return torch.baddbmm(bias, x, weight)
 
 
 INFERENCE_BLOCK = 256  # rows a grouped MLP takes at a time when no gradient is kept (scoring a million
@@ -57,9 +65,11 @@ class GroupedMLP(nn.Module):
         batch = x.shape[:-2]
         grouped = x.reshape(-1, *x.shape[-2:]).transpose(0, 1).contiguous()  # (M, N, in)
 
-        def layers(h: torch.Tensor) -> torch.Tensor:
-            for layer in self.net:
-                h = layer(h, groups) if isinstance(layer, GroupedLinear) else layer(h)
+        weights = [layer.weights(groups) if isinstance(layer, GroupedLinear) else None for layer in self.net]
+
+        def layers(h: torch.Tensor) -> torch.Tensor:  # the weights of ``groups`` taken once, not per block
+            for layer, weight in zip(self.net, weights):
+                h = layer(h) if weight is None else grouped_affine(h, *weight)
             return h
 
         if torch.is_grad_enabled() or grouped.shape[1] <= INFERENCE_BLOCK:
@@ -72,22 +82,23 @@ class GroupedMLP(nn.Module):
 class ConvEncoder(nn.Module):
     """Per-modality convolutional encoders for C x 28 x 28 images (the MoPoE / MMVAE+ PolyMNIST layout:
     three stride-2 convolutions 32 -> 64 -> 128, then linear), all modalities at once as grouped
-    convolutions: (..., M, C * 784) -> (..., M, out), ReLU output like the MLP trunks."""
+    convolutions: (..., M, C * 784) -> (..., M, out), ReLU output like the MLP trunks; with ``groups``
+    (modality indices), x holds those modalities only and only their encoders run."""
 
     def __init__(self, n_groups: int, channels: int, out: int):
         super().__init__()
         m = n_groups
-        self.n_groups, self.channels = m, channels
+        self.channels = channels
         self.convs = nn.Sequential(
             nn.Conv2d(m * channels, m * 32, 3, 2, 1, groups=m), nn.ReLU(),  # 28 -> 14
             nn.Conv2d(m * 32, m * 64, 3, 2, 1, groups=m), nn.ReLU(),  # 14 -> 7
             nn.Conv2d(m * 64, m * 128, 3, 2, 1, groups=m), nn.ReLU())  # 7 -> 4
         self.linear = GroupedLinear(m, 128 * 16, out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, m = x.shape[:-2], self.n_groups
-        h = self.convs(x.reshape(-1, m * self.channels, 28, 28)).reshape(-1, m, 128 * 16)
-        return torch.relu(self.linear(h.transpose(0, 1).contiguous())).transpose(0, 1).reshape(*batch, m, -1)
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        batch, m = x.shape[:-2], x.shape[-2]
+        h = grouped_layers(self.convs, x.reshape(-1, m * self.channels, 28, 28), groups).reshape(-1, m, 128 * 16)
+        return torch.relu(self.linear(h.transpose(0, 1).contiguous(), groups)).transpose(0, 1).reshape(*batch, m, -1)
 
 
 class ConvDecoder(nn.Module):
@@ -108,18 +119,24 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         batch, m = z.shape[:-2], z.shape[-2]
         h = self.linear(z.reshape(-1, m, z.shape[-1]).transpose(0, 1).contiguous(), groups).transpose(0, 1)
-        h = h.reshape(-1, m * 128, 4, 4)
-        for layer in self.deconvs:
-            h = layer(h) if groups is None or not isinstance(layer, nn.ConvTranspose2d) else _some_groups(layer, h, groups)
-        return h.reshape(*batch, m, self.channels * 784)
+        return grouped_layers(self.deconvs, h.reshape(-1, m * 128, 4, 4), groups).reshape(*batch, m, self.channels * 784)
 
 
-def _some_groups(deconv: nn.ConvTranspose2d, h: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """A grouped transposed convolution (one group per modality) applied for ``groups`` only."""
-    weight = deconv.weight.unflatten(0, (deconv.groups, -1))[groups].flatten(0, 1)
-    bias = deconv.bias.unflatten(0, (deconv.groups, -1))[groups].flatten()
-    return F.conv_transpose2d(h, weight, bias, deconv.stride, deconv.padding, deconv.output_padding, len(groups),
-                              deconv.dilation)
+def grouped_layers(layers: nn.Sequential, h: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+    """``layers`` (grouped convolutions, one group per modality, and activations) on h, or with ``groups``
+    (modality indices) on h holding those modalities' channels only, with those groups' weights."""
+    for layer in layers:
+        if groups is None or not isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+            h = layer(h)
+            continue
+        weight = layer.weight.unflatten(0, (layer.groups, -1))[groups].flatten(0, 1)
+        bias = layer.bias.unflatten(0, (layer.groups, -1))[groups].flatten()
+        if isinstance(layer, nn.ConvTranspose2d):
+            h = F.conv_transpose2d(h, weight, bias, layer.stride, layer.padding, layer.output_padding, len(groups),
+                                   layer.dilation)
+        else:
+            h = F.conv2d(h, weight, bias, layer.stride, layer.padding, layer.dilation, len(groups))
+    return h
 
 
 
