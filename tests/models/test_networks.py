@@ -32,13 +32,17 @@ def test_grouped_mlp_gives_the_same_values_in_inference_blocks_and_layouts(monke
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
-def test_decoders_of_some_modalities_give_those_modalities_values(architecture):
-    from mrfbench.models.networks import ConvDecoder
+def test_networks_of_some_modalities_give_those_modalities_values(architecture):
+    from mrfbench.models.networks import ConvDecoder, ConvEncoder
 
-    decoder = GroupedMLP(4, [3, 16, 16, 2]) if architecture == "mlp" else ConvDecoder(4, 3, 1)
-    z, groups = torch.randn(5, 4, 3), torch.tensor([3, 1])
-    with torch.no_grad():
-        torch.testing.assert_close(decoder(z[:, groups], groups), decoder(z)[:, groups])
+    if architecture == "mlp":
+        pairs = [(GroupedMLP(4, [3, 16, 16, 2]), torch.randn(5, 4, 3))]
+    else:
+        pairs = [(ConvDecoder(4, 3, 2), torch.randn(5, 4, 3)), (ConvEncoder(4, 2, 6), torch.rand(5, 4, 2 * 784))]
+    groups = torch.tensor([3, 1])
+    for net, x in pairs:
+        with torch.no_grad():
+            torch.testing.assert_close(net(x[:, groups], groups), net(x)[:, groups])
 
 
 @pytest.mark.parametrize(("kind", "dist"), [("gaussian", Normal), ("laplace", Laplace)])
