@@ -85,9 +85,7 @@ class ExpertsVAE(MultimodalVAE):
         """Decoder means (..., M, F) from per-modality inputs z (..., M, D) and w (..., M, S); only
         ``modalities`` (..., len(modalities), F) when given."""
         inputs = z if w is None else torch.cat([z, w.expand(*z.shape[:-1], -1)], -1)
-        if modalities is None:
-            return self.decoders(inputs)
-        return self.decoders(inputs[..., modalities, :], torch.as_tensor(modalities, device=z.device))
+        return self.decoders(inputs if modalities is None else inputs[..., modalities, :], modalities)
 
     def per_modality(self, z: torch.Tensor) -> torch.Tensor:
         """A shared latent (..., D) handed to every decoder, (..., M, D)."""

@@ -94,9 +94,7 @@ class MRFFamilyMVAE(MultimodalVAE):
         """Decoder means, (..., D) -> (..., M, F): modality i from its own block z_i; only ``modalities``
         (..., len(modalities), F) when given."""
         blocks = z.unflatten(-1, (self.config.n_modalities, self.config.latent_dim))
-        if modalities is None:
-            return self.decoders(blocks)
-        return self.decoders(blocks[..., modalities, :], torch.as_tensor(modalities, device=z.device))
+        return self.decoders(blocks if modalities is None else blocks[..., modalities, :], modalities)
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:

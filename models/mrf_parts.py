@@ -40,10 +40,10 @@ class UnaryEncoder(nn.Module):
             features = self.trunks(x)
             out = self.heads(features)
         else:
-            index = torch.as_tensor(observed, device=x.device)
-            features = self.trunks(x[..., index, :], index)
-            out = self.heads(features, index)
-            out = out.new_zeros(*out.shape[:-2], x.shape[-2], out.shape[-1]).index_copy_(-2, index, out)
+            features = self.trunks(x[..., observed, :], observed)
+            out = self.heads(features, observed)
+            out = out.new_zeros(*out.shape[:-2], x.shape[-2], out.shape[-1]).index_copy_(
+                -2, torch.as_tensor(observed, device=x.device), out)
         mu, log_diag = out[..., :d].flatten(-2), out[..., d : 2 * d].flatten(-2)
         return features, mu, log_diag, self.layout.select_within(out[..., 2 * d :]) if self.within else None
 

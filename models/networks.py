@@ -26,10 +26,10 @@ class GroupedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_groups, in_features, out_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n_groups, 1, out_features).uniform_(-bound, bound))
 
-    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, groups: list[int] | None = None) -> torch.Tensor:
         return grouped_affine(x, *self.weights(groups))
 
-    def weights(self, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def weights(self, groups: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of all modalities, or of ``groups`` only."""
         return (self.weight, self.bias) if groups is None else (self.weight[groups], self.bias[groups])
 
@@ -61,7 +61,7 @@ class GroupedMLP(nn.Module):
                 layers.append(nn.ReLU(inplace=True))  # on the matmul's fresh output: no extra tensor
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, groups: list[int] | None = None) -> torch.Tensor:
         batch = x.shape[:-2]
         grouped = x.reshape(-1, *x.shape[-2:]).transpose(0, 1).contiguous()  # (M, N, in)
 
@@ -95,7 +95,7 @@ class ConvEncoder(nn.Module):
             nn.Conv2d(m * 64, m * 128, 3, 2, 1, groups=m), nn.ReLU())  # 7 -> 4
         self.linear = GroupedLinear(m, 128 * 16, out)
 
-    def forward(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, groups: list[int] | None = None) -> torch.Tensor:
         batch, m = x.shape[:-2], x.shape[-2]
         h = grouped_layers(self.convs, x.reshape(-1, m * self.channels, 28, 28), groups).reshape(-1, m, 128 * 16)
         return torch.relu(self.linear(h.transpose(0, 1).contiguous(), groups)).transpose(0, 1).reshape(*batch, m, -1)
@@ -116,13 +116,13 @@ class ConvDecoder(nn.Module):
             nn.ReLU(), nn.ConvTranspose2d(m * 64, m * 32, 4, 2, 1, groups=m),  # 7 -> 14
             nn.ReLU(), nn.ConvTranspose2d(m * 32, m * channels, 4, 2, 1, groups=m))  # 14 -> 28
 
-    def forward(self, z: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, groups: list[int] | None = None) -> torch.Tensor:
         batch, m = z.shape[:-2], z.shape[-2]
         h = self.linear(z.reshape(-1, m, z.shape[-1]).transpose(0, 1).contiguous(), groups).transpose(0, 1)
         return grouped_layers(self.deconvs, h.reshape(-1, m * 128, 4, 4), groups).reshape(*batch, m, self.channels * 784)
 
 
-def grouped_layers(layers: nn.Sequential, h: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+def grouped_layers(layers: nn.Sequential, h: torch.Tensor, groups: list[int] | None) -> torch.Tensor:
     """``layers`` (grouped convolutions, one group per modality, and activations) on h, or with ``groups``
     (modality indices) on h holding those modalities' channels only, with those groups' weights."""
     for layer in layers:
