@@ -206,12 +206,14 @@ def run_trial(config: dict) -> None:
     import torch
     from ray import tune
 
+    from mrfbench.allocator import reuse_freed_memory
     from mrfbench.evaluate import EvalConfig
     from mrfbench.experiment import run_experiment
     from mrfbench.train import TrainConfig
 
     spec, params = TrialSpec.of(config)
     torch.set_num_threads(max(1, int(spec.cpus)))
+    reuse_freed_memory()
     trial_dir = Path(tune.get_context().get_trial_dir())
     resume = _saved_state(tune.get_checkpoint())
     record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params, "epochs": spec.epochs,

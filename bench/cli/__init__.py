@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from mrfbench.allocator import reuse_freed_memory
 from mrfbench.cli.common import DEBUG, app
 
 
@@ -25,6 +26,7 @@ def main(
 ):
     """Train, sample and score multimodal VAEs (MRF MVAE family and baselines)."""
     DEBUG["on"] = debug
+    reuse_freed_memory()
 
 
 from mrfbench.cli import data, runs, sweeps  # noqa: E402,F401  (register the commands)

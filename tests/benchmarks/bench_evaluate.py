@@ -25,6 +25,8 @@ imported_torch = time.perf_counter()
 if int(sys.argv[2]):
     torch.set_num_threads(int(sys.argv[2]))
 import numpy as np
+from mrfbench.allocator import reuse_freed_memory
+reuse_freed_memory()  # as every `mrfbench` command does
 from pathlib import Path
 from mrfbench.evaluate import EvalConfig, collapse_report
 from mrfbench.evaluators import copula

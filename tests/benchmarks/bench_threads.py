@@ -16,11 +16,14 @@ import time
 WORKER = """
 import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
+from mrfbench.allocator import reuse_freed_memory
 from mrfbench.datasets import get_dataset
 from mrfbench.models import build_model
+from mrfbench.train import adam
+reuse_freed_memory()  # as in `mrfbench train` and sweep trials
 steps = int(sys.argv[2])
 model = build_model("gmrf")
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+optimizer = adam(model.parameters(), 1e-3)
 batches = list(get_dataset("copula", n_train=256 * 20).splits()["train"].split(256))
 for i in range(5 + steps):
     if i == 5:

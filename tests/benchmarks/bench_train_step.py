@@ -1,7 +1,7 @@
 """Benchmark: train-step time of every model beside its networks' floor, on the paper's architectures.
 
 Run: python tests/benchmarks/bench_train_step.py [--setting copula|mnist3|polymnist] [--precision fp32|bf16]
-     [--batch-size N] [--repeats 7] [--steps 30]
+     [--batch-size N] [--repeats 7] [--steps 30] [--allocator reuse|system]
 The floor is the same modality encoders, heads and decoders (the setting's architecture) with Adam and a
 trivial loss: what any model of the setting must pay. A model may run its networks more than once a step
 (MMVAE decodes each modality's sample with every decoder, MVAE decodes each subset, the NN-MRF decodes K
@@ -12,7 +12,9 @@ modes) on fixed inputs with a trivial loss, so "to own" is what the model adds b
 GMRF's networks is also timed (the reference of the performance issue: the GMRF should be within 1.3x of
 it). The baselines run as in copula_paper.yaml (latent 3 factorised; MMVAE and MMVAE+ with K = 1), plus
 MMVAE+ with DReG at K = 10. Data are random tensors of the setting's shape (no image build needed).
-Timings are interleaved in one run so the ratios are not skewed by machine load.
+Timings are interleaved in one run so the ratios are not skewed by machine load. The C allocator keeps
+freed memory as `mrfbench` commands and sweep trials have it (``mrfbench.allocator``); ``--allocator system``
+leaves glibc's defaults, for a before/after in two runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from mrfbench.allocator import reuse_freed_memory
 from mrfbench.models import build_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.networks import ConvDecoder, ConvEncoder, GroupedMLP, Likelihood, modality_decoder, modality_encoder
@@ -145,7 +148,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: 256 on the copula data, else 128")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--allocator", choices=("reuse", "system"), default="reuse")
     args = parser.parse_args()
+    if args.allocator == "reuse":
+        reuse_freed_memory()
     torch.manual_seed(0)
     batch_size = args.batch_size or (256 if args.setting == "copula" else 128)
     m, features, _, _ = SETTINGS[args.setting]
@@ -164,7 +170,7 @@ def main() -> None:
             times[name].append(time_steps(model, batches, args.precision))
     median = {name: statistics.median(values) for name, values in times.items()}
     print(f"{args.setting}, {args.precision}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {batch_size}, median of {args.repeats} x {args.steps} steps")
+          f"batch {batch_size}, {args.allocator} allocator, median of {args.repeats} x {args.steps} steps")
     print(f"{'model':13s} {'step ms':>9s} {'floor ms':>9s} {'to floor':>9s} {'own ms':>9s} {'to own':>7s}"
           + ("  to diagonal" if "diagonal" in median else ""))
     for name, value in median.items():
