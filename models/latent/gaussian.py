@@ -53,6 +53,18 @@ class CholeskyLayout:
         kept[rows[keep], cols[keep]] = True
         self.within_keep = kept[within_rows, within_cols]
         self.within_rows, self.within_cols = within_rows[self.within_keep], within_cols[self.within_keep]
+        self._index = {"within_keep": self.within_keep, "within": torch.stack([self.within_rows, self.within_cols]),
+                       "all": torch.stack([torch.cat([self.within_rows, self.cross_rows]),
+                                           torch.cat([self.within_cols, self.cross_cols])])}
+        self._on_device: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def _indices(self, name: str, device: torch.device) -> torch.Tensor:
+        """An index tensor of the layout, moved to ``device`` once: "within_keep", or the (rows, cols) (2, n)
+        of the kept strictly-lower entries "within" blocks or of "all" of them."""
+        key = (name, torch.device(device))
+        if key not in self._on_device:
+            self._on_device[key] = self._index[name].to(device)
+        return self._on_device[key]
 
     @property
     def n_within_per_block(self) -> int:
@@ -74,18 +86,16 @@ class CholeskyLayout:
 
     def select_within(self, per_block: torch.Tensor) -> torch.Tensor:
         """Kept within-block entries from all of them, (..., n_blocks, n_within_per_block) -> (..., n_within)."""
-        return per_block.flatten(-2)[..., self.within_keep.to(per_block.device)]
+        return per_block.flatten(-2)[..., self._indices("within_keep", per_block.device)]
 
     def scale_tril(self, log_diag: torch.Tensor, within: torch.Tensor, cross: torch.Tensor | None) -> torch.Tensor:
         """Assemble L (..., D, D) from its log-diagonal (..., D), kept within-block (..., n_within) and
         kept cross-block (..., n_cross) entries; ``cross=None`` gives a block-diagonal L."""
         L = torch.diag_embed(log_diag.exp())
-        rows, cols, values = self.within_rows, self.within_cols, within
-        if cross is not None:
-            rows, cols = torch.cat([rows, self.cross_rows]), torch.cat([cols, self.cross_cols])
-            values = torch.cat([within, cross], dim=-1)
+        rows, cols = self._indices("within" if cross is None else "all", L.device)
+        values = within if cross is None else torch.cat([within, cross], dim=-1)
         if rows.numel():
-            L[..., rows.to(L.device), cols.to(L.device)] = values.expand(*L.shape[:-2], -1)
+            L[..., rows, cols] = values.expand(*L.shape[:-2], -1)
         return L
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,12 +41,18 @@ class KernelMean(torch.autograd.Function):
         return grad * slope / ctx.n_terms, None
 
 
+@functools.lru_cache(maxsize=8)
+def upper_triangle(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of the strictly upper triangle of an n x n matrix (built once per size)."""
+    return tuple(torch.triu_indices(n, n, 1, device=device))
+
+
 def pooled_median(xx: torch.Tensor, yy: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     """The lower median (``torch.median``'s) of the pooled matrix [[xx, xy], [xy', yy]] of squared distances
     from its blocks: its diagonal is zero and every other entry comes twice, so it is an order statistic of
     the upper triangles and the cross block alone (half the entries), found by a partial sort."""
     n, m = len(xx), len(yy)
-    upper = torch.cat([xx[tuple(torch.triu_indices(n, n, 1))], yy[tuple(torch.triu_indices(m, m, 1))], xy.flatten()])
+    upper = torch.cat([xx[upper_triangle(n, xx.device)], yy[upper_triangle(m, yy.device)], xy.flatten()])
     zeros, k = n + m, ((n + m) ** 2 - 1) // 2  # sorted pooled: the zeros, then each upper entry twice
     if k < zeros:
         return xx.new_zeros(())
