@@ -10,6 +10,7 @@ reparameterised (Eq. 11), under a multi-scale RBF kernel at the median-heuristic
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,8 +64,10 @@ class ALMRFMVAE(GMRFMVAE):
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:
         """Monte Carlo KL(q_i || p_i) per block with the AL densities of Appendix B.1 (marginals are AL),
         in float64 with each draw's own density from its whitened form: the MMD objective does not penalise a
-        single data point's posterior width, so scales of e^-40 occur (a large KL, not a collapse)."""
-        q, p = self.posterior(x), self.prior()
+        single data point's posterior width, so scales of e^-40 occur (a large KL, not a collapse), and below
+        e^-103 a float32 scale is 0, so the laws themselves are built by a float64 copy of the networks."""
+        q = copy.deepcopy(self.posterior_net).double()(x.double())
+        p = copy.deepcopy(self.prior_net).double()()
         d, n = self.config.latent_dim, self.config.kl_samples
         kl = []
         for i in range(self.config.n_modalities):

@@ -191,7 +191,7 @@ class AsymmetricLaplace(Distribution):
         q = white_y.pow(2).sum(-1).clamp_min(1e-300)
         m_sq = white_m.pow(2).sum(-1)
         c, along = 2.0 + m_sq, (white_y * white_m).sum(-1)
-        root = torch.sqrt(c * q)
+        root = torch.sqrt(c) * torch.sqrt(q)  # not sqrt(c q): c and q both reach e^550 for scales of e^-140
         exponent = along - root if across_sq is None else -(2.0 * q + m_sq * across_sq) / (root + along)
         v = (2 - d) / 2
         log_det = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)

@@ -72,3 +72,24 @@ def test_invalid_options():
         build_model("almrf", conditional="approximate")
     with pytest.raises(UsageError, match="kl samples"):
         build_model("almrf", kl_samples=0)
+
+
+def test_kl_per_block_reads_posteriors_narrower_than_float32(data):
+    """Block 0's posterior with Sigma's scales at e^-130 (0 in float32; a trained ALMRF had e^-139, which the
+    MMD objective lets happen): the AL law mW + sqrt(W) X stays two-dimensional as Sigma degenerates, so its
+    KL is finite and the same as at e^-40."""
+
+    def kl_at(log_scale: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = build_model("almrf", kl_samples=16)
+        d = model.config.latent_dim
+        head = model.posterior_net.encoder.heads.net[-1]
+        with torch.no_grad():
+            head.weight[0, :, d : 2 * d] = 0.0
+            head.bias[0, :, d : 2 * d] = log_scale
+        torch.manual_seed(1)
+        return model.kl_per_block(data["test"][:16])
+
+    narrow = kl_at(-130.0)
+    assert torch.isfinite(narrow).all()
+    assert torch.allclose(narrow, kl_at(-40.0), rtol=1e-4)
