@@ -37,6 +37,9 @@ def page_faults(allocator: str) -> int:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's thresholds are glibc's")
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
-    system, reuse = page_faults("system"), page_faults("reuse")
-    assert system > 100  # glibc's defaults fault in each step's activations anew (300-1,000 a step)
+    # glibc's moving thresholds settle high in some processes (0 faults in 1 of 8 measured; 224-512 in the
+    # others), so its defaults are sampled in 4 fresh processes
+    system = max(page_faults("system") for _ in range(4))
+    reuse = page_faults("reuse")
+    assert system > 100  # glibc's defaults fault in each step's activations anew
     assert reuse <= 2  # a step faults in nothing (the heap extends now and then: 256-512 faults once)
