@@ -21,7 +21,7 @@ from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors
-from mrfbench.models.latent import dreg_surrogate, log_mean_exp, mixture_log_prob, standard
+from mrfbench.models.latent import dreg_surrogate, log_mean_exp, mixture_log_prob, noise, standard
 
 
 @dataclass
@@ -58,7 +58,7 @@ class MMVAE(ExpertsVAE):
         c = self.config
         post = self.encode(x)
         k = c.n_samples
-        z = post.shared.rsample((k,))  # (K, B, R, D): z[..., r, :] ~ q(z | x_r)
+        z = noise.rsample(post.shared, (k,))  # (K, B, R, D): z[..., r, :] ~ q(z | x_r)
         scored = (lambda d: detached(d)) if c.objective == "dreg" else (lambda d: d)
         mixture = scored(post.shared)  # batch (B, M, D), evaluated at every z_r below
         log_q = mixture_log_prob(type(mixture)(mixture.loc.unsqueeze(-3), mixture.scale.unsqueeze(-3)),
@@ -68,7 +68,7 @@ class MMVAE(ExpertsVAE):
         inputs = self.per_modality(z)  # (K, B, R, M, D): z_r to every decoder d
         w_in = None
         if self.factorised:
-            w = post.specific.rsample((k,))  # (K, B, M, S): w_m ~ q(w | x_m)
+            w = noise.rsample(post.specific, (k,))  # (K, B, M, S): w_m ~ q(w | x_m)
             samples.append(w)
             log_q = log_q + scored(post.specific).log_prob(w).sum(-1)
             log_p = log_p + standard(c.dist, w).log_prob(w).sum(-1)

@@ -15,6 +15,7 @@ from torch.distributions import Distribution
 from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.experts import Posteriors
+from mrfbench.models.latent import noise
 from mrfbench.models.mmvae import MMVAE, MMVAEConfig
 
 
@@ -48,7 +49,7 @@ class MMVAEPlus(MMVAE):
     def cross_specific(self, post: Posteriors, w: torch.Tensor) -> torch.Tensor:
         """x_r from its own w_r, x_d (d != r) from w ~ r_d(w): (K, B, R, M, S)."""
         m = self.config.n_modalities
-        aux = self.auxiliary_prior().rsample((*w.shape[:-2], m))  # (K, B, R, M, S)
+        aux = noise.rsample(self.auxiliary_prior(), (*w.shape[:-2], m))  # (K, B, R, M, S)
         own = w.unsqueeze(-2).expand(*w.shape[:-1], m, w.shape[-1])  # w_r for every target d
         diagonal = torch.eye(m, dtype=torch.bool, device=w.device)[..., None]
         return torch.where(diagonal, own, aux)

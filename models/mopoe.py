@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
-from mrfbench.models.latent import nonempty_subsets, product_of_experts
+from mrfbench.models.latent import noise, nonempty_subsets, product_of_experts
 
 
 @dataclass
@@ -53,8 +53,8 @@ class MoPoE(ExpertsVAE):
         pick = self.component_of_each_datapoint(len(x), x.device)
         rows = torch.arange(len(x), device=x.device)
         chosen = type(q)(q.loc[pick, rows], q.scale[pick, rows])
-        z = chosen.rsample()  # (B, D)
-        w = post.specific.rsample() if self.factorised else None
+        z = noise.rsample(chosen)  # (B, D)
+        w = noise.rsample(post.specific) if self.factorised else None
         recon = self.reconstruction(x, self.decode(self.per_modality(z), w)).sum(-1)
         kl = self.prior_kl(q).mean(0)  # mean over subsets, (B,)
         if self.factorised:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from mrfbench.models.latent import CholeskyLayout, MHResult, MHSettings, block_indices, metropolis_within_gibbs
+from mrfbench.models.latent import CholeskyLayout, MHResult, MHSettings, block_indices, metropolis_within_gibbs, noise
 from mrfbench.models.networks import GroupedMLP, mlp, modality_encoder
 
 
@@ -158,7 +158,7 @@ class EnergyPrior(nn.Module):
         """n draws (n, D) of the Gaussian base measure (standard normal when there is none)."""
         c = self.config
         scale = 1.0 / math.sqrt(c.confinement) if c.confinement > 0 else 1.0
-        return scale * torch.randn(n, self.layout.dim, device=like.device, dtype=like.dtype)
+        return scale * noise.normal((n, self.layout.dim), like.dtype, like.device)
 
     def _mh(self) -> MHSettings:
         c = self.config
@@ -175,7 +175,7 @@ class EnergyPrior(nn.Module):
             fresh = self.base_sample(c.pcd_chains, like)
             if self.chains.shape != fresh.shape:
                 self.chains = fresh
-            restart = torch.rand(c.pcd_chains, 1, device=like.device) < c.pcd_restart
+            restart = noise.uniform((c.pcd_chains, 1), torch.float32, like.device) < c.pcd_restart
             start = torch.where(restart, fresh, self.chains)
         settings = MHSettings(burn_in=c.pcd_sweeps - 1, thin=1, target_accept=MHSettings.target_accept)
         result = metropolis_within_gibbs(self.energy.local, start, range(c.n_modalities), c.latent_dim, 1,
@@ -239,7 +239,7 @@ class EnergyPosterior(nn.Module):
         """n draws per data point, (n, B, D), by Metropolis-within-Gibbs from the unary means."""
         batch = len(mu)
         mu_k, ls_k = mu.repeat(n, 1), log_scale.repeat(n, 1)
-        init = mu_k + torch.exp(ls_k) * torch.randn_like(mu_k)
+        init = mu_k + torch.exp(ls_k) * noise.normal_like(mu_k)
         energy: Callable = lambda z, b: self.energy(z, mu_k, ls_k, b)  # noqa: E731
         step = (0.5 * ls_k.detach().mean().exp()).expand(self.n_modalities)  # a tensor: no host sync
         result = metropolis_within_gibbs(energy, init.detach(), range(self.n_modalities), self.latent_dim, 1,
@@ -251,4 +251,4 @@ class EnergyPosterior(nn.Module):
         mu, log_scale = self.unary(x, observed)
         idx = block_indices(observed, self.latent_dim, x.device)
         mu, scale = mu[:, None, idx].expand(-1, n_per, -1), log_scale[:, None, idx].exp()
-        return mu if mean else mu + scale * torch.randn_like(mu)
+        return mu if mean else mu + scale * noise.normal_like(mu)

@@ -14,7 +14,7 @@ from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
-from mrfbench.models.latent import product_of_experts
+from mrfbench.models.latent import noise, product_of_experts
 
 
 @dataclass
@@ -59,7 +59,7 @@ class MVAE(ExpertsVAE):
         rows = [torch.ones(1, m, dtype=torch.bool), torch.eye(m, dtype=torch.bool)]
         k = min(self.config.n_random_subsets, len(self.middle_subsets))
         if k:
-            rows.append(self.middle_subsets[torch.randperm(len(self.middle_subsets))[:k]])
+            rows.append(self.middle_subsets[noise.permutation(len(self.middle_subsets))[:k]])
         return torch.cat(rows)
 
     def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
@@ -69,9 +69,9 @@ class MVAE(ExpertsVAE):
         index, valid = members_first(subsets)  # (C, M): decoder m sees the z of the subsets holding m
         subsets, index, valid = (t.to(x.device, non_blocking=True) for t in (subsets, index, valid))
         q = self.joint(post, subsets)
-        z = q.rsample()  # (S, B, D)
+        z = noise.rsample(q)  # (S, B, D)
         inputs = z[index].transpose(1, 2)  # (C, B, M, D)
-        w = post.specific.rsample() if self.factorised else None
+        w = noise.rsample(post.specific) if self.factorised else None
         valid_b = valid[:, None, :].expand(-1, len(x), -1)  # (C, B, M)
         recon = (self.reconstruction(x, self.decode(inputs, w), valid_b) * valid_b).sum((0, 2))  # (B,)
         kl = self.prior_kl(q)  # (S, B)

@@ -2,6 +2,7 @@
 masked Cholesky layout, experts (products and mixtures), asymmetric Laplace and generalized hyperbolic
 laws, MMD, and Metropolis-within-Gibbs sampling of energy-based laws."""
 
+from mrfbench.models.latent import noise
 from mrfbench.models.latent.experts import (
     dreg_surrogate,
     factorised,
@@ -26,5 +27,5 @@ __all__ = [
     "MMD_SCALES", "AsymmetricLaplace", "CholeskyLayout", "FullCovGaussian", "GeneralizedHyperbolic",
     "MHResult", "MHSettings", "bessel_k_ratio", "block_indices", "dreg_surrogate", "factorised",
     "kl_full_cov_gaussian", "log_bessel_k", "log_mean_exp", "metropolis_within_gibbs", "mixture_log_prob",
-    "nonempty_subsets", "product_of_experts", "rbf_mmd2", "sample_gig", "standard",
+    "noise", "nonempty_subsets", "product_of_experts", "rbf_mmd2", "sample_gig", "standard",
 ]

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
+from mrfbench.models.latent import noise
+
 
 def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
     """``torch.broadcast_shapes``, which imports torch's symbolic-shape machinery on first use (a third of
@@ -135,7 +137,7 @@ class FullCovGaussian(Distribution):
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        eps = noise.normal(shape, self.loc.dtype, self.loc.device)
         return self.loc + (self.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

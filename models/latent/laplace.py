@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import Distribution, constraints
 
+from mrfbench.models.latent import noise
 from mrfbench.models.latent.gaussian import FullCovGaussian, block_indices, broadcast_shapes
 
 
@@ -153,7 +154,7 @@ class AsymmetricLaplace(Distribution):
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
-        w = torch.empty(shape[:-1], dtype=self.skew.dtype, device=self.skew.device).exponential_().unsqueeze(-1)
+        w = noise.exponential(shape[:-1], self.skew.dtype, self.skew.device).unsqueeze(-1)
         return self.skew * w + w.sqrt() * self._gaussian().rsample(sample_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mrfbench.models.latent import noise
 from mrfbench.models.latent.gaussian import block_indices
 
 LOG_STEP_BOUNDS = (math.log(1e-4), math.log(10.0))  # adapted steps stay finite on flat or sharp energies
@@ -54,9 +55,9 @@ def metropolis_within_gibbs(
     for sweep in range(settings.burn_in + n_keep * settings.thin):
         for k, coords in enumerate(idx):
             proposal = z.clone()
-            proposal[:, coords] += log_step[k].exp() * torch.randn_like(z[:, coords])
+            proposal[:, coords] += log_step[k].exp() * noise.normal_like(z[:, coords])
             e_old, e_new = energy(z, blocks[k]), energy(proposal, blocks[k])
-            accept = torch.rand_like(e_old).log() < (e_old - e_new)
+            accept = noise.uniform_like(e_old).log() < (e_old - e_new)
             z = torch.where(accept[:, None], proposal, z)
             rate = accept.float().mean()
             if sweep < settings.burn_in:
