@@ -71,6 +71,11 @@ class MultimodalVAE(nn.Module):
         ``config.beta * beta_scale`` (the trainer's KL warm-up ramps ``beta_scale`` from 0 to 1)."""
         raise NotImplementedError
 
+    def forward(self, x: torch.Tensor, beta_scale: float | torch.Tensor = 1.0) -> LossOutput:
+        """``loss``: the call ``torch.func.functional_call`` makes when a pack runs the model with each
+        member's parameters."""
+        return self.loss(x, beta_scale)
+
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """n unconditional generations, (n, M, F)."""

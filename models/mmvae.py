@@ -21,7 +21,7 @@ from mrfbench.errors import UsageError
 from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors
-from mrfbench.models.latent import dreg_surrogate, log_mean_exp, mixture_log_prob, noise, standard
+from mrfbench.models.latent import dreg_surrogate, gradient_scaled, log_mean_exp, mixture_log_prob, noise, standard
 
 
 @dataclass
@@ -54,37 +54,44 @@ class MMVAE(ExpertsVAE):
         return w.unsqueeze(-3).expand(*w.shape[:-2], self.config.n_modalities, *w.shape[-2:])
 
     def log_weights(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stratified log-weights (K, B, R) and the reparameterised samples they depend on."""
+        """Stratified log-weights (K, B, R) and, for DReG with gradients, the gradient scales of the
+        reparameterised samples they depend on (``gradient_scaled``)."""
         c = self.config
         post = self.encode(x)
         k = c.n_samples
+        dreg = c.objective == "dreg" and torch.is_grad_enabled()
         z = noise.rsample(post.shared, (k,))  # (K, B, R, D): z[..., r, :] ~ q(z | x_r)
+        scales = []
+        if dreg:
+            z, scale = gradient_scaled(z)
+            scales.append(scale)
         scored = (lambda d: detached(d)) if c.objective == "dreg" else (lambda d: d)
         mixture = scored(post.shared)  # batch (B, M, D), evaluated at every z_r below
         log_q = mixture_log_prob(type(mixture)(mixture.loc.unsqueeze(-3), mixture.scale.unsqueeze(-3)),
                                  z.unsqueeze(-2), dim=-1)  # (K, B, R)
         log_p = standard(c.dist, z).log_prob(z).sum(-1)
-        samples = [z]
         inputs = self.per_modality(z)  # (K, B, R, M, D): z_r to every decoder d
         w_in = None
         if self.factorised:
             w = noise.rsample(post.specific, (k,))  # (K, B, M, S): w_m ~ q(w | x_m)
-            samples.append(w)
+            if dreg:
+                w, scale = gradient_scaled(w)
+                scales.append(scale)
             log_q = log_q + scored(post.specific).log_prob(w).sum(-1)
             log_p = log_p + standard(c.dist, w).log_prob(w).sum(-1)
             w_in = self.cross_specific(post, w)
         recon = self.reconstruction(x.unsqueeze(-3), self.decode(inputs, w_in)).sum(-1)  # (K, B, R)
-        return recon + beta * (log_p - log_q), samples
+        return recon + beta * (log_p - log_q), scales
 
     def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
         beta = self.config.beta * beta_scale
-        log_w, samples = self.log_weights(x, beta)
+        log_w, scales = self.log_weights(x, beta)
         if self.config.objective == "elbo":
             bound = log_w.mean(0)
         elif self.config.objective == "iwae":
             bound = log_mean_exp(log_w, 0)
         else:
-            bound = dreg_surrogate(log_w, samples, 0)
+            bound = dreg_surrogate(log_w, scales, 0)
         loss = -bound.mean(-1).mean()
         return LossOutput(loss, {"bound": log_mean_exp(log_w.detach(), 0).mean().detach()})
 

@@ -143,13 +143,18 @@ class EnergyPrior(nn.Module):
     """p(z) = exp(-E(z)) / Z with E an ``MRFPotentials`` energy, sampled by Metropolis-within-Gibbs over the
     blocks; it also keeps the chains (and their adapted step sizes) that estimate E_p[grad E] in training."""
 
+    sampler_state = ("chains", "chains_ready", "chain_steps")  # buffers training changes (per pack member)
+
     def __init__(self, config, layout: CholeskyLayout):
         super().__init__()
         c = config
         self.config, self.layout = c, layout
         self.energy = MRFPotentials(c.n_modalities, c.latent_dim, c.potential_hidden, c.confinement)
-        self.register_buffer("chains", torch.empty(0), persistent=False)
-        self.chain_steps = [c.mh_step] * c.n_modalities
+        # the training chains' state, updated in place (a pack stacks it per member): their last states,
+        # whether they have any yet, and their adapted step sizes
+        self.register_buffer("chains", torch.zeros(c.pcd_chains, layout.dim), persistent=False)
+        self.register_buffer("chains_ready", torch.zeros((), dtype=torch.bool), persistent=False)
+        self.register_buffer("chain_steps", torch.full((c.n_modalities,), float(c.mh_step)), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.energy(z)
@@ -171,17 +176,19 @@ class EnergyPrior(nn.Module):
         (pcd_chains, D) after restarting a ``pcd_restart`` fraction from the base measure."""
         c = self.config
         like = self.energy.unary[0].weight
-        if start is None:
+        persistent = start is None
+        if persistent:
             fresh = self.base_sample(c.pcd_chains, like)
-            if self.chains.shape != fresh.shape:
-                self.chains = fresh
             restart = noise.uniform((c.pcd_chains, 1), torch.float32, like.device) < c.pcd_restart
-            start = torch.where(restart, fresh, self.chains)
+            start = torch.where(restart | ~self.chains_ready, fresh, self.chains)
         settings = MHSettings(burn_in=c.pcd_sweeps - 1, thin=1, target_accept=MHSettings.target_accept)
         result = metropolis_within_gibbs(self.energy.local, start, range(c.n_modalities), c.latent_dim, 1,
                                          settings, self.chain_steps)
-        self.chains, self.chain_steps = result.samples[:, -1], result.steps
-        return self.chains
+        self.chain_steps.copy_(result.steps)
+        if persistent:
+            self.chains.copy_(result.samples[:, -1])
+            self.chains_ready.fill_(True)
+        return result.samples[:, -1]
 
     @torch.no_grad()
     def sample(self, n: int) -> tuple[torch.Tensor, float]:

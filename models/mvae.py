@@ -66,7 +66,7 @@ class MVAE(ExpertsVAE):
         beta = self.config.beta * beta_scale
         post = self.encode(x)
         subsets = self.training_subsets()  # (S, M)
-        index, valid = members_first(subsets)  # (C, M): decoder m sees the z of the subsets holding m
+        index, valid = members_first(subsets, 2 + min(self.config.n_random_subsets, len(self.middle_subsets)))
         subsets, index, valid = (t.to(x.device, non_blocking=True) for t in (subsets, index, valid))
         q = self.joint(post, subsets)
         z = noise.rsample(q)  # (S, B, D)
@@ -91,9 +91,10 @@ class MVAE(ExpertsVAE):
         return self.decode_given(x, observed, post, z)
 
 
-def members_first(subsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def members_first(subsets: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For subsets (S, M), column m of ``index`` (C, M) lists the subsets that hold modality m (padded with
-    others, which ``valid`` marks False); C is the most subsets any modality is in. Each ELBO reconstructs
-    only its own modalities, so decoding these C rows instead of all S skips the terms that do not count."""
-    index = torch.argsort((~subsets).to(torch.uint8), dim=0, stable=True)[: int(subsets.sum(0).max())]
+    others, which ``valid`` marks False); C = ``rows``, at least the most subsets any modality is in (the full
+    set, its single, and each random subset: known without reading the draws). Each ELBO reconstructs only
+    its own modalities, so decoding these C rows instead of all S skips the terms that do not count."""
+    index = torch.argsort((~subsets).to(torch.uint8), dim=0, stable=True)[: min(rows, len(subsets))]
     return index, subsets.gather(0, index)

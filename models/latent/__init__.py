@@ -6,6 +6,7 @@ from mrfbench.models.latent import noise
 from mrfbench.models.latent.experts import (
     dreg_surrogate,
     factorised,
+    gradient_scaled,
     log_mean_exp,
     mixture_log_prob,
     nonempty_subsets,
@@ -25,7 +26,7 @@ from mrfbench.models.latent.mmd import MMD_SCALES, rbf_mmd2
 
 __all__ = [
     "MMD_SCALES", "AsymmetricLaplace", "CholeskyLayout", "FullCovGaussian", "GeneralizedHyperbolic",
-    "MHResult", "MHSettings", "bessel_k_ratio", "block_indices", "dreg_surrogate", "factorised",
+    "MHResult", "MHSettings", "bessel_k_ratio", "block_indices", "dreg_surrogate", "gradient_scaled", "factorised",
     "kl_full_cov_gaussian", "log_bessel_k", "log_mean_exp", "metropolis_within_gibbs", "mixture_log_prob",
     "noise", "nonempty_subsets", "product_of_experts", "rbf_mmd2", "sample_gig", "standard",
 ]

@@ -66,21 +66,49 @@ def mixture_log_prob(experts: Distribution, z: torch.Tensor, dim: int) -> torch.
     return log_mean_exp(experts.log_prob(z).sum(-1), dim)
 
 
-def dreg_surrogate(log_w: torch.Tensor, samples: list[torch.Tensor], sample_dim: int) -> torch.Tensor:
+class ScaledGradient(torch.autograd.Function):
+    """The sample itself, whose gradient is multiplied by ``scale`` (filled in place after the forward pass,
+    once the importance weights are known: a tensor hook that works inside a pack's vmap too, where the rule
+    below applies the function to every member's sample at once, so the scale it keeps is the members')."""
+
+    @staticmethod
+    def forward(sample: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return sample.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.scale = inputs[1]  # read at backward time, after ``dreg_surrogate`` has filled it
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (ctx.scale * grad).to(grad.dtype), None  # keeps bf16 grads bf16
+
+    @staticmethod
+    def vmap(info, in_dims, sample: torch.Tensor, scale: torch.Tensor):
+        sample, scale = (t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+                         for t, d in zip((sample, scale), in_dims))
+        return ScaledGradient.apply(sample, scale), 0
+
+
+def gradient_scaled(sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample (to use instead of it) and the scale of its gradient, ones until ``dreg_surrogate`` sets it."""
+    scale = torch.ones_like(sample)
+    return ScaledGradient.apply(sample, scale), scale
+
+
+def dreg_surrogate(log_w: torch.Tensor, scales: list[torch.Tensor], sample_dim: int) -> torch.Tensor:
     """Doubly reparameterised IWAE surrogate (Tucker et al. 2019) for log-weights over ``sample_dim``.
 
-    ``log_w`` must be computed with the posterior parameters detached inside log q; the gradient reaching
-    the encoder through the reparameterised ``samples`` (leading dims matching ``log_w``'s, or fewer
-    trailing ones broadcast by it) is rescaled by the normalised weights via hooks, so the encoder gets
-    squared weights, the decoder and prior the weighted IWAE gradient. The returned value is the IWAE bound
+    ``log_w`` must be computed with the posterior parameters detached inside log q, from reparameterised
+    samples taken through ``gradient_scaled``; their gradient ``scales`` (leading dims matching ``log_w``'s,
+    or fewer trailing ones broadcast by it) are set to the normalised weights, so the encoder gets squared
+    weights, the decoder and prior the weighted IWAE gradient. The returned value is the IWAE bound
     log mean_k w_k itself (so a validation loss, and the checkpoint chosen by it, mean something); only its
     gradient is DReG's."""
     with torch.no_grad():
         weights = torch.softmax(log_w, dim=sample_dim)
-    for sample in samples:
-        if sample.requires_grad:
-            scale = weights.reshape(*weights.shape, *([1] * (sample.dim() - weights.dim())))
-            sample.register_hook(lambda grad, scale=scale: (scale * grad).to(grad.dtype))  # keeps bf16 grads bf16
+        for scale in scales:
+            scale.copy_(weights.reshape(*weights.shape, *([1] * (scale.dim() - weights.dim()))).expand_as(scale))
     surrogate = (weights * log_w).sum(sample_dim)
     return log_mean_exp(log_w.detach(), sample_dim) + surrogate - surrogate.detach()
 

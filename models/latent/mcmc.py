@@ -50,7 +50,7 @@ def metropolis_within_gibbs(
     idx = [block_indices([b], block_dim, z.device) for b in blocks]
     start = steps if steps is not None else [settings.step] * len(blocks)
     # adapted on the device: no host sync per update
-    log_step = torch.as_tensor(start, dtype=torch.float32, device=z.device).log()
+    log_step = list(torch.as_tensor(start, dtype=torch.float32, device=z.device).log().unbind())
     kept, accepted, proposed = [], torch.zeros((), device=z.device), 0
     for sweep in range(settings.burn_in + n_keep * settings.thin):
         for k, coords in enumerate(idx):
@@ -66,4 +66,4 @@ def metropolis_within_gibbs(
                 accepted, proposed = accepted + rate, proposed + 1
         if sweep >= settings.burn_in and (sweep - settings.burn_in + 1) % settings.thin == 0:
             kept.append(z)
-    return MHResult(torch.stack(kept, 1), accepted / max(proposed, 1), log_step.exp())
+    return MHResult(torch.stack(kept, 1), accepted / max(proposed, 1), torch.stack(log_step).exp())

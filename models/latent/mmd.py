@@ -20,10 +20,13 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class KernelMean(torch.autograd.Function):
     """mean_ij sum_s exp(-d_ij / (2 s)) / S over S ``scales``, with its derivative in closed form: the
     backward pass is one product instead of one per operation of the forward. A scale half the one before
-    is reached by squaring that kernel (one exp for the default scales, not five)."""
+    is reached by squaring that kernel (one exp for the default scales, not five). It also returns the
+    slope the backward pass uses (vmap, which packs use, builds its own rule from these)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, d: torch.Tensor, scales: tuple[float, ...]) -> torch.Tensor:
+    def forward(d: torch.Tensor, scales: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         ordered = sorted(scales, reverse=True)
         kernel = torch.exp(-d / (2 * ordered[0]))
         total, slope = kernel.clone(), kernel / (-2 * ordered[0])
@@ -31,14 +34,23 @@ class KernelMean(torch.autograd.Function):
             kernel = kernel.square() if wider == 2 * scale else torch.exp(-d / (2 * scale))
             total += kernel
             slope.add_(kernel, alpha=-1 / (2 * scale))
-        ctx.save_for_backward(slope)
-        ctx.n_terms = d.numel() * len(scales)
-        return total.sum() / ctx.n_terms
+        return total.sum() / (d.numel() * len(scales)), slope
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def setup_context(ctx, inputs, output):
+        d, scales = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+        ctx.n_terms = d.numel() * len(scales)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _slope_grad):
         (slope,) = ctx.saved_tensors
         return grad * slope / ctx.n_terms, None
+
+
+def kernel_mean(d: torch.Tensor, scales: tuple[float, ...]) -> torch.Tensor:
+    return KernelMean.apply(d, scales)[0]
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,9 +69,14 @@ def pooled_median(xx: torch.Tensor, yy: torch.Tensor, xy: torch.Tensor) -> torch
     if k < zeros:
         return xx.new_zeros(())
     rank = (k - zeros) // 2
-    if upper.device.type != "cpu":  # stay on the device (no host sync)
+    if upper.device.type != "cpu" or is_batched(upper):  # stay on the device (no host sync), or in a pack
         return upper.kthvalue(rank + 1).values
     return torch.as_tensor(np.partition(upper.numpy(), rank)[rank])  # NumPy's partial sort: 2x torch's here
+
+
+def is_batched(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is one member's view inside a pack's vmap (its values have no NumPy array)."""
+    return torch._C._functorch.is_batchedtensor(tensor)
 
 
 def rbf_mmd2(x: torch.Tensor, y: torch.Tensor, scales: Sequence[float] = MMD_SCALES) -> torch.Tensor:
@@ -72,5 +89,4 @@ def rbf_mmd2(x: torch.Tensor, y: torch.Tensor, scales: Sequence[float] = MMD_SCA
     with torch.no_grad():
         h2 = pooled_median(xx, yy, xy).clamp_min(1e-6)
     scales = tuple(scales)
-    return (KernelMean.apply(xx / h2, scales) + KernelMean.apply(yy / h2, scales)
-            - 2 * KernelMean.apply(xy / h2, scales))
+    return kernel_mean(xx / h2, scales) + kernel_mean(yy / h2, scales) - 2 * kernel_mean(xy / h2, scales)
