@@ -80,53 +80,58 @@ def sampler_state(model: MultimodalVAE) -> list[str]:
 
 
 class StackedParameters:
-    """The parameters of K models of one architecture as one (K, P) leaf tensor, and a model's named
-    parameters as views of one member's row."""
+    """The parameters of K models of one architecture, each stacked over a leading member dimension
+    (K, *shape) as a leaf tensor of its own."""
 
     def __init__(self, models: Sequence[MultimodalVAE]):
-        named = list(models[0].named_parameters())
-        self.names = [name for name, _ in named]
-        self.shapes = [p.shape for _, p in named]
-        self.sizes = [p.numel() for _, p in named]
         with torch.no_grad():
-            self.flat = torch.stack([torch.cat([p.reshape(-1) for p in m.parameters()]) for m in models]).requires_grad_()
+            self.stacked = {name: torch.stack([m.get_parameter(name) for m in models]).requires_grad_()
+                            for name, _ in models[0].named_parameters()}
 
-    def views(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One member's parameters by name, as views of its row (P,)."""
-        return {name: part.view(shape) for name, part, shape in zip(self.names, row.split(self.sizes), self.shapes)}
+    def member(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters by name (views)."""
+        return {name: value[k] for name, value in self.stacked.items()}
 
     @torch.no_grad()
     def member_state(self, model: MultimodalVAE, k: int) -> dict[str, torch.Tensor]:
-        """Member k's state dict (parameters from its row, buffers from ``model``), detached copies."""
-        for name, value in self.views(self.flat[k]).items():
+        """Member k's state dict (parameters from the stack, buffers from ``model``, its own model), as copies;
+        ``model`` is left holding that state."""
+        for name, value in self.member(k).items():
             model.get_parameter(name).copy_(value)
         return copy.deepcopy(model.state_dict())
 
     @torch.no_grad()
-    def load_member(self, model: MultimodalVAE, k: int, state: dict[str, torch.Tensor]) -> None:
-        """Put ``state``'s parameters back into member k's row."""
-        model.load_state_dict(state)
-        self.flat[k] = torch.cat([p.reshape(-1) for p in model.parameters()])
+    def load_member(self, model: MultimodalVAE, k: int) -> None:
+        """Put ``model``'s parameters into member k's place in the stack."""
+        for name, value in self.member(k).items():
+            value.copy_(model.get_parameter(name))
 
 
 class PackAdam:
-    """Adam over the (K, P) stacked parameters with a learning rate per member: torch's update, once for
-    all members and parameters; members not ``active`` are left as they are."""
+    """Adam over stacked parameters with a learning rate per member: torch's fused update (the kernel single
+    runs use), one call for all members that share this step's learning rate; members not ``active`` are
+    left as they are."""
 
-    def __init__(self, flat: torch.Tensor):
-        self.flat, self.step_count = flat, 0
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
+    def __init__(self, stacked: Sequence[torch.Tensor]):
+        self.params = list(stacked)
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.zeros((), device=self.params[0].device) for _ in range(len(self.params[0]))]
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
+    def step(self, lrs: Sequence[float], active: Sequence[bool]) -> None:
         beta1, beta2, eps = ADAM
-        grad = torch.where(active[:, None], self.flat.grad, 0.0)
-        self.step_count += 1
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step_size = torch.where(active, lr, 0.0) / (1 - beta1**self.step_count)
-        denom = (self.exp_avg_sq.sqrt() / math.sqrt(1 - beta2**self.step_count)).add_(eps)
-        self.flat.sub_(self.exp_avg / denom * step_size[:, None].to(self.flat.dtype))
+        groups: dict[float, list[int]] = {}
+        for k, (lr, on) in enumerate(zip(lrs, active)):
+            if on:
+                groups.setdefault(lr, []).append(k)
+        for lr, rows in groups.items():
+            rows_of = lambda tensors: [t[k] for t in tensors for k in rows]  # noqa: E731
+            steps = [self.steps[k] for _ in self.params for k in rows]
+            torch._foreach_add_([self.steps[k] for k in rows], 1)
+            torch._fused_adam_(rows_of(self.params), rows_of([p.grad for p in self.params]), rows_of(self.exp_avg),
+                               rows_of(self.exp_avg_sq), [], steps, lr=lr, beta1=beta1, beta2=beta2,
+                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
 
 def schedule_factor(schedule: str, done: int, total: int) -> float:
@@ -150,9 +155,9 @@ class Pack:
     def __len__(self) -> int:
         return len(self.models)
 
-    def _member_loss(self, row, state, x, beta, tape):
+    def _member_loss(self, params, state, x, beta, tape):
         with noise.replaying(tape):
-            out = functional_call(self.template, {**self.params.views(row), **state}, (x,), {"beta_scale": beta})
+            out = functional_call(self.template, {**params, **state}, (x,), {"beta_scale": beta})
         return out.loss, out.terms
 
     def _recorded_draws(self, x: torch.Tensor, beta: torch.Tensor) -> list[noise.Draw]:
@@ -164,7 +169,8 @@ class Pack:
             devices = [x.device] if x.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), noise.recording() as draws, torch.set_grad_enabled(key[1]):
                 state = {name: value[0].clone() for name, value in self.state.items()}
-                functional_call(probe, {**self.params.views(self.params.flat[0].detach()), **state}, (x[0],),
+                params = {name: value.detach() for name, value in self.params.member(0).items()}
+                functional_call(probe, {**params, **state}, (x[0],),
                                 {"beta_scale": beta[0]})
             self._draws[key] = list(draws)
         return self._draws[key]
@@ -175,7 +181,13 @@ class Pack:
         draws = self._recorded_draws(x, beta)
         tape = noise.draw_tape(draws, self.generators)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), _no_validation():
-            return vmap(self._member_loss, randomness="error")(self.params.flat, self.state, x, beta, tape)
+            if len(self) > 1:
+                return vmap(self._member_loss, randomness="error")(self.params.stacked, self.state, x, beta, tape)
+            # one member: its own tensors, no vmap (the single run's arithmetic, without vmap's overhead)
+            first = lambda tensors: {name: value[0] for name, value in tensors.items()}  # noqa: E731
+            loss, terms = self._member_loss(first(self.params.stacked), first(self.state), x[0], beta[0],
+                                            [t[0] for t in tape])
+            return loss[None], {key: value[None] for key, value in terms.items()}
 
 
 class _no_validation:
@@ -190,8 +202,20 @@ class _no_validation:
         torch.distributions.Distribution.set_default_validate_args(self.previous)
 
 
+def train_step(pack: Pack, optimizer: PackAdam, x: torch.Tensor, beta: torch.Tensor, lr: Sequence[float],
+               active: Sequence[bool], precision: str) -> torch.Tensor:
+    """One Adam step of every ``active`` member on its batch x (K, B, ...) with its learning rate ``lr``;
+    the members' losses (K,)."""
+    loss, _ = pack.losses(x, beta, precision)
+    for value in pack.params.stacked.values():
+        value.grad = None
+    loss.sum().backward()
+    optimizer.step(lr, active)
+    return loss.detach()
+
+
 @torch.no_grad()
-def validate(pack: Pack, data: PackData, batch_size: int, precision: str) -> list[dict[str, float]]:
+def validate(pack: Pack, data: PackData, batch_size: int) -> list[dict[str, float]]:
     """Each member's per-example mean loss and terms on its validation split (the full beta)."""
     pack.template.eval()
     n = data.val.shape[1]
@@ -217,9 +241,8 @@ def train_pack(pack: Pack, data: PackData, config: TrainConfig,
     total_steps = config.epochs * steps_per_epoch
     warmup = [round(m.kl_warmup * config.epochs * steps_per_epoch) for m in pack.members]
     orders = [torch.Generator().manual_seed(m.seed) for m in pack.members]
-    base_lr = torch.tensor([m.lr for m in pack.members], dtype=torch.float64)
-    optimizer = PackAdam(pack.params.flat)
-    active = torch.ones(k, dtype=torch.bool, device=device)
+    optimizer = PackAdam(pack.params.stacked.values())
+    active = [True] * k
     results = [MemberResult(best_state={}, best_epoch=-1, best_val_loss=math.inf) for _ in range(k)]
     step, start_time = 0, time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -228,30 +251,27 @@ def train_pack(pack: Pack, data: PackData, config: TrainConfig,
         total = torch.zeros(k, dtype=torch.float64, device=device)
         for start in range(0, n, config.batch_size):
             index = order[:, start : start + config.batch_size]
-            scale = [min(1.0, step / w) if w else 1.0 for w in warmup]
-            beta = (pack.betas * torch.tensor(scale, dtype=torch.float64)).to(torch.float32).to(device)
-            lr = base_lr * torch.tensor([schedule_factor(m.lr_schedule, step, total_steps) for m in pack.members],
-                                        dtype=torch.float64)
+            scale = torch.tensor([min(1.0, step / w) if w else 1.0 for w in warmup], dtype=torch.float64)
+            beta = (pack.betas * scale).to(torch.float32).to(device, non_blocking=True)
+            lr = [m.lr * schedule_factor(m.lr_schedule, step, total_steps) for m in pack.members]
             step += 1
-            loss, _ = pack.losses(data.batch("train", index), beta, config.precision)
-            pack.params.flat.grad = None
-            loss.sum().backward()
-            optimizer.step(lr.to(device), active)
-            total += loss.detach().double() * index.shape[1]
-        finite = torch.isfinite(total).cpu()
+            loss = train_step(pack, optimizer, data.batch("train", index), beta, lr, active, config.precision)
+            total += loss.double() * index.shape[1]
+        finite = torch.isfinite(total).tolist()
         for j in range(k):
             if active[j] and not finite[j]:
                 _fail(pack, results[j], j, active, f"non-finite training loss at epoch {epoch}")
-        val = validate(pack, data, max(config.batch_size, 1024), config.precision)
+        val = validate(pack, data, max(config.batch_size, 1024))
         records: list[dict | None] = [None] * k
-        lr_now = [m.lr * schedule_factor(m.lr_schedule, step, total_steps) for m in pack.members]
+        totals = total.tolist()
         for j in range(k):
             if not active[j]:
                 continue
             if not math.isfinite(val[j]["loss"]):
                 _fail(pack, results[j], j, active, f"non-finite validation loss at epoch {epoch}")
                 continue
-            records[j] = {"epoch": epoch, "lr": lr_now[j], "train_loss": float(total[j]) / n,
+            lr_now = pack.members[j].lr * schedule_factor(pack.members[j].lr_schedule, step, total_steps)
+            records[j] = {"epoch": epoch, "lr": lr_now, "train_loss": totals[j] / n,
                           **{f"val_{key}": value for key, value in val[j].items()}}
             results[j].history.append(records[j])
             if val[j]["loss"] < results[j].best_val_loss:
@@ -264,9 +284,9 @@ def train_pack(pack: Pack, data: PackData, config: TrainConfig,
     return results
 
 
-def _fail(pack: Pack, result: MemberResult, k: int, active: torch.Tensor, reason: str) -> None:
+def _fail(pack: Pack, result: MemberResult, k: int, active: list[bool], reason: str) -> None:
     """Freeze member k with ``reason`` at its best state, or its initial one before it had a best (finite,
     so it cannot spoil the pack's arithmetic): its model holds that state."""
     active[k] = False
     result.failure = reason
-    pack.params.load_member(pack.models[k], k, pack.models[k].state_dict())
+    pack.params.load_member(pack.models[k], k)
