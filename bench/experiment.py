@@ -73,45 +73,62 @@ def run_experiment(
     eval_config = eval_config or EvalConfig()
     model_options, dataset_options = dict(model_options or {}), dict(dataset_options or {})
     spec = get_benchmark(dataset_name)
-    if train_config.precision == "bf16":
-        for name, reason in ((spec.name, spec.bf16), (model_name, get_model_class(model_name).bf16_refused)):
-            if reason:
-                raise UsageError(f"--precision bf16 is refused for {name}: {reason}")
+    check_precision(spec, model_name, train_config.precision)
     dataset = spec.make(**dataset_options)
     device = resolve_device(train_config.device)
     seed_everything(train_config.seed)
     model = _build(model_name, model_options, spec, dataset)
     with staged_run(Path(out_dir), overwrite) as out:  # moved to out_dir only once complete
-        config = {
-            "mrfbench_version": __version__,
-            "model": model_name,
-            "model_config": dataclasses.asdict(model.config),
-            "capacity": model.capacity,
-            "dataset": dataset_name,
-            "dataset_config": dataclasses.asdict(dataset.config),
-            "train": dataclasses.asdict(train_config),
-            "eval": dataclasses.asdict(eval_config),
-        }
+        config = run_config(model, dataset_name, dataset, train_config, eval_config)
         write_json(out / CONFIG_FILE, config)
         splits = {name: split.to(device) for name, split in dataset.splits().items()}
         model.to(device)
         result = train(model, splits["train"], splits["val"], train_config,
                        None if on_epoch is None else lambda *args: on_epoch(model, *args), resume)
-        model.load_state_dict(result.best_state)
-        write_json(out / HISTORY_FILE, result.history)
-        if curves:
-            write_curves(out, result.history)
-        save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
-        training = {
-            "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss,
-            "wall_time_s": round(result.wall_time_s, 2),
-            "device": str(device),
-            "torch": torch.__version__,
-            "machine": platform.machine(),
-        }
-        return score_run(model, spec, dataset, eval_split, splits[eval_split], eval_config, device, out,
-                         {**training, "eval_split": eval_split})
+        return finish_run(model, result, config, spec, dataset, splits[eval_split], eval_split, eval_config, device,
+                          out, curves)
+
+
+def check_precision(spec, model_name: str, precision: str) -> None:
+    if precision == "bf16":
+        for name, reason in ((spec.name, spec.bf16), (model_name, get_model_class(model_name).bf16_refused)):
+            if reason:
+                raise UsageError(f"--precision bf16 is refused for {name}: {reason}")
+
+
+def run_config(model: MultimodalVAE, dataset_name: str, dataset, train_config: TrainConfig, eval_config: EvalConfig) -> dict:
+    """What config.json holds."""
+    return {
+        "mrfbench_version": __version__,
+        "model": model.name,
+        "model_config": dataclasses.asdict(model.config),
+        "capacity": model.capacity,
+        "dataset": dataset_name,
+        "dataset_config": dataclasses.asdict(dataset.config),
+        "train": dataclasses.asdict(train_config),
+        "eval": dataclasses.asdict(eval_config),
+    }
+
+
+def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: torch.Tensor, eval_split: str,
+               eval_config: EvalConfig, device, out: Path, curves: bool, extra: dict | None = None) -> dict:
+    """After training: the best state into ``model``, history (and TensorBoard curves), checkpoint, then the
+    scores; returns the metrics. ``extra`` goes into the metrics' training section."""
+    model.load_state_dict(result.best_state)
+    write_json(out / HISTORY_FILE, result.history)
+    if curves:
+        write_curves(out, result.history)
+    save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
+    training = {
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "wall_time_s": round(result.wall_time_s, 2),
+        "device": str(device),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        **(extra or {}),
+    }
+    return score_run(model, spec, dataset, eval_split, data, eval_config, device, out, {**training, "eval_split": eval_split})
 
 
 def check_split(split: str) -> None:

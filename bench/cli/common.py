@@ -131,14 +131,39 @@ def eval_config(**options):
     return EvalConfig(**{k: v for k, v in options.items() if v is not None})
 
 
+def _key_value(pair: str) -> tuple[str, str]:
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set takes KEY=VALUE, got '{pair}'")
+    return key.strip().replace("-", "_"), value
+
+
 def parse_set(pairs: list[str]) -> dict:
     """KEY=VALUE pairs with YAML-typed values (numbers, booleans, strings)."""
     import yaml
 
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set takes KEY=VALUE, got '{pair}'")
-        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return options
+    return {key: yaml.safe_load(value) for key, value in map(_key_value, pairs)}
+
+
+def parse_set_values(pairs: list[str]) -> dict[str, list]:
+    """KEY=VALUE[,VALUE...] pairs: each key's YAML-typed values, in order."""
+    import yaml
+
+    return {key: [yaml.safe_load(part) for part in value.split(",")] for key, value in map(_key_value, pairs)}
+
+
+def print_pack_outcomes(outcomes: list) -> None:
+    """One line per member of a pack: its folder and headline figures, or why it failed."""
+    from mrfbench.datasets import get_benchmark
+    from mrfbench.sweep import flatten_metrics
+
+    for outcome in outcomes:
+        if outcome.failure:
+            console.print(f"[red]failed[/] {outcome.out.name}: {escape(outcome.failure)}", highlight=False)
+            continue
+        metrics = outcome.metrics
+        spec = get_benchmark(metrics["dataset"])
+        flat = flatten_metrics(metrics, spec)
+        figures = ", ".join(f"{key} {flat[key]:.4g}" for key in spec.score_parts)
+        console.print(f"{outcome.out.name}: best epoch {metrics['training']['best_epoch']}, "
+                      f"val loss {metrics['training']['best_val_loss']:.4g}; {figures}", highlight=False)

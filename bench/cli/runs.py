@@ -18,10 +18,12 @@ from mrfbench.cli.common import (
     clean_errors,
     console,
     eval_config,
-    parse_set,
+    parse_set_values,
+    print_pack_outcomes,
     print_results,
     set_threads,
 )
+from mrfbench.errors import UsageError
 
 
 def _in(panel: str, help: str = "", *names: str):
@@ -32,12 +34,15 @@ def _in(panel: str, help: str = "", *names: str):
 MODEL, TRAINING, DATA, EVALUATION = "Model", "Training", "Data", "Evaluation"
 
 
+PACKED = "comma-separated values train as one pack, each into OUT/<setting>=<value>_..."
+
+
 @app.command("train")
 @clean_errors
 def train_command(
-    out: Annotated[Path, typer.Option(help="run directory to write")],
+    out: Annotated[Path, typer.Option(help="run directory to write (a pack: the folder of its members' runs)")],
     model: Annotated[str, _in(MODEL, "model name (see `mrfbench models`)")] = "gmrf",
-    beta: Annotated[float, _in(MODEL, "KL weight, > 0")] = 1.0,
+    beta: Annotated[str, _in(MODEL, f"KL weight, > 0; {PACKED}")] = "1.0",
     set_options: Annotated[list[str] | None, _in(
         MODEL, "a model option as KEY=VALUE, repeatable (e.g. --set latent_dim=8 --set dist=laplace); "
         "`mrfbench models --options` lists each model's", "--set")] = None,
@@ -47,12 +52,14 @@ def train_command(
     n_test: Annotated[int | None, _in(DATA, "test tuples \\[the data set's]")] = None,
     data_dir: Annotated[Path | None, _in(DATA, "image data: the build of `mrfbench data` \\[the cache]")] = None,
     epochs: Annotated[int, _in(TRAINING, "training epochs")] = 200,
-    lr: Annotated[float, _in(TRAINING, "Adam learning rate")] = 1e-3,
-    lr_schedule: Annotated[str, _in(TRAINING, "constant or cosine")] = "cosine",
+    lr: Annotated[str, _in(TRAINING, f"Adam learning rate; {PACKED}")] = "1e-3",
+    lr_schedule: Annotated[str, _in(TRAINING, f"constant or cosine; {PACKED}")] = "cosine",
     batch_size: Annotated[int, _in(TRAINING)] = 256,
-    kl_warmup: Annotated[float, _in(TRAINING, "fraction of training over which beta ramps up from 0")] = 0.1,
+    kl_warmup: Annotated[str, _in(TRAINING, f"fraction of training over which beta ramps up from 0; {PACKED}")] = "0.1",
     precision: Annotated[str, _in(TRAINING, "fp32, or bf16: bfloat16 autocast (image data)")] = "fp32",
-    seed: Annotated[int, typer.Option(help="seed of data, initialisation, shuffling and evaluation")] = 0,
+    pack_size: Annotated[int | None, _in(TRAINING, "most members trained as one pack (a larger product is split) "
+                                                   "\\[all of them]")] = None,
+    seed: Annotated[str, typer.Option(help=f"seed of data, initialisation, shuffling and evaluation; {PACKED}")] = "0",
     n_unconditional: Annotated[int, _in(EVALUATION, "unconditional samples scored")] = 1_000_000,
     n_per_tuple: Annotated[int, _in(EVALUATION, "conditional generations per test tuple")] = 20,
     n_image_tuples: Annotated[int | None, _in(EVALUATION, "image data: test tuples scored \\[10,000]")] = None,
@@ -62,46 +69,114 @@ def train_command(
                                                "a search run")] = "test",
     device: Device = "auto",
     threads: Threads = None,
-    overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out (a pack: retrain its finished "
+                                                 "members too)")] = False,
 ):
-    """Train a model, keep its best checkpoint, score it and write a pair plot into OUT."""
+    """Train a model, keep its best checkpoint, score it and write a pair plot into OUT; with several values
+    of --seed, --beta, --lr, --lr-schedule or --kl-warmup, train their product as one pack of runs."""
     from mrfbench.datasets import DEFAULT_DATASET
-    from mrfbench.experiment import run_experiment
-    from mrfbench.runs import CURVES_PREFIX
+    from mrfbench.pack_runs import member_grid, parse_values
     from mrfbench.train import TrainConfig
 
     set_threads(threads)
+    if pack_size is not None and pack_size < 1:
+        raise UsageError(f"--pack-size must be >= 1, got {pack_size}")
     dataset = dataset or DEFAULT_DATASET
-    options = {"beta": beta} | parse_set(set_options or [])
-    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
-                               device=device, kl_warmup=kl_warmup, precision=precision)
+    options = {"beta": parse_values(beta, float, "--beta")} | parse_set_values(set_options or [])
+    several = sorted(key for key, values in options.items() if len(values) > 1 and key != "beta")
+    if several:
+        raise UsageError(f"--set {several[0]} has several values; a pack's members share every model option but beta "
+                         f"(the others shape its tensors or code): run one pack per value of {several[0]}")
+    grid = member_grid({**options, "lr": parse_values(lr, float, "--lr"),
+                        "lr_schedule": parse_values(lr_schedule, str, "--lr-schedule"),
+                        "kl_warmup": parse_values(kl_warmup, float, "--kl-warmup"),
+                        "seed": parse_values(seed, int, "--seed")})
+    training = ("lr", "lr_schedule", "kl_warmup", "seed")
+
+    def member(point: dict, folder: Path):
+        from mrfbench.pack_runs import PackMember
+
+        train_config = TrainConfig(epochs=epochs, batch_size=batch_size, device=device, precision=precision,
+                                   **{key: point[key] for key in training})
+        data_options = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": point["seed"],
+                        "build_dir": None if data_dir is None else str(data_dir)}
+        return PackMember(folder, {k: v for k, v in point.items() if k not in training}, train_config,
+                          eval_config(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=point["seed"],
+                                      n_image_tuples=n_image_tuples, inception_weights=inception_weights),
+                          {k: v for k, v in data_options.items() if v is not None})
+
+    members = [member(point, out / name if len(grid) > 1 else out) for name, point in grid]
+    if len(members) == 1:
+        _train_single(model, dataset, members[0], overwrite, eval_split)
+    else:
+        _train_packs(model, dataset, members, overwrite, eval_split, pack_size or len(members))
+
+
+def _epoch_progress(title: str, epochs: int):
+    """A progress display of ``epochs`` epochs (a line per tenth of them when output is not a terminal) and
+    its update function (epoch, status)."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task(f"train {model}", total=epochs, status="")
+    progress = Progress(*columns, console=console, disable=not console.is_terminal)
+    task = progress.add_task(title, total=epochs, status="")
 
-        def on_epoch(_model, epoch: int, record: dict, _snapshot) -> None:
-            status = f"loss {record['train_loss']:.3f} val {record['val_loss']:.3f}"
-            if epoch == epochs:
-                status += "; scoring the best checkpoint"
-            progress.update(task, completed=epoch, status=status)
-            if not console.is_terminal and (epoch == 1 or epoch % max(1, epochs // 10) == 0 or epoch == epochs):
-                console.print(f"epoch {epoch}/{epochs}: {status}")
+    def update(epoch: int, status: str) -> None:
+        if epoch == epochs:
+            status += "; scoring the best checkpoint"
+        progress.update(task, completed=epoch, status=status)
+        if not console.is_terminal and (epoch == 1 or epoch % max(1, epochs // 10) == 0 or epoch == epochs):
+            console.print(f"epoch {epoch}/{epochs}: {status}")
 
+    return progress, update
+
+
+def _train_single(model: str, dataset: str, member, overwrite: bool, eval_split: str) -> None:
+    from mrfbench.experiment import run_experiment
+    from mrfbench.runs import CURVES_PREFIX
+
+    out, epochs = member.out, member.train.epochs
+    progress, update = _epoch_progress(f"train {model}", epochs)
+    with progress:
         metrics = run_experiment(
-            model, dataset, out, model_options=options,
-            dataset_options={k: v for k, v in {"n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed,
-                                               "build_dir": None if data_dir is None else str(data_dir)}.items()
-                             if v is not None},
-            train_config=train_config,
-            eval_config=eval_config(n_unconditional=n_unconditional, n_per_tuple=n_per_tuple, seed=seed,
-                                     n_image_tuples=n_image_tuples, inception_weights=inception_weights),
-            overwrite=overwrite, on_epoch=on_epoch, eval_split=eval_split, curves=True,
-        )
+            model, dataset, out, model_options=member.model_options, dataset_options=member.dataset_options,
+            train_config=member.train, eval_config=member.eval, overwrite=overwrite, eval_split=eval_split, curves=True,
+            on_epoch=lambda _model, epoch, record, _snapshot: update(
+                epoch, f"loss {record['train_loss']:.3f} val {record['val_loss']:.3f}"))
     print_results(metrics)
     files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith((".", CURVES_PREFIX))))
     console.print(f"wrote {out}/ ({files}, TensorBoard curves: `tensorboard --logdir {out}`); "
                   f"trained in {metrics['training']['wall_time_s']:.0f} s")
+
+
+def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_split: str, pack_size: int) -> None:
+    """Train ``members`` as packs of at most ``pack_size``; finished members are kept unless ``overwrite``."""
+    from mrfbench.pack_runs import is_finished, run_pack
+
+    todo = [m for m in members if overwrite or not is_finished(m.out)]
+    if len(todo) < len(members):
+        console.print(f"{len(members) - len(todo)} of {len(members)} members already finished in {members[0].out.parent}; "
+                      f"training the other {len(todo)} (--overwrite retrains them all)")
+    packs = [todo[i : i + pack_size] for i in range(0, len(todo), pack_size)]
+    outcomes = []
+    for number, pack in enumerate(packs, 1):
+        title = f"train {model} x {len(pack)}" + (f" (pack {number} of {len(packs)})" if len(packs) > 1 else "")
+        progress, update = _epoch_progress(title, pack[0].train.epochs)
+
+        def on_epoch(epoch: int, records: list) -> None:
+            alive = [r for r in records if r is not None]
+            status = (f"mean loss {sum(r['train_loss'] for r in alive) / len(alive):.3f} "
+                      f"val {sum(r['val_loss'] for r in alive) / len(alive):.3f}" if alive else "")
+            failed = len(records) - len(alive)
+            update(epoch, status + (f"; {failed} failed" if failed else ""))
+
+        with progress:
+            outcomes += run_pack(model, dataset, pack, overwrite, eval_split, curves=True, on_epoch=on_epoch)
+    print_pack_outcomes(outcomes)
+    failed = [o for o in outcomes if o.failure]
+    console.print(f"wrote {len(outcomes) - len(failed)} runs into {members[0].out.parent}/ "
+                  f"(`mrfbench leaderboard {members[0].out.parent}` compares them)")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,0 +1,166 @@
+"""A pack of runs end to end: each member built as its single run would be (its seed, data and model), all of
+them trained as one (``mrfbench.pack``), each member's run directory written exactly as a single run writes it
+(config, history, checkpoint, metrics, plots, TensorBoard curves), so ``evaluate``, ``sample`` and
+``leaderboard`` read members as runs."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mrfbench.datasets import get_benchmark
+from mrfbench.errors import UsageError
+from mrfbench.evaluate import EvalConfig
+from mrfbench.experiment import _build, check_precision, check_split, finish_run, run_config
+from mrfbench.pack import Pack, PackData, member_generators, train_pack
+from mrfbench.runs import CONFIG_FILE, METRICS_FILE, staged_run, write_json
+from mrfbench.train import TrainConfig, resolve_device, seed_everything
+
+SHARED_TRAINING = ("epochs", "batch_size", "device", "precision")  # what every member of a pack trains with
+
+
+@dataclass
+class PackMember:
+    """One run of a pack: where it goes and what it sets."""
+
+    out: Path
+    model_options: dict
+    train: TrainConfig
+    eval: EvalConfig
+    dataset_options: dict
+
+
+@dataclass
+class MemberOutcome:
+    out: Path
+    metrics: dict | None = None
+    failure: str | None = None
+
+
+def is_finished(out: Path) -> bool:
+    return (Path(out) / METRICS_FILE).exists()
+
+
+def check_shared_training(members: Sequence[PackMember]) -> None:
+    for name in SHARED_TRAINING:
+        values = sorted({str(getattr(m.train, name)) for m in members})
+        if len(values) > 1:
+            raise UsageError(f"a pack's members train with one {name.replace('_', ' ')}, got {', '.join(values)}")
+
+
+def check_stackable(models: Sequence, members: Sequence[PackMember]) -> None:
+    """Members may differ in beta only among model options (the others shape the tensors or the code)."""
+    first = dataclasses.asdict(models[0].config)
+    for model in models[1:]:
+        other = dataclasses.asdict(model.config)
+        differ = sorted(k for k in first if k != "beta" and first[k] != other[k])
+        if differ:
+            raise UsageError(f"the members differ in model option {differ[0]} ({first[differ[0]]} and {other[differ[0]]}); "
+                             "a pack's members share every model option but beta: run one pack per value")
+
+
+def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], overwrite: bool = False,
+             eval_split: str = "test", curves: bool = False,
+             on_epoch: Callable[[int, list[dict | None]], None] | None = None) -> list[MemberOutcome]:
+    """Train ``members`` (one model variant; each its own seed, beta, learning rate, schedule and warm-up) as one
+    pack and write each into its ``out``; a member whose training fails is recorded with its reason (its
+    folder keeps its config, as a failed single run's does) and the others go on. Every input is checked, and
+    every output folder claimed, before training starts."""
+    check_split(eval_split)
+    if not members:
+        raise UsageError("a pack needs at least one member")
+    check_shared_training(members)
+    spec = get_benchmark(dataset_name)
+    check_precision(spec, model_name, members[0].train.precision)
+    device = resolve_device(members[0].train.device)
+    datasets: dict[str, object] = {}
+    for member in members:
+        key = json.dumps(member.dataset_options, sort_keys=True)
+        if key not in datasets:
+            datasets[key] = spec.make(**member.dataset_options)
+    member_data = [datasets[json.dumps(m.dataset_options, sort_keys=True)] for m in members]
+    models, generators = [], []
+    for member, dataset in zip(members, member_data):
+        seed_everything(member.train.seed)
+        models.append(_build(model_name, member.model_options, spec, dataset))
+        generators.append(member_generators(member.train.seed, torch.get_rng_state(), device))
+    check_stackable(models, members)
+    splits = {id(d): {name: split.to(device) for name, split in d.splits().items()} for d in datasets.values()}
+    with contextlib.ExitStack() as claims:
+        folders = [_claim(claims, m.out, overwrite) for m in members]
+        configs = [run_config(model, dataset_name, data, m.train, m.eval) for model, data, m in zip(models, member_data, members)]
+        for folder, config in zip(folders, configs):
+            write_json(folder.work / CONFIG_FILE, config)
+        pack = Pack([model.to(device) for model in models], [m.train for m in members], generators)
+        results = train_pack(pack, PackData.of([splits[id(d)] for d in member_data]), members[0].train, on_epoch)
+        outcomes = []
+        for k, (member, result) in enumerate(zip(members, results)):
+            if result.failure is not None:
+                folders[k].close(FloatingPointError(result.failure))
+                outcomes.append(MemberOutcome(member.out, failure=result.failure))
+                continue
+            data = member_data[k]
+            metrics = finish_run(models[k], result, configs[k], spec, data, splits[id(data)][eval_split], eval_split,
+                                 member.eval, device, folders[k].work, curves,
+                                 {"pack_members": len(members)} if len(members) > 1 else None)
+            folders[k].close()
+            outcomes.append(MemberOutcome(member.out, metrics=metrics))
+    return outcomes
+
+
+class _Claim:
+    """A member's staged run directory, held open until the member is written (or has failed)."""
+
+    def __init__(self, out: Path, overwrite: bool):
+        self.context = staged_run(out, overwrite)
+        self.work = self.context.__enter__()
+        self.open = True
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Publish the member's folder: complete, or (``error``) as a failed run's."""
+        if self.open:
+            self.open = False
+            if error is None:
+                self.context.__exit__(None, None, None)
+            else:
+                with contextlib.suppress(type(error)):
+                    self.context.__exit__(type(error), error, None)
+
+
+def _claim(claims: contextlib.ExitStack, out: Path, overwrite: bool) -> _Claim:
+    claim = _Claim(out, overwrite)
+    claims.callback(lambda: claim.close(RuntimeError("the pack was interrupted")) if claim.open else None)
+    return claim
+
+
+def member_grid(values: dict[str, list]) -> list[tuple[str, dict]]:
+    """The cross product of the settings' values (``values``: setting -> its values, in order) as
+    (folder name, settings) pairs; the name holds the settings with several values, e.g. "beta=0.1_seed=2"."""
+    varying = [key for key, options in values.items() if len(options) > 1]
+    grid = [{}]
+    for key, options in values.items():
+        grid = [{**point, key: value} for point in grid for value in options]
+    return [("_".join(f"{key}={point[key]}" for key in varying), point) for point in grid]
+
+
+def parse_values(text: str, kind: type, name: str) -> list:
+    """A comma-separated list of values of ``kind`` ("0.1,1"): each value once, in the order given."""
+    values = []
+    for part in str(text).split(","):
+        try:
+            value = kind(part.strip())
+        except ValueError:
+            raise UsageError(f"{name} takes {kind.__name__} values separated by commas, got '{text}'") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{name} must be finite, got '{part.strip()}'")
+        if value in values:
+            raise UsageError(f"{name} lists {part.strip()} twice")
+        values.append(value)
+    return values
