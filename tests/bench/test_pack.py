@@ -1,0 +1,150 @@
+"""Packed training against single runs: every model (and objective or factorised variant) on a small copula
+set, 20 steps of a 4-epoch run. The fixture holds the single runs' step and validation losses as recorded
+before packs existed (``python tests/bench/test_pack.py`` records it anew: only on code known to train as the
+reference)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrfbench.datasets import get_dataset
+from mrfbench.models import build_model
+from mrfbench.pack import Pack, PackData, member_generators, train_pack
+from mrfbench.train import TrainConfig, seed_everything, train
+
+FIXTURE = Path(__file__).parent / "fixtures" / "single_run_step_losses.json"
+CASES = {
+    "gmrf": ("gmrf", {}),
+    "gmrf_sparse": ("gmrf", {"sparsity": 0.3}),
+    "almrf": ("almrf", {}),
+    "nnmrf": ("nnmrf", {"pcd_sweeps": 2}),
+    "mvae": ("mvae", {}),
+    "mvae_factorised": ("mvae", {"specific_dim": 2}),
+    "mopoe": ("mopoe", {}),
+    "mopoe_laplace_factorised": ("mopoe", {"dist": "laplace", "specific_dim": 2}),
+    "mmvae": ("mmvae", {}),
+    "mmvae_iwae": ("mmvae", {"objective": "iwae", "n_samples": 3}),
+    "mmvae_dreg": ("mmvae", {"objective": "dreg", "n_samples": 3}),
+    "mmvaeplus": ("mmvaeplus", {"n_samples": 3}),
+}
+SEED, BETA, EPOCHS, BATCH = 3, 0.5, 4, 64  # 320 training tuples: 5 steps an epoch, 20 in all
+
+
+def case_data() -> dict[str, torch.Tensor]:
+    return get_dataset("copula", n_train=5 * BATCH, n_val=100, n_test=16).splits()
+
+
+def train_config(**changes) -> TrainConfig:
+    return TrainConfig(**{"epochs": EPOCHS, "batch_size": BATCH, "seed": SEED, "device": "cpu", **changes})
+
+
+def single_run(case: str, data: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """The training step losses and the validation losses of ``case`` trained as ``mrfbench train`` does."""
+    name, options = CASES[case]
+    seed_everything(SEED)
+    model = build_model(name, beta=BETA, **options)
+    steps: list[float] = []
+    original = model.loss
+
+    def spy(x, beta_scale=1.0):
+        out = original(x, beta_scale)
+        if model.training:
+            steps.append(float(out.loss.detach()))
+        return out
+
+    model.loss = spy
+    result = train(model, data["train"], data["val"], train_config())
+    return {"steps": steps, "val": [record["val_loss"] for record in result.history]}
+
+
+def build_member(case: str, seed: int, beta: float):
+    """A model built as a single run builds it, and the CPU generator state its training starts from."""
+    name, options = CASES[case]
+    seed_everything(seed)
+    model = build_model(name, beta=beta, **options)
+    return model, torch.get_rng_state()
+
+
+def make_pack(case: str, settings: list[tuple[int, float, float]]) -> Pack:
+    """A pack of ``case`` with members (seed, beta, learning rate)."""
+    built = [build_member(case, seed, beta) for seed, beta, _ in settings]
+    return Pack([model for model, _ in built], [train_config(seed=seed, lr=lr) for seed, _, lr in settings],
+                [member_generators(seed, state, torch.device("cpu")) for (seed, _, _), (_, state) in zip(settings, built)])
+
+
+def pack_step_losses(pack: Pack, data, config: TrainConfig) -> tuple[list[list[float]], list]:
+    """Train ``pack``; each step's member losses and the members' results."""
+    steps = []
+    losses = pack.losses
+
+    def spy(x, beta, precision):
+        out = losses(x, beta, precision)
+        if pack.template.training:
+            steps.append(out[0].detach().tolist())
+        return out
+
+    pack.losses = spy
+    results = train_pack(pack, data, config)
+    return steps, results
+
+
+@pytest.fixture(scope="module")
+def data():
+    return case_data()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return json.loads(FIXTURE.read_text())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_single_runs_train_as_recorded(case, data, reference):
+    assert single_run(case, data) == pytest.approx(reference[case], rel=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_pack_of_one_trains_as_the_single_run(case, data, reference):
+    steps, results = pack_step_losses(make_pack(case, [(SEED, BETA, 1e-3)]), PackData.of([data]), train_config())
+    assert [s[0] for s in steps] == pytest.approx(reference[case]["steps"], rel=1e-5)
+    assert [r["val_loss"] for r in results[0].history] == pytest.approx(reference[case]["val"], rel=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_member_starts_as_its_single_run(case, data):
+    settings = [(SEED, BETA, 1e-3), (SEED + 1, 2.0, 3e-3), (SEED + 2, 0.1, 1e-4)]
+    pack = make_pack(case, settings)
+    for k, (seed, beta, _) in enumerate(settings):
+        for name, value in build_member(case, seed, beta)[0].named_parameters():
+            assert torch.equal(pack.params.stacked[name][k], value), name
+    first_steps, _ = pack_step_losses(pack, PackData.of([data] * 3), train_config(epochs=1))
+    for k, (seed, beta, lr) in enumerate(settings):
+        single = build_member(case, seed, beta)[0]
+        first = []
+        original = single.loss
+        single.loss = lambda x, scale=1.0: first.append(float(original(x, scale).loss.detach())) or original(x, scale)
+        seed_everything(seed)
+        build_model(CASES[case][0], beta=beta, **CASES[case][1])  # the global generator where the run starts
+        train(single, data["train"], data["val"], train_config(seed=seed, lr=lr, epochs=1))
+        assert first_steps[0][k] == pytest.approx(first[0], rel=1e-5)
+
+
+def test_a_member_that_goes_nan_fails_alone(data):
+    pack = make_pack("gmrf", [(SEED, BETA, 1e-3), (SEED + 1, BETA, 1e-3), (SEED + 2, BETA, 1e-3)])
+    with torch.no_grad():
+        pack.params.stacked["prior_net.log_diag"][1].fill_(float("nan"))
+    _, results = pack_step_losses(pack, PackData.of([data] * 3), train_config(epochs=2))
+    assert results[1].failure == "non-finite training loss at epoch 1" and not results[1].history
+    for k in (0, 2):
+        assert results[k].failure is None and len(results[k].history) == 2
+        assert all(torch.isfinite(v).all() for v in results[k].best_state.values())
+    assert all(torch.isfinite(v[1]).all() for v in pack.params.stacked.values())  # frozen at its initial state
+
+
+if __name__ == "__main__":  # records the fixture (run it only on code known to train as the reference)
+    data = case_data()
+    FIXTURE.write_text(json.dumps({case: single_run(case, data) for case in CASES}, indent=1) + "\n")
