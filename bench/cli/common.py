@@ -146,10 +146,17 @@ def parse_set(pairs: list[str]) -> dict:
 
 
 def parse_set_values(pairs: list[str]) -> dict[str, list]:
-    """KEY=VALUE[,VALUE...] pairs: each key's YAML-typed values, in order."""
+    """KEY=VALUE[,VALUE...] pairs: each key's YAML-typed values, in order (a YAML list or mapping is one value)."""
     import yaml
 
-    return {key: [yaml.safe_load(part) for part in value.split(",")] for key, value in map(_key_value, pairs)}
+    options = {}
+    for key, value in map(_key_value, pairs):
+        parts = [value] if value.strip().startswith(("[", "{")) else value.split(",")
+        try:
+            options[key] = [yaml.safe_load(part) for part in parts]
+        except yaml.YAMLError:
+            raise UsageError(f"--set {key}: cannot read '{value}' as one or more comma-separated values") from None
+    return options
 
 
 def print_pack_outcomes(outcomes: list) -> None:
