@@ -5,7 +5,10 @@ A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs noth
 (``search-<model>``), then one, ``final``, for every model's best config (or the grid) x seeds, so all
 models share the cluster. Each trial's directory holds ``trial.json`` (model, stage, seed, parameters,
 node, status and error; a search trial that ASHA stopped early has status "stopped" and the epoch it
-reached) beside the run itself (``run/``: config, metrics, checkpoint, plot). Every few minutes a trial
+reached) beside the run itself (``run/``: config, metrics, checkpoint, plot). With ``packs`` (the default)
+the final stage trains each config's seeds as one pack (``mrfbench.pack``) in one Tune trial, whose folder
+holds a ``seed<N>/`` per member laid out as a trial's (``trial.json`` and ``run/``); a pack interrupted
+midway reruns only its members without a finished ``trial.json``. Every few minutes a trial
 saves its training state as Tune's checkpoint (``checkpoint_*/``, the last one kept): an interrupted sweep,
 resumed, continues each unfinished trial from its last state rather than from its first epoch.
 """
@@ -30,6 +33,7 @@ SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once,
 TRIAL_LAYOUT = 2  # how a trial's Tune config is laid out (2: TrialSpec under "trial", searched values beside it)
 SWEEP_FILE = "sweep.json"
 TRIAL_FILE = "trial.json"
+PACK_MEMBER = "seed*"  # the member folders of a pack trial: seed0, seed1, ...
 
 
 CHECKPOINT_EVERY_S = 300.0  # an interrupted trial resumes from its last training state, at most this old
@@ -59,6 +63,7 @@ class SweepSettings:
     eval_options: dict[str, Any] = field(default_factory=dict)
     search_eval_options: dict[str, Any] | None = None  # None: the data set's (its spec)
     checkpoint_every_s: float = CHECKPOINT_EVERY_S  # a trial saves its training state at most this often
+    packs: bool = True  # the final stage trains each config's seeds as one pack (one Tune trial)
     layout: int = TRIAL_LAYOUT
 
     def __post_init__(self):
@@ -191,6 +196,7 @@ class TrialSpec:
     dataset_options: dict[str, Any]
     eval_options: dict[str, Any]
     checkpoint_every_s: float = CHECKPOINT_EVERY_S
+    pack_seeds: tuple[int, ...] = ()  # a final-stage pack: these seeds trained as one (``seed`` is the first)
 
     @classmethod
     def of(cls, config: dict) -> tuple[TrialSpec, dict[str, Any]]:
@@ -215,6 +221,11 @@ def run_trial(config: dict) -> None:
     torch.set_num_threads(max(1, int(spec.cpus)))
     reuse_freed_memory()
     trial_dir = Path(tune.get_context().get_trial_dir())
+    if spec.pack_seeds:
+        from mrfbench.sweep_packs import run_pack_trial
+
+        tune.report(run_pack_trial(spec, params, trial_dir))
+        return
     resume = _saved_state(tune.get_checkpoint())
     record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params, "epochs": spec.epochs,
               "node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
@@ -268,9 +279,11 @@ def write_results_table(sweep_dir: Path) -> Path:
     import pandas as pd
 
     rows = []
-    for path in sorted(Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}")):
+    trials = [*Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}"), *Path(sweep_dir).glob(f"*/*/{PACK_MEMBER}/{TRIAL_FILE}")]
+    for path in sorted(trials):
         record = read_json_object(path)
-        rows.append({"trial": path.parent.name, "path": str(path.parent.relative_to(sweep_dir)),
+        folder = path.parent.relative_to(sweep_dir)
+        rows.append({"trial": "/".join(folder.parts[1:]), "path": str(folder),
                      **{k: record.get(k) for k in ("model", "stage", "seed", "status", "error", "epochs",
                                                    "stopped_epoch", "started", "finished")},
                      **{f"param_{k}": v for k, v in record.get("params", {}).items()}, **(record.get("metrics") or {})})
@@ -284,7 +297,15 @@ def trial_name(config: dict) -> str:
     spec, params = TrialSpec.of(config)
     searched = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in params.items() if k not in spec.params)
-    return f"{spec.model} {spec.stage} seed {spec.seed}" + (f" {searched}" if searched else "")
+    seeds = f"seeds {seed_span(spec.pack_seeds)}" if spec.pack_seeds else f"seed {spec.seed}"
+    return f"{spec.model} {spec.stage} {seeds}" + (f" {searched}" if searched else "")
+
+
+def seed_span(seeds) -> str:
+    """Seeds as people write them: "0-2", or "0,3" when not consecutive."""
+    seeds = list(seeds)
+    consecutive = len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1))
+    return f"{seeds[0]}-{seeds[-1]}" if consecutive else ",".join(map(str, seeds))
 
 
 def named_trainable():
@@ -341,14 +362,15 @@ def _saved_state(checkpoint) -> dict | None:
         return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
 
 
-def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, params: dict, seed: int) -> dict:
+def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, params: dict, seed: int,
+           pack_seeds: tuple[int, ...] = ()) -> dict:
     """A TrialSpec, as the dict Tune carries."""
     return dataclasses.asdict(TrialSpec(
         model=model, stage=stage, seed=seed, params=dict(params), dataset=space.dataset,
         epochs=settings.epochs or space.epochs, device=settings.device, cpus=settings.cpus_per_trial,
         dataset_options=settings.dataset_options,
         eval_options={**settings.eval_options, **(search_scoring(settings, space) if stage == "search" else {})},
-        checkpoint_every_s=settings.checkpoint_every_s))
+        checkpoint_every_s=settings.checkpoint_every_s, pack_seeds=tuple(pack_seeds)))
 
 
 def search_scoring(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
@@ -381,7 +403,7 @@ class Sweep:
             raise UsageError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
         try:
             raw = json.loads(path.read_text())
-            settings = SweepSettings(**{"layout": 1, **raw})  # sweeps before the layout was recorded: 1
+            settings = SweepSettings(**{"layout": 1, "packs": False, **raw})  # sweeps from before these were recorded
         except (json.JSONDecodeError, TypeError) as err:
             raise UsageError(f"corrupt {path}: {err}") from None
         if settings.layout != TRIAL_LAYOUT:
@@ -400,11 +422,17 @@ class Sweep:
         started, *added = self.settings.model_groups(self.space)
         return [("final", started), *((f"final-{'-'.join(models)}", models) for models in added)]
 
+    @property
+    def packed(self) -> bool:
+        """Whether the final stage trains each config's seeds as one pack (one Tune trial)."""
+        return self.settings.packs and self.seeds > 1
+
     def planned_trials(self) -> int:
-        """Trials the sweep runs in all (search trials plus final seeds, or grid x seeds)."""
+        """Tune trials the sweep runs in all (search trials plus final seeds or packs, or grid x seeds or packs)."""
+        final = 1 if self.packed else self.seeds
         if self.settings.grid:
-            return sum(len(self.space.grid(m)) for m in self.models) * self.seeds
-        return sum(self._search_trials(m) + self.seeds for m in self.models)
+            return sum(len(self.space.grid(m)) for m in self.models) * final
+        return sum(self._search_trials(m) + final for m in self.models)
 
     def _search_trials(self, model: str) -> int:
         """Search-stage trials of a model: --trials, or its grid size with the grid sampler."""
@@ -538,16 +566,21 @@ class Sweep:
 
     def _final(self, name: str, jobs: list[tuple[str, dict]], callbacks) -> None:
         """Every (model, config) job x seeds 0..N-1 in one Tune experiment ``name``, so all models share the
-        cluster; scored on the test split."""
+        cluster; scored on the test split. Packed, a job's seeds are one trial."""
         from ray import tune
 
         if not jobs:
             return
-        config = {"trial": tune.grid_search([_trial(self.settings, self.space, "final", model, params, seed)
-                                             for seed in range(self.seeds) for model, params in jobs])}
+        if self.packed:
+            trials = [_trial(self.settings, self.space, "final", model, params, 0, tuple(range(self.seeds)))
+                      for model, params in jobs]
+        else:
+            trials = [_trial(self.settings, self.space, "final", model, params, seed)
+                      for seed in range(self.seeds) for model, params in jobs]
+        config = {"trial": tune.grid_search(trials)}
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
-        fit_all(self._tuner(name, config, tune_config, callbacks), len(jobs) * self.seeds, self.out)
+        fit_all(self._tuner(name, config, tune_config, callbacks), len(trials), self.out)
 
 
 def fit_all(tuner, planned: int, sweep_dir: Path) -> None:
@@ -575,7 +608,11 @@ def trial_dirname(trial) -> str:
     """Short, readable, unique trial directory names: model, stage, seed and Tune's id (Ray's default spells
     out the whole config)."""
     spec = trial.config.get("trial", {})
-    return f"{spec.get('model', 'trial')}_{spec.get('stage', '')}_seed{spec.get('seed', '')}_{trial.trial_id}"
+    if spec.get("pack_seeds"):
+        seeds = "seeds" + seed_span(spec["pack_seeds"]).replace(",", "_")
+    else:
+        seeds = f"seed{spec.get('seed', '')}"
+    return f"{spec.get('model', 'trial')}_{spec.get('stage', '')}_{seeds}_{trial.trial_id}"
 
 
 def results_records(directory: Path) -> list[dict]:

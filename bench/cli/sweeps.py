@@ -11,6 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mrfbench.cli.common import Address, Device, InceptionWeights, Publish, app, clean_errors, console
 from mrfbench.errors import UsageError
 
+Packs = Annotated[bool, typer.Option(help="train each final config's seeds as one pack (one trial); "
+                                          "--no-packs: a trial per seed")]
+
 
 def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = None) -> None:
     """Run a new sweep (settings) or resume one (its directory), adding ``add_models`` it lacks."""
@@ -83,6 +86,7 @@ def sweep(
     resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
     checkpoint_every: Annotated[float, typer.Option(
         help="seconds between a trial's saved training states (an interrupted trial resumes from its last)")] = 300.0,
+    packs: Packs = True,
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` \\[the cache]")] = None,
     n_train: Annotated[int | None, typer.Option(help="training tuples \\[the data set's]", rich_help_panel="Sizes")] = None,
@@ -115,7 +119,7 @@ def sweep(
         epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
         dataset_options=dataset_options, eval_options=eval_options,
-        search_eval_options={} if n_unconditional else None, checkpoint_every_s=checkpoint_every)
+        search_eval_options={} if n_unconditional else None, checkpoint_every_s=checkpoint_every, packs=packs)
     _run_sweep(settings, publish)
 
 
@@ -147,6 +151,7 @@ def reproduce(
     gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed; > 0 to train on GPUs (--device cuda)")] = 0.0,
     address: Address = None,
     device: Device = "auto",
+    packs: Packs = True,
 ):
     """A paper table in one command: every model, the grid, the seeds, leaderboard and plots (Table 2 on
     copula, Table 1 on PolyMNIST, Table 4 on MNIST-3)."""
@@ -164,7 +169,7 @@ def reproduce(
     options["dataset_options"] = {**options.get("dataset_options", {}), **_prepare(dataset, data_dir, mnist)}
     if inception_weights:
         options["eval_options"] = {**options.get("eval_options", {}), "inception_weights": str(Path(inception_weights).resolve())}
-    options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, **options}
+    options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, "packs": packs, **options}
     if models:
         options["models"] = _names(models)
     _run_sweep(SweepSettings(out=str(out), space=space.name, address=address, device=device, **options), publish)

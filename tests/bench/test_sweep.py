@@ -64,7 +64,7 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     assert (out / "optuna.db").exists()
     table = pd.read_csv(out / "results.csv")  # one row per trial, kept up to date as trials finish
     assert len(table) == len(records) and {"trial", "model", "stage", "seed", "param_beta", "score", "started"} <= set(table)
-    assert table["trial"].str.match(r"(gmrf|mvae)_(search|final)_seed\d_").all()
+    assert table["trial"].str.match(r"(gmrf|mvae)_search_seed0_[^/]+$|(gmrf|mvae)_final_seeds0-1_[^/]+/seed[01]$").all()
     md, csv, board, _ = write_leaderboard(out, tmp_path / "results")
     assert md == tmp_path / "results" / "copula" / "leaderboard.md"
     assert sorted(board["model"]) == ["gmrf", "mvae"] and set(board["seeds"]) == {2}
@@ -81,7 +81,7 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
                      "models:\n  gmrf:\n    latent_dim: 2\n")
     out = tmp_path / "gridsearch"
     sweep = Sweep(SweepSettings(out=str(out), space=str(space), sampler="grid", **{**TINY, "trials": 1, "epochs": 3}))
-    assert sweep.planned_trials() == 3 + 2
+    assert sweep.planned_trials() == 3 + 1  # the final stage's two seeds train as one pack
     sweep.run()
     records = results_records(out)
     search = [r for r in records if r["stage"] == "search"]
@@ -103,9 +103,10 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
             r["metrics"]["conditional/wasserstein_mean"])
     seeds = optuna.load_study(study_name="gridsearch-final", storage=f"sqlite:///{out / 'optuna.db'}").trials
     assert sorted(t.user_attrs["seed"] for t in seeds) == [0, 1] and {t.params["model"] for t in seeds} == {"gmrf"}
-    assert sorted(p.parent.name[:15] for p in (out / "final").glob("*/trial.json")) == ["gmrf_final_seed"] * 2
-    [trial_dir] = [p.parent for p in (out / "final").glob("*/trial.json") if '"seed": 0' in p.read_text()]
-    curves = read_scalars(trial_dir)
+    members = sorted((out / "final").glob("*/seed*/trial.json"))
+    assert [(p.parent.parent.name[:18], p.parent.name) for p in members] == [("gmrf_final_seeds0-", "seed0"),
+                                                                            ("gmrf_final_seeds0-", "seed1")]
+    curves = read_scalars(members[0].parent.parent)  # the pack's curves: its members' mean losses
     assert all(len(curves[f"ray/tune/{k}"]) == 3 for k in ("train_loss", "val_loss", "val_kl"))  # a point an epoch
     with pytest.raises(UsageError, match="needs grid or choice values"):
         Sweep(SweepSettings(out=str(tmp_path / "x"), space="copula", sampler="grid"))
@@ -139,7 +140,7 @@ def test_models_added_to_a_sweep_get_a_final_experiment_of_their_own(tmp_path):
     assert Sweep.resume(tmp_path, ["mvae"]).final_experiments() == [("final", ["gmrf", "mvae"])]
     grown = Sweep.resume(tmp_path, ["nnmrf", "gmrf", "almrf"])
     assert grown.final_experiments() == [("final", ["gmrf", "mvae"]), ("final-nnmrf-almrf", ["nnmrf", "almrf"])]
-    assert grown.planned_trials() == 4 * 3
+    assert grown.planned_trials() == 4  # each model's three seeds train as one pack
     with pytest.raises(UsageError, match="vae not in search space copula_paper"):
         Sweep.resume(tmp_path, ["vae"])
 
