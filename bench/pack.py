@@ -62,14 +62,17 @@ class PackData:
         return data[0][index] if len(data) == 1 else data[self.slots[:, None], index]
 
 
-def member_generators(seed: int, cpu_state: torch.Tensor, device: torch.device) -> dict[str, torch.Generator]:
+def member_generators(seed: int, cpu_state: torch.Tensor, device: torch.device,
+                      host_draws: bool = False) -> dict[str, torch.Generator]:
     """A member's generators: the CPU one in ``cpu_state`` (torch's global state after its model was built),
-    and on CUDA one seeded as ``torch.manual_seed(seed)`` seeds the device's."""
+    and on CUDA one seeded as ``torch.manual_seed(seed)`` seeds the device's, so that the member draws as its
+    single run on that device would; with ``host_draws`` its CUDA draws come from the CPU generator too (the
+    draws of its CPU run, moved to the device: a pack on a GPU that reproduces CPU runs)."""
     cpu = torch.Generator()
     cpu.set_state(cpu_state)
     generators = {"cpu": cpu}
     if device.type == "cuda":
-        generators["cuda"] = torch.Generator(device=device).manual_seed(seed)
+        generators["cuda"] = cpu if host_draws else torch.Generator(device=device).manual_seed(seed)
     return generators
 
 

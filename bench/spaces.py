@@ -9,7 +9,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import optuna
 import yaml
 
 from mrfbench.datasets import BENCHMARKS
@@ -29,7 +28,11 @@ class Param:
     kind: str
     values: tuple
 
-    def optuna_distribution(self) -> optuna.distributions.BaseDistribution:
+    def optuna_distribution(self):
+        """The parameter as an Optuna distribution (Optuna is imported here: training and aggregating runs
+        need no Optuna)."""
+        import optuna
+
         if self.kind == "loguniform":
             return optuna.distributions.FloatDistribution(*self.values, log=True)
         if self.kind == "uniform":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.distributions import Distribution, Laplace, Normal
@@ -132,5 +132,11 @@ def replaying(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
 
 
 def draw_tape(draws: Sequence[Draw], generators: Sequence[dict[str, torch.Generator]]) -> list[torch.Tensor]:
-    """The recorded ``draws`` for each member, from its generators (one per device type), stacked: each (K, *shape)."""
-    return [torch.stack([_generate(draw, member[draw.device.type]) for member in generators]) for draw in draws]
+    """The recorded ``draws`` for each member, from its generators (one per device type; a generator on another
+    device draws there, and the draw is moved), stacked: each (K, *shape)."""
+    tape = []
+    for draw in draws:
+        members = [(member[draw.device.type], draw) for member in generators]
+        tape.append(torch.stack([_generate(replace(d, device=g.device), g).to(d.device, non_blocking=True)
+                                 for g, d in members]))
+    return tape

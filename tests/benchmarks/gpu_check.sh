@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The GPU check: one script for a machine with one GPU, PyTorch, no internet and no Ray (the device tool's
+# H100 / H200), in at most 8 minutes. It installs the project offline, checks that a pack of 3 on CUDA gives
+# the first-step losses of the same pack on the CPU (CUDA drawing its noise on the host, as the CPU run does),
+# prints bench_pack.py's table, trains as much of the copula paper grid (each model x 5 betas x 3 seeds,
+# 200 epochs, one pack per model) as fits the rest of its time, and prints the leaderboard.
+#
+#   here, online, once:   bash tests/benchmarks/gpu_check.sh fetch   (the wheels it carries, into .whl/)
+#   there:                bash tests/benchmarks/gpu_check.sh        (device tool: carry [".whl"], timeout_s 540)
+#
+# Settings (environment): GPU_CHECK_DEVICE (cuda), GPU_CHECK_BUDGET_S (450: seconds for the whole script),
+# GPU_CHECK_INSTALL (1: install the project and the wheels), GPU_CHECK_TINY (1: tiny sizes; the CPU test's),
+# GPU_CHECK_OUT (runs and logs; $OUT/.. where the device tool sets OUT, else a temporary folder).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WHEELS=(tensorboardX==2.6.5)  # what `mrfbench train` needs beyond the GPU image's packages (no Ray, no Optuna)
+
+if [[ "${1:-}" == "fetch" ]]; then
+  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl "${WHEELS[@]}"
+  exit 0
+fi
+
+START=$(date +%s)
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+BUDGET=${GPU_CHECK_BUDGET_S:-450}
+TINY=${GPU_CHECK_TINY:-0}
+RUNS=${GPU_CHECK_OUT:-$(mktemp -d)}
+mkdir -p "$RUNS"
+left() { echo $((BUDGET - ($(date +%s) - START))); }
+export PYTHONUNBUFFERED=1
+
+if [[ "${GPU_CHECK_INSTALL:-1}" == "1" ]]; then
+  echo "== install (offline)"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  python3 -m pip install -q --no-deps --no-build-isolation -e .
+fi
+python3 -c "import torch; print('torch', torch.__version__, '| device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
+
+echo "== a pack of 3 on $DEVICE against the same pack on the CPU: first-step losses"
+python3 - "$DEVICE" <<'PY'
+import sys
+
+import torch
+
+from mrfbench.datasets import get_dataset
+from mrfbench.models import build_model
+from mrfbench.pack import Pack, member_generators
+from mrfbench.train import TrainConfig
+
+device = torch.device(sys.argv[1])
+x = get_dataset("copula", n_train=256, n_val=16, n_test=16).splits()["train"][:64]
+
+
+def first_losses(name: str, on: torch.device) -> list[float]:
+    models, generators = [], []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        models.append(build_model(name, beta=0.5 + seed).to(on))
+        generators.append(member_generators(seed, torch.get_rng_state(), on, host_draws=True))
+    pack = Pack(models, [TrainConfig(seed=s) for s in (0, 1, 2)], generators)
+    loss, _ = pack.losses(x.to(on).expand(3, -1, -1, -1), pack.betas.float().to(on), "fp32")
+    return loss.tolist()
+
+
+worst = 0.0
+for name in ("gmrf", "mopoe", "mmvaeplus"):
+    cpu, other = first_losses(name, torch.device("cpu")), first_losses(name, device)
+    gap = max(abs(a - b) / abs(a) for a, b in zip(cpu, other))
+    worst = max(worst, gap)
+    print(f"{name:<10} cpu {[round(v, 5) for v in cpu]}  {device.type} {[round(v, 5) for v in other]}  max rel {gap:.1e}")
+print(f"first-step losses {'match' if worst < 1e-4 else 'DIFFER'} (max relative gap {worst:.1e}, bound 1e-4)")
+PY
+
+echo "== bench_pack.py on $DEVICE"
+if [[ "$TINY" == "1" ]]; then
+  python3 tests/benchmarks/bench_pack.py --device "$DEVICE" --models gmrf --ks 1,2 --batch-sizes 64 --steps 2 --repeats 1
+else
+  python3 tests/benchmarks/bench_pack.py --device "$DEVICE" --models gmrf,mopoe --ks 1,4,16,64,256 --batch-sizes 64,256 \
+    --steps 10 --repeats 1 --max-seconds 20
+  python3 tests/benchmarks/bench_pack.py --device "$DEVICE" --setting mnist3 --models gmrf --ks 1,4,16,64 \
+    --batch-sizes 256 --steps 5 --repeats 1 --max-seconds 20
+fi
+
+echo "== the copula paper grid as packs, as time allows"
+if [[ "$TINY" == "1" ]]; then
+  MODELS=(gmrf mopoe); BETAS=1,0.1; SEEDS=0,1; SIZE=(--epochs 1 --n-train 256 --n-val 64 --n-test 32
+                                                        --n-unconditional 2000 --n-per-tuple 2); NEED=0
+else
+  MODELS=(gmrf mopoe mvae mmvae mmvaeplus almrf nnmrf); BETAS=1,0.1,2.5,0.05,0.001; SEEDS=0,1,2; SIZE=(--epochs 200); NEED=150
+fi
+for model in "${MODELS[@]}"; do
+  if (( $(left) < NEED )); then echo "$model: skipped, $(left) s left of the budget"; continue; fi
+  betas=$BETAS; [[ "$model" == almrf && "$TINY" != "1" ]] && betas=1000,100,10,1  # the ALMRF's own grid
+  t0=$(date +%s)
+  mrfbench train --model "$model" --beta "$betas" --seed "$SEEDS" "${SIZE[@]}" --device "$DEVICE" \
+    --out "$RUNS/grid/$model" > "$RUNS/$model.log" 2>&1 || echo "$model: failed (see $RUNS/$model.log)"
+  echo "$model: $(ls "$RUNS/grid/$model"/*/metrics.json 2>/dev/null | wc -l) runs in $(( $(date +%s) - t0 )) s"
+done
+mrfbench leaderboard "$RUNS/grid" || true
+echo "== done in $(( $(date +%s) - START )) s"
