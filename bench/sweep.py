@@ -208,7 +208,6 @@ class TrialSpec:
 def run_trial(config: dict) -> None:
     """Ray Tune trainable: one training run; a failure (NaN, non-PD covariance, OOM, ...) is recorded in
     trial.json with its reason and reported with score NaN, so the sweep goes on."""
-    import ray
     import torch
     from ray import tune
 
@@ -228,8 +227,8 @@ def run_trial(config: dict) -> None:
         return
     resume = _saved_state(tune.get_checkpoint())
     record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params, "epochs": spec.epochs,
-              "node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
-              "status": "running", "started": _now(), **({"resumed_after_epoch": resume["epoch"]} if resume else {})}
+              **placement(), "status": "running", "started": _now(),
+              **({"resumed_after_epoch": resume["epoch"]} if resume else {})}
     write_json(trial_dir / TRIAL_FILE, record)
     train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
     model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
@@ -250,6 +249,15 @@ def run_trial(config: dict) -> None:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
     write_json(trial_dir / TRIAL_FILE, {**record, "finished": _now()})
     tune.report(result)
+
+
+def placement() -> dict:
+    """Where a trial runs: its Ray node, its torch threads and the GPUs Ray gave it (CUDA_VISIBLE_DEVICES)."""
+    import ray
+    import torch
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def _now() -> str:

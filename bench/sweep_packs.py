@@ -10,7 +10,7 @@ from pathlib import Path
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep import TRIAL_FILE, TrialSpec, _now, flatten_metrics
+from mrfbench.sweep import TRIAL_FILE, TrialSpec, _now, flatten_metrics, placement
 
 
 def member_folder(trial_dir: Path, seed: int) -> Path:
@@ -29,9 +29,6 @@ def _finished(trial_dir: Path, seed: int) -> dict | None:
 def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
     """Train the members of ``spec.pack_seeds`` not yet finished as one pack, record each, and return what the
     trial reports to Tune: the members' mean score (NaN, and ``failed``, when none was scored)."""
-    import ray
-    import torch
-
     from mrfbench.evaluate import EvalConfig
     from mrfbench.pack_runs import MemberOutcome, PackMember, run_pack
     from mrfbench.train import TrainConfig
@@ -46,8 +43,7 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
         folder = member_folder(trial_dir, seed)
         folder.mkdir(parents=True, exist_ok=True)
         records[seed] = {"model": spec.model, "stage": spec.stage, "seed": seed, "params": params,
-                         "epochs": spec.epochs, "node_id": ray.get_runtime_context().get_node_id(),
-                         "threads": torch.get_num_threads(), "pack_seeds": list(spec.pack_seeds),
+                         "epochs": spec.epochs, **placement(), "pack_seeds": list(spec.pack_seeds),
                          "status": "running", "started": _now()}
         write_json(folder / TRIAL_FILE, records[seed])
         members.append(PackMember(

@@ -78,7 +78,7 @@ def test_sweep_runs_trials_on_two_nodes(tmp_path):
         out = tmp_path / "sweep"
         proc = subprocess.run(
             [sys.executable, "-m", "mrfbench", "sweep", "--out", str(out), "--space", str(space), "--grid",
-             "--address", address, "--cpus-per-trial", "1"],
+             "--address", address, "--cpus-per-trial", "1", "--no-packs"],
             capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         nodes = {r["node_id"] for r in results_records(out)}
@@ -93,3 +93,38 @@ def test_sweep_runs_trials_on_two_nodes(tmp_path):
         for temp_dir in (ours, bystander):
             stop_ray_under(temp_dir)
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_sweep_on_two_nodes_with_declared_gpus_places_packs_on_them_and_falls_back_to_the_cpu(tmp_path):
+    """Two nodes that declare 2 GPUs each (they have none): half a GPU per trial admits 8 trials at once (the
+    CPUs would admit 16); each trial sees one GPU id of its node in CUDA_VISIBLE_DEVICES, finds no CUDA, and
+    trains on the CPU."""
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    ours, port = tempfile.mkdtemp(prefix="mrfgpu-"), free_port()
+    address = f"127.0.0.1:{port}"
+    try:
+        start_node(ours, env, "--head", f"--port={port}", "--num-cpus=4", "--num-gpus=2", "--include-dashboard=false")
+        start_node(ours, env, f"--address={address}", "--num-cpus=4", "--num-gpus=2")
+        space = tmp_path / "space.yaml"
+        betas = ", ".join(str(0.1 * (i + 1)) for i in range(10))
+        space.write_text(f"dataset: copula\nepochs: 1\nseeds: 2\nparams:\n  beta: {{grid: [{betas}]}}\nmodels:\n  gmrf: {{}}\n")
+        out = tmp_path / "sweep"
+        proc = subprocess.run(
+            [sys.executable, "-m", "mrfbench", "sweep", "--out", str(out), "--space", str(space), "--grid",
+             "--address", address, "--cpus-per-trial", "0.25", "--gpus-per-trial", "0.5", "--device", "auto",
+             "--n-train", "256", "--n-val", "64", "--n-test", "32", "--n-unconditional", "2000", "--n-per-tuple", "2"],
+            capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records = results_records(out)
+        assert len(records) == 20 and all(r["status"] == "ok" for r in records)  # 10 packs of 2 seeds
+        assert len({r["node_id"] for r in records}) == 2
+        assert all(r["cuda_visible_devices"] in ("0", "1") for r in records)
+        for record in records:
+            metrics = json.loads(next(out.glob(f"final/*/seed{record['seed']}/run/metrics.json")).read_text())
+            assert metrics["training"]["device"] == "cpu"
+        spans = sorted({(r["started"], r["finished"]) for r in records})
+        assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) <= 8  # the declared GPUs' limit
+    finally:
+        stop_ray_under(ours)
+        shutil.rmtree(ours, ignore_errors=True)
