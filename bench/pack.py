@@ -13,28 +13,23 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch.func import functional_call, vmap
 
 from mrfbench.models import MultimodalVAE
 from mrfbench.models.latent import noise
-from mrfbench.train import TrainConfig
+from mrfbench.train import TrainConfig, TrainResult
 
 MEMBER_FIELDS = ("seed", "lr", "lr_schedule", "kl_warmup")  # the training settings a member sets for itself
 ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam's defaults, which single runs use
 
 
 @dataclass
-class MemberResult:
-    """What a member's training gives, as ``train.TrainResult`` does for a single run, or why it failed."""
+class MemberResult(TrainResult):
+    """What a member's training gives, as a single run's ``TrainResult``, and why it failed if it did."""
 
-    best_state: dict[str, torch.Tensor]
-    best_epoch: int
-    best_val_loss: float
-    history: list[dict[str, float]] = field(default_factory=list)
-    wall_time_s: float = 0.0
     failure: str | None = None
 
 

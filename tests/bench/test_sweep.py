@@ -41,15 +41,6 @@ def current_umask() -> int:
     return mask
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     out = tmp_path / "sweep"
     Sweep(SweepSettings(out=str(out), space="copula", models=["gmrf", "mvae"], **TINY)).run()

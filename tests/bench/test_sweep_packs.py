@@ -1,20 +1,10 @@
 import dataclasses
-import os
 
 import pytest
 
 import mrfbench.sweep_packs as sweep_packs
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.sweep import TRIAL_FILE, TrialSpec
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
 
 
 def spec(seeds=(0, 1, 2)) -> TrialSpec:
