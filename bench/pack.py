@@ -132,6 +132,33 @@ class PackAdam:
                                weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
 
+def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
+    """Memory one member takes in a pack's step: its parameters, gradients and Adam's two moments (four
+    copies), and the activations its step keeps for the backward pass, measured on one forward of a copy of
+    ``model`` on ``batch`` (the tensors saved for backward, each storage once)."""
+    saved: dict[tuple, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        saved[(tensor.untyped_storage().data_ptr(), tensor.device)] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    probe = copy.deepcopy(model)
+    devices = [batch.device] if batch.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        probe.loss(batch)
+    parameters = sum(p.numel() * p.element_size() for p in probe.parameters())
+    return 4 * parameters + sum(saved.values())
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes the device can still give: free CUDA memory, or the host's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as handle:
+        fields = dict(line.split(":", 1) for line in handle)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
 def schedule_factor(schedule: str, done: int, total: int) -> float:
     """The learning rate's fraction of its base after ``done`` of ``total`` steps (CosineAnnealingLR's
     closed form, or constant)."""

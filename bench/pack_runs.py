@@ -19,7 +19,7 @@ from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import _build, check_precision, check_split, finish_run, run_config
-from mrfbench.pack import Pack, PackData, member_generators, train_pack
+from mrfbench.pack import Pack, PackData, free_memory, member_bytes, member_generators, train_pack
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, staged_run, write_json
 from mrfbench.train import TrainConfig, resolve_device, seed_everything
 
@@ -64,6 +64,23 @@ def check_stackable(models: Sequence, members: Sequence[PackMember]) -> None:
         if differ:
             raise UsageError(f"the members differ in model option {differ[0]} ({first[differ[0]]} and {other[differ[0]]}); "
                              "a pack's members share every model option but beta: run one pack per value")
+
+
+FIT = 0.8  # the share of the device's free memory a pack may plan to use
+
+
+def pack_sizes(model_name: str, dataset_name: str, member: PackMember, wanted: int) -> tuple[int, int, int]:
+    """How many members of ``member``'s kind fit one pack on its device (at most ``wanted``), the bytes each
+    takes (``pack.member_bytes`` on a batch of the data) and the device's free bytes."""
+    spec = get_benchmark(dataset_name)
+    dataset = spec.make(**member.dataset_options)
+    device = resolve_device(member.train.device)
+    model = _build(model_name, member.model_options, spec, dataset).to(device)
+    batch = dataset.splits()["train"][: member.train.batch_size].to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=member.train.precision == "bf16"):
+        each = member_bytes(model, batch)
+    free = free_memory(device)
+    return max(1, min(wanted, int(FIT * free // each))), each, free
 
 
 def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], overwrite: bool = False,

@@ -150,13 +150,19 @@ def _train_single(model: str, dataset: str, member, overwrite: bool, eval_split:
 
 def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_split: str, pack_size: int) -> None:
     """Train ``members`` as packs of at most ``pack_size``; finished members are kept unless ``overwrite``."""
-    from mrfbench.pack_runs import is_finished, run_pack
+    from mrfbench.pack_runs import is_finished, pack_sizes, run_pack
 
     todo = [m for m in members if overwrite or not is_finished(m.out)]
     if len(todo) < len(members):
         console.print(f"{len(members) - len(todo)} of {len(members)} members already finished in {members[0].out.parent}; "
                       f"training the other {len(todo)} (--overwrite retrains them all)")
-    packs = [todo[i : i + pack_size] for i in range(0, len(todo), pack_size)]
+    if not todo:
+        return
+    fits, each, free = pack_sizes(model, dataset, todo[0], min(pack_size, len(todo)))
+    packs = [todo[i : i + fits] for i in range(0, len(todo), fits)]
+    console.print(f"a member takes about {each / 2**20:,.0f} MiB in a step (parameters, gradients, Adam's moments, "
+                  f"activations): packs of {fits} need about {fits * each / 2**30:.2f} GiB of the "
+                  f"{free / 2**30:.1f} GiB free" + (f", so {len(packs)} packs" if len(packs) > 1 else ""))
     outcomes = []
     for number, pack in enumerate(packs, 1):
         title = f"train {model} x {len(pack)}" + (f" (pack {number} of {len(packs)})" if len(packs) > 1 else "")

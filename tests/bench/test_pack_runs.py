@@ -111,3 +111,33 @@ def test_member_grid_names_the_settings_with_several_values():
     grid = member_grid({"beta": [0.1, 1.0], "lr": [1e-3], "seed": [0, 1]})
     assert [name for name, _ in grid] == ["beta=0.1_seed=0", "beta=0.1_seed=1", "beta=1.0_seed=0", "beta=1.0_seed=1"]
     assert grid[1][1] == {"beta": 0.1, "lr": 1e-3, "seed": 1}
+
+
+def test_a_pack_that_would_not_fit_is_split_before_it_starts(tmp_path, monkeypatch):
+    import mrfbench.pack_runs as pack_runs
+
+    each = {}
+    measure = pack_runs.member_bytes
+
+    def measured(model, batch):
+        each["bytes"] = measure(model, batch)
+        return each["bytes"]
+
+    monkeypatch.setattr(pack_runs, "member_bytes", measured)
+    monkeypatch.setattr(pack_runs, "free_memory", lambda device: int(2.5 * each["bytes"] / pack_runs.FIT))
+    result = invoke("train", "--model", "gmrf", "--beta", "0.1,1", "--seed", "0,1", "--out", tmp_path, *TINY)
+    assert result.exit_code == 0, result.output
+    assert "packs of 2 need" in result.output and "so 2 packs" in result.output
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 4
+
+
+def test_a_member_takes_its_parameters_four_times_and_its_activations():
+    import torch
+
+    from mrfbench.models import build_model
+    from mrfbench.pack import member_bytes
+
+    model = build_model("gmrf")
+    parameters = sum(p.numel() * 4 for p in model.parameters())
+    small, large = (member_bytes(model, torch.rand(n, 4, 2)) for n in (64, 512))
+    assert 4 * parameters < small < large < 4 * parameters + 8 * (small - 4 * parameters) + 1

@@ -73,6 +73,35 @@ for name in ("gmrf", "mopoe", "mmvaeplus"):
 print(f"first-step losses {'match' if worst < 1e-4 else 'DIFFER'} (max relative gap {worst:.1e}, bound 1e-4)")
 PY
 
+if [[ "$DEVICE" == cuda* ]]; then
+  echo "== a pack's memory on $DEVICE: estimated against measured"
+  python3 - "$DEVICE" <<'PY'
+import sys
+
+import torch
+
+from mrfbench.models import build_model
+from mrfbench.pack import Pack, PackAdam, member_bytes, member_generators, train_step
+from mrfbench.train import TrainConfig
+
+device = torch.device(sys.argv[1])
+for name, k in (("gmrf", 64), ("mopoe", 64)):
+    models, generators = [], []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(build_model(name).to(device))
+        generators.append(member_generators(seed, torch.get_rng_state(), device))
+    x = torch.rand(k, 256, 4, 2, device=device)
+    estimate = k * member_bytes(models[0], x[0])
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+    pack = Pack(models, [TrainConfig(seed=s) for s in range(k)], generators)
+    train_step(pack, PackAdam(pack.params.stacked.values()), x, pack.betas.float().to(device), [1e-3] * k, [True] * k, "fp32")
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    print(f"{name} x {k}, batch 256: estimated {estimate / 2**20:,.0f} MiB, measured peak {peak / 2**20:,.0f} MiB")
+PY
+fi
+
 echo "== bench_pack.py on $DEVICE"
 if [[ "$TINY" == "1" ]]; then
   python3 tests/benchmarks/bench_pack.py --device "$DEVICE" --models gmrf --ks 1,2 --batch-sizes 64 --steps 2 --repeats 1
