@@ -28,9 +28,12 @@ CURVES_PREFIX = "events.out.tfevents"  # TensorBoard scalars of `mrfbench train`
 
 
 def refuse_run_file(run_dir: Path, target: Path) -> None:
-    """A command's output must never replace one of a run's own files."""
-    if Path(target).resolve() in {(Path(run_dir) / name).resolve() for name in RUN_FILES}:
-        raise UsageError(f"{target} is one of the run's own files; write the output elsewhere")
+    """A command's output must never replace one of a run's own files: ``run_dir``'s, or those of the run in
+    the target's own folder."""
+    target = Path(target)
+    runs = [Path(run_dir)] + ([target.parent] if (target.parent / CONFIG_FILE).exists() else [])
+    if target.resolve() in {(run / name).resolve() for run in runs for name in RUN_FILES}:
+        raise UsageError(f"{target} is one of a run's own files; write the output elsewhere")
 
 
 def _umask() -> int:

@@ -113,6 +113,19 @@ class SweepSettings:
         get_benchmark(space.dataset).check_options(self.dataset_options)
 
 
+def recorded_settings(out: Path) -> SweepSettings:
+    """The settings ``out/sweep.json`` holds, with ``out`` as the sweep's folder (a moved or copied sweep
+    continues where it is)."""
+    path = out / SWEEP_FILE
+    if not path.exists():
+        raise UsageError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
+    try:
+        raw = json.loads(path.read_text())
+        return SweepSettings(**{"layout": 1, "packs": False, **raw, "out": str(out)})  # older sweeps lack the first two
+    except (json.JSONDecodeError, TypeError) as err:
+        raise UsageError(f"corrupt {path}: {err}") from None
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
     """A Ray address host:port must answer before Ray is asked to join it (ray.init would wait forever)."""
     import socket
@@ -403,17 +416,25 @@ class Sweep:
         self.seeds = settings.seeds or self.space.seeds
 
     @classmethod
+    def start(cls, settings: SweepSettings) -> Sweep:
+        """A new sweep into ``settings.out``; a folder that already holds a sweep is resumed when its settings
+        are these, and refused otherwise (it is left as it is)."""
+        if (Path(settings.out) / SWEEP_FILE).exists():
+            recorded = recorded_settings(Path(settings.out))
+            mine = {"out": None, "added_models": None}  # where it lives, and models added to it since
+            same = {**dataclasses.asdict(recorded), **mine} == {**dataclasses.asdict(settings), **mine}
+            if not same:
+                raise UsageError(f"{settings.out} already holds another sweep ({SWEEP_FILE}); continue it with --resume "
+                                 "(or the same command), or choose another --out")
+            return cls.resume(Path(settings.out))
+        return cls(settings)
+
+    @classmethod
     def resume(cls, out: Path, add_models: list[str] | None = None) -> Sweep:
         """The sweep in ``out`` with its saved settings; ``add_models`` it does not have yet join it as a final
-        experiment of their own (searched first, unless the sweep is a grid), so nothing finished is re-run."""
-        path = Path(out) / SWEEP_FILE
-        if not path.exists():
-            raise UsageError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
-        try:
-            raw = json.loads(path.read_text())
-            settings = SweepSettings(**{"layout": 1, "packs": False, **raw})  # sweeps from before these were recorded
-        except (json.JSONDecodeError, TypeError) as err:
-            raise UsageError(f"corrupt {path}: {err}") from None
+        experiment of their own (searched first, unless the sweep is a grid), so nothing finished is re-run.
+        The sweep continues in ``out`` as given, wherever it was started."""
+        settings = recorded_settings(Path(out))
         if settings.layout != TRIAL_LAYOUT:
             raise UsageError(f"{out} was started by an older mrfbench (trial layout {settings.layout}, this one "
                              f"reads {TRIAL_LAYOUT}); resume it with that version, or start a new sweep")

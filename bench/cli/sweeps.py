@@ -20,7 +20,7 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
     from mrfbench.progress import SweepProgress
     from mrfbench.sweep import Sweep
 
-    sweep = Sweep.resume(Path(settings), add_models) if isinstance(settings, Path) else Sweep(settings)
+    sweep = Sweep.resume(Path(settings), add_models) if isinstance(settings, Path) else Sweep.start(settings)
     url = sweep.connect()
     if url:
         console.print(f"Ray dashboard: {url} (for this sweep's life). Ray asks for its token: paste the output of "

@@ -141,3 +141,11 @@ def test_a_member_takes_its_parameters_four_times_and_its_activations():
     parameters = sum(p.numel() * 4 for p in model.parameters())
     small, large = (member_bytes(model, torch.rand(n, 4, 2)) for n in (64, 512))
     assert 4 * parameters < small < large < 4 * parameters + 8 * (small - 4 * parameters) + 1
+
+
+def test_sample_never_writes_over_another_runs_files(pack_dir, tmp_path):
+    target = pack_dir / MEMBERS[1] / "checkpoint.pt"
+    before = target.read_bytes()
+    result = invoke("sample", pack_dir / MEMBERS[0], "--out", target, "--n", "10")
+    assert result.exit_code == 2 and "one of a run's own files" in result.output + result.stderr
+    assert target.read_bytes() == before

@@ -499,3 +499,22 @@ def test_the_dashboard_lists_running_trials_by_name(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_new_sweep_on_a_folder_holding_another_is_refused_and_the_same_one_resumed(tmp_path):
+    settings = SweepSettings(out=str(tmp_path), space="copula_quick", models=["gmrf"], grid=True, **{**TINY, "seeds": 1})
+    (tmp_path / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
+    before = (tmp_path / SWEEP_FILE).read_bytes()
+    other = dataclasses.replace(settings, models=["mopoe"])
+    with pytest.raises(UsageError, match="already holds another sweep"):
+        Sweep.start(other)
+    assert (tmp_path / SWEEP_FILE).read_bytes() == before
+    assert Sweep.start(dataclasses.replace(settings)).out == tmp_path.resolve()
+
+
+def test_a_moved_sweep_continues_where_it_is(tmp_path):
+    settings = SweepSettings(out=str(tmp_path / "old"), space="copula_quick", models=["gmrf"], grid=True)
+    moved = tmp_path / "new"
+    moved.mkdir()
+    (moved / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
+    assert Sweep.resume(moved).out == moved.resolve() and not (tmp_path / "old").exists()
