@@ -14,7 +14,8 @@ class RecordingOptunaSearch(OptunaSearch):
     attributes, and reports to Optuna only the per-epoch results that carry a score (a data set without a
     per-epoch proxy reports its losses alone), with no warning for each epoch a resumed trial reports again.
     A trial Optuna has closed (failed, then run again on --resume) is left alone: its record is the trial's
-    own trial.json."""
+    own trial.json. A trial that failed (its score NaN) is told to Optuna as failed, so the sampler learns
+    of it (Optuna refuses a NaN value and would leave the trial running)."""
 
     def _setup_study(self, mode):
         super()._setup_study(mode)
@@ -36,4 +37,7 @@ class RecordingOptunaSearch(OptunaSearch):
             figures = {k: v for k, v in result.items() if "/" in k and isinstance(v, float) and math.isfinite(v)}
             for key, value in {**figures, "seed": 0, "tune_trial_id": trial_id}.items():
                 trial.set_user_attr(key, value)
+        score = (result or {}).get(self.metric)
+        if result and (result.get("failed") or (score is not None and not math.isfinite(score))):
+            result, error = None, True
         super().on_trial_complete(trial_id, result, error)
