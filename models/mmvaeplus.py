@@ -7,6 +7,7 @@ drawn from the prior p(w), as in the authors' code. Objective as MMVAE's (DReG b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from mrfbench.models.mmvae import MMVAE, MMVAEConfig
 @dataclass
 class MMVAEPlusConfig(MMVAEConfig):
     specific_dim: int = 3
-    objective: str = "dreg"
+    objective: Literal["elbo", "iwae", "dreg"] = "dreg"
 
     def __post_init__(self):
         super().__post_init__()

@@ -149,3 +149,10 @@ def test_mvae_loss_decodes_only_members_and_equals_the_masked_full_decode(data):
     kl = kl_divergence(q, standard("gaussian", q.loc)).sum(-1)
     kl = kl + (member * kl_divergence(post.specific, standard("gaussian", post.specific.loc)).sum(-1)).sum(-1)
     torch.testing.assert_close(fast, (-recon + kl).sum(0).mean())
+
+
+def test_mmvaeplus_refuses_an_unknown_objective():
+    from mrfbench.errors import UsageError
+
+    with pytest.raises(UsageError, match="objective"):
+        build_model("mmvaeplus", objective="foo")
