@@ -9,6 +9,8 @@ from pathlib import Path
 from ray.tune import Callback
 from rich.progress import Progress
 
+from mrfbench.sweep.records import mark_stopped, write_results_table
+
 
 class SweepProgress(Callback):
     """Keeps counts of trials and the best score so far and shows them on a rich progress bar."""
@@ -65,12 +67,8 @@ class ResultsTable(Callback):
         self.sweep_dir = sweep_dir
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        from mrfbench.sweep import mark_stopped, write_results_table
-
         mark_stopped(Path(trial.local_path), trial.last_result or {})
         write_results_table(self.sweep_dir)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from mrfbench.sweep import write_results_table
-
         write_results_table(self.sweep_dir)

@@ -177,8 +177,8 @@ def test_a_trial_the_scheduler_stopped_is_recorded_as_stopped(tmp_path):
     """ASHA ends a trial from outside: its trial.json said "running" for good, and results.csv with it."""
     from types import SimpleNamespace
 
-    from mrfbench.runs import write_json
-    from mrfbench.sweep import TRIAL_FILE, fit_all, read_json_object
+    from mrfbench.runs import read_json_object, write_json
+    from mrfbench.sweep import TRIAL_FILE, fit_all
 
     stage = tmp_path / "search-gmrf"
     for name, status in (("stopped", "running"), ("scored", "ok")):

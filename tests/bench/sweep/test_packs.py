@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-import mrfbench.sweep_packs as sweep_packs
+import mrfbench.sweep.packs as sweep_packs
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.sweep import TRIAL_FILE, TrialSpec
 

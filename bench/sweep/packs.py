@@ -10,7 +10,8 @@ from pathlib import Path
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep import TRIAL_FILE, TrialSpec, _now, flatten_metrics, placement
+from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics
+from mrfbench.sweep.trial import TrialSpec, placement
 
 
 def member_folder(trial_dir: Path, seed: int) -> Path:

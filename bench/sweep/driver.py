@@ -1,0 +1,250 @@
+"""Runs a sweep's plan through Ray Tune and Optuna: the search stages (Optuna suggestions as Tune trials),
+then the final stages (each config over the seeds, a pack per config), resumable stage by stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from mrfbench.datasets import get_benchmark
+from mrfbench.errors import SweepInterrupted, UsageError
+from mrfbench.runs import write_json
+from mrfbench.spaces import SearchSpace, load_space
+from mrfbench.sweep.plan import Job, Stage, final_jobs, interleave, plan
+from mrfbench.sweep.records import best_params, mark_stopped, results_records, write_results_table
+from mrfbench.sweep.settings import SWEEP_FILE, TRIAL_LAYOUT, SweepSettings, recorded_settings
+from mrfbench.sweep.trial import TrialSpec, named_trainable, trial_dirname
+
+
+def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, params: dict, seed: int,
+           pack_seeds: tuple[int, ...] = ()) -> dict:
+    """A TrialSpec, as the dict Tune carries."""
+    return dataclasses.asdict(TrialSpec(
+        model=model, stage=stage, seed=seed, params=dict(params), dataset=space.dataset,
+        epochs=settings.epochs or space.epochs, device=settings.device, cpus=settings.cpus_per_trial,
+        dataset_options=settings.dataset_options,
+        eval_options={**settings.eval_options, **(search_scoring(settings, space) if stage == "search" else {})},
+        checkpoint_every_s=settings.checkpoint_every_s, pack_seeds=tuple(pack_seeds)))
+
+
+def search_scoring(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
+    """The scoring options of search-stage trials: the sweep's, else its data set's."""
+    if settings.search_eval_options is not None:
+        return settings.search_eval_options
+    return get_benchmark(space.dataset).search_eval_options
+
+
+class Sweep:
+    """Runs (or resumes) the search and final stages of a sweep with Ray Tune and Optuna."""
+
+    def __init__(self, settings: SweepSettings):
+        self.settings = settings
+        self.space = load_space(settings.space)
+        settings.validate(self.space)
+        if settings.asha and get_benchmark(self.space.dataset).get_evaluator().proxy is None:
+            raise UsageError(f"--asha needs a per-epoch score, which the {self.space.dataset} data set's evaluator "
+                             f"does not have (space {self.space.name})")
+        self.out = Path(settings.out).resolve()
+        self.models = list(itertools.chain(*settings.model_groups(self.space)))
+        self.seeds = settings.seeds or self.space.seeds
+
+    @classmethod
+    def start(cls, settings: SweepSettings) -> Sweep:
+        """A new sweep into ``settings.out``; a folder that already holds a sweep is resumed when its settings
+        are these, and refused otherwise (it is left as it is)."""
+        if (Path(settings.out) / SWEEP_FILE).exists():
+            recorded = recorded_settings(Path(settings.out))
+            mine = {"out": None, "added_models": None}  # where it lives, and models added to it since
+            same = {**dataclasses.asdict(recorded), **mine} == {**dataclasses.asdict(settings), **mine}
+            if not same:
+                raise UsageError(f"{settings.out} already holds another sweep ({SWEEP_FILE}); continue it with --resume "
+                                 "(or the same command), or choose another --out")
+            return cls.resume(Path(settings.out))
+        return cls(settings)
+
+    @classmethod
+    def resume(cls, out: Path, add_models: list[str] | None = None) -> Sweep:
+        """The sweep in ``out`` with its saved settings; ``add_models`` it does not have yet join it as a final
+        experiment of their own (searched first, unless the sweep is a grid), so nothing finished is re-run.
+        The sweep continues in ``out`` as given, wherever it was started."""
+        settings = recorded_settings(Path(out))
+        if settings.layout != TRIAL_LAYOUT:
+            raise UsageError(f"{out} was started by an older mrfbench (trial layout {settings.layout}, this one "
+                             f"reads {TRIAL_LAYOUT}); resume it with that version, or start a new sweep")
+        sweep = cls(settings)
+        added = list(dict.fromkeys(m for m in add_models or [] if m not in sweep.models))
+        if not added:
+            return sweep
+        settings.added_models = [*settings.added_models, added]
+        return cls(settings)
+
+    def plan(self) -> list[Stage]:
+        return plan(self.settings, self.space)
+
+    def final_experiments(self) -> list[tuple[str, list[str]]]:
+        """The final stages' Tune experiments and their models: 'final' for those the sweep started with,
+        'final-<a>-<b>' for each set added later."""
+        return [(stage.name, list(stage.models)) for stage in self.plan() if stage.kind == "final"]
+
+    def planned_trials(self) -> int:
+        """Tune trials the sweep runs in all."""
+        return sum(stage.trials for stage in self.plan())
+
+    def connect(self) -> str | None:
+        """Write the sweep's settings and join (or start) Ray; returns the dashboard's URL when it has one."""
+        import ray
+
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / SWEEP_FILE, dataclasses.asdict(self.settings))
+        except OSError as err:
+            raise UsageError(f"cannot write the sweep directory {self.out}: {err.strerror or err}") from None
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # epochs of a data set without a per-epoch proxy report their losses but no score
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+        if not ray.is_initialized():
+            context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
+                               log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}")
+            url = getattr(context, "dashboard_url", None)
+            self.dashboard_url = f"http://{url}" if url else None
+        return getattr(self, "dashboard_url", None)
+
+    def run(self, callbacks: list | None = None) -> None:
+        """Run every stage of every model; finished trials are never repeated on a resumed sweep. The results
+        table (``results.csv``) is rewritten as each trial finishes."""
+        from mrfbench.progress import ResultsTable
+
+        callbacks = [*(callbacks or []), ResultsTable(self.out)]
+        self.connect()
+        best: dict[str, dict | None] = {}  # each searched model's best config (None: every trial failed)
+        for stage in self.plan():
+            if stage.kind == "search":
+                best[stage.models[0]] = self._search(stage, callbacks)
+                continue
+            if stage.source == "grid":
+                configs = interleave({model: self.space.grid(model) for model in stage.models})
+            else:
+                configs = [(m, best[m] if m in best else self.space.fixed(m)) for m in stage.models]
+            jobs = final_jobs([(m, p) for m, p in configs if p is not None], self.seeds, self.settings.packs)
+            self._final(stage, jobs, callbacks)
+        self._record_final_study()
+
+    def _storage(self):
+        import optuna
+
+        return optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
+
+    def _record_final_study(self) -> None:
+        """The final stage (seeds, or the --grid) as an Optuna study of its own, '<sweep>-final': each trial's
+        model and parameters, its score, and its seed and figures as user attributes (written anew, so a
+        resumed sweep records each trial once)."""
+        import optuna
+
+        records = [r for r in results_records(self.out) if r.get("stage") == "final"]
+        if not records:
+            return
+        storage, name = self._storage(), f"{self.out.name}-final"
+        if name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+            optuna.delete_study(study_name=name, storage=storage)
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+        params = [{"model": r["model"], **r["params"]} for r in records]
+        choices: dict[str, list] = {}
+        for trial_params in params:
+            for key, value in trial_params.items():
+                choices.setdefault(key, [])
+                if value not in choices[key]:
+                    choices[key].append(value)
+        for record, trial_params in zip(records, params):
+            score = (record.get("metrics") or {}).get("score")
+            ok = record.get("status") == "ok" and isinstance(score, float) and math.isfinite(score)
+            figures = {k: v for k, v in (record.get("metrics") or {}).items() if "/" in k}
+            study.add_trial(optuna.trial.create_trial(
+                params=trial_params, value=score if ok else None,
+                state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+                distributions={k: optuna.distributions.CategoricalDistribution(choices[k]) for k in trial_params},
+                user_attrs={**figures, "seed": record["seed"], "stage": "final", "error": record.get("error", "")}))
+
+    def _trainable(self):
+        from ray import tune
+
+        return tune.with_resources(named_trainable(), {"cpu": self.settings.cpus_per_trial,
+                                                       "gpu": self.settings.gpus_per_trial})
+
+    def _tuner(self, name: str, param_space: dict, tune_config, callbacks):
+        from ray import tune
+
+        path = self.out / name
+        if tune.Tuner.can_restore(path):
+            return tune.Tuner.restore(str(path), self._trainable(), resume_unfinished=True, resume_errored=True)
+        run_config = tune.RunConfig(name=name, storage_path=str(self.out), verbose=0, callbacks=callbacks,
+                                    failure_config=tune.FailureConfig(max_failures=0),
+                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        return tune.Tuner(self._trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+    def _search(self, stage: Stage, callbacks) -> dict | None:
+        """Optuna search over the stage's model's space (seed 0, validation scores); returns the best
+        parameters."""
+        import optuna
+        from ray import tune
+
+        model, n_trials = stage.models[0], stage.trials
+        searched, fixed = self.space.searched(model), self.space.fixed(model)
+        sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=max(1, n_trials // 2)),
+                   "random": lambda: optuna.samplers.RandomSampler(seed=0),
+                   "grid": lambda: optuna.samplers.GridSampler(
+                       {k: list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
+        storage = self._storage()
+        from mrfbench.optuna_search import RecordingOptunaSearch
+
+        start = self.space.start.get(model)
+        search = RecordingOptunaSearch(space={k: p.optuna_distribution() for k, p in searched.items()},
+                                       points_to_evaluate=[start] if start else None, metric="score", mode="min",
+                                       sampler=sampler, storage=storage, study_name=f"{self.out.name}-{model}")
+        config = {"trial": _trial(self.settings, self.space, "search", model, fixed, seed=0)}
+        tune_config = tune.TuneConfig(
+            trial_dirname_creator=trial_dirname, search_alg=search, num_samples=n_trials,
+            max_concurrent_trials=self.settings.max_concurrent_trials,
+            scheduler=self._asha() if stage.asha else None)
+        fit_all(self._tuner(stage.name, config, tune_config, callbacks), n_trials, self.out)
+        return best_params(results_records(self.out / stage.name), fixed)
+
+    def _asha(self):
+        """ASHA over epochs: each epoch is one report, the final scoring one more, so max_t is epochs + 1
+        (ASHA's default of 100 would stop every longer trial before it is scored). The first rung is a quarter
+        of training: earlier, the proxy favours fast starters (high rates) over what ends best."""
+        from ray.tune.schedulers import ASHAScheduler
+
+        epochs = self.settings.epochs or self.space.epochs
+        return ASHAScheduler(metric="score", mode="min", max_t=epochs + 1, grace_period=max(1, epochs // 4))
+
+    def _final(self, stage: Stage, jobs: list[Job], callbacks) -> None:
+        """The stage's jobs in one Tune experiment, so all its models share the cluster; scored on the test
+        split."""
+        from ray import tune
+
+        if not jobs:
+            return
+        trials = [_trial(self.settings, self.space, stage.kind, job.model, job.params, job.seeds[0],
+                         job.seeds if job.packed else ()) for job in jobs]
+        config = {"trial": tune.grid_search(trials)}
+        tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
+                                      trial_dirname_creator=trial_dirname)
+        fit_all(self._tuner(stage.name, config, tune_config, callbacks), len(trials), self.out)
+
+
+def fit_all(tuner, planned: int, sweep_dir: Path) -> None:
+    """Run a Tune experiment and bring the sweep's results table up to date; a stage that ends before its
+    ``planned`` trials are done (Tune returns normally on Ctrl-C) stops the sweep instead of going on to the
+    next stage with a partial one."""
+    done = 0
+    for result in tuner.fit():
+        if result.metrics and result.metrics.get("done"):
+            done += 1
+            mark_stopped(Path(result.path), result.metrics)
+    write_results_table(sweep_dir)
+    if done < planned:
+        raise SweepInterrupted(f"{done} of {planned} trials of this stage finished; continue with --resume")

@@ -1,0 +1,101 @@
+"""What a sweep leaves on disk about its trials: each trial's ``trial.json``, the figures it reports (flat),
+the results table, and reading them back."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from mrfbench.runs import atomic_write, read_json_object, write_json
+
+TRIAL_FILE = "trial.json"
+PACK_MEMBER = "seed*"  # the member folders of a pack trial: seed0, seed1, ...
+BOOKKEEPING = ("training", "eval", "collapse", "sampler")  # metrics sections that hold no figure of the table
+RESULTS_FILE = "results.csv"
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _flat_section(section: dict, name: str) -> dict[str, float]:
+    """'<name>/<key>' for each number of a metrics section; a nested group G gives '<name>/G_<key>', and the
+    noise floors and ceilings of a section or group '<name>/floor_<key>', '<name>/floor_G_<key>'."""
+    flat = {}
+    for key, value in section.items():
+        if _number(value):
+            flat[f"{name}/{key}"] = float(value)
+        elif isinstance(value, dict):
+            for inner, number in value.items():
+                if _number(number):
+                    flat[f"{name}/{key}_{inner}"] = float(number)
+                elif isinstance(number, dict) and inner in ("floor", "ceiling"):
+                    flat.update({f"{name}/{inner}_{key}_{k}": float(v) for k, v in number.items() if _number(v)})
+    return flat
+
+
+def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
+    """The scalar figures a trial reports: '<section>/<metric>' for every number of every section of the
+    metrics (their floors and ceilings included), ``collapsed``, ``collapse_unreadable`` (a block whose KL
+    is not finite), the training time, and ``score`` (what a sweep minimises; see ``Benchmark.score``)."""
+    flat = {}
+    for name, section in metrics.items():
+        if isinstance(section, dict) and name not in BOOKKEEPING:
+            flat.update(_flat_section(section, name))
+    flat["collapsed"] = float(metrics["collapse"]["collapsed"])
+    kl = metrics["collapse"].get("kl_per_block", [])
+    flat["collapse_unreadable"] = float(any(v is None or not math.isfinite(v) for v in kl))
+    flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
+    flat["score"] = spec.score(flat)
+    return flat
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def mark_stopped(trial_dir: Path, last_result: dict) -> None:
+    """Record a trial Tune has completed while its ``trial.json`` still says running (the scheduler stopped it
+    before it was scored) as stopped, with the epoch it reached."""
+    path = Path(trial_dir) / TRIAL_FILE
+    if not path.is_file():
+        return
+    record = read_json_object(path)
+    if record.get("status") == "running":
+        write_json(path, {**record, "status": "stopped", "stopped_epoch": last_result.get("training_iteration"),
+                          "finished": _now()})
+
+
+def write_results_table(sweep_dir: Path) -> Path:
+    """``results.csv`` in the sweep directory: one row per trial (folder, model, stage, seed, status, error,
+    epochs, start and end, each parameter as ``param_<name>``, each figure), written atomically."""
+    import pandas as pd
+
+    rows = []
+    trials = [*Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}"), *Path(sweep_dir).glob(f"*/*/{PACK_MEMBER}/{TRIAL_FILE}")]
+    for path in sorted(trials):
+        record = read_json_object(path)
+        folder = path.parent.relative_to(sweep_dir)
+        rows.append({"trial": "/".join(folder.parts[1:]), "path": str(folder),
+                     **{k: record.get(k) for k in ("model", "stage", "seed", "status", "error", "epochs",
+                                                   "stopped_epoch", "started", "finished")},
+                     **{f"param_{k}": v for k, v in record.get("params", {}).items()}, **(record.get("metrics") or {})})
+    path = Path(sweep_dir) / RESULTS_FILE
+    atomic_write(path, lambda h: h.write(pd.DataFrame(rows).to_csv(index=False).encode()))
+    return path
+
+
+def results_records(directory: Path) -> list[dict]:
+    """Every trial.json below ``directory``."""
+    return [read_json_object(p) for p in sorted(Path(directory).glob(f"**/{TRIAL_FILE}"))]
+
+
+def best_params(records: list[dict], fixed: dict) -> dict | None:
+    """Parameters of the finished trial with the lowest score (None if every trial failed)."""
+    done = [r for r in records if r.get("status") == "ok" and isinstance(r["metrics"].get("score"), (int, float))
+            and math.isfinite(r["metrics"]["score"])]
+    if not done:
+        return None
+    return {**fixed, **min(done, key=lambda r: r["metrics"]["score"])["params"]}

@@ -1,0 +1,131 @@
+"""A sweep's settings (``sweep.json``) and the checks they pass before Ray starts."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mrfbench.datasets import get_benchmark
+from mrfbench.errors import UsageError
+from mrfbench.spaces import SearchSpace
+
+SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once, on seed 0
+TRIAL_LAYOUT = 2  # how a trial's Tune config is laid out (2: TrialSpec under "trial", searched values beside it)
+SWEEP_FILE = "sweep.json"
+CHECKPOINT_EVERY_S = 300.0  # an interrupted trial resumes from its last training state, at most this old
+
+
+@dataclass
+class SweepSettings:
+    out: str
+    space: str | None = None  # None: the default data set's default space
+    models: list[str] = field(default_factory=list)  # empty: every model of the space
+    added_models: list[list[str]] = field(default_factory=list)  # models added to a started sweep, by addition
+    trials: int = 20  # searched configs per model
+    seeds: int | None = None  # None: the space's
+    epochs: int | None = None  # None: the space's
+    grid: bool = False
+    sampler: str = "tpe"
+    asha: bool = False
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int | None = None
+    address: str | None = None
+    storage: str | None = None  # Optuna storage URL; default sqlite in the sweep directory
+    dashboard: bool = False
+    device: str = "auto"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    eval_options: dict[str, Any] = field(default_factory=dict)
+    search_eval_options: dict[str, Any] | None = None  # None: the data set's (its spec)
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S  # a trial saves its training state at most this often
+    packs: bool = True  # the final stage trains each config's seeds as one pack (one Tune trial)
+    layout: int = TRIAL_LAYOUT
+
+    def __post_init__(self):
+        if self.space is None:
+            from mrfbench.datasets import DEFAULT_DATASET
+
+            self.space = get_benchmark(DEFAULT_DATASET).default_space
+
+    def model_groups(self, space: SearchSpace) -> list[list[str]]:
+        """The models the sweep started with (every model of the space when none were named), then each set
+        added later."""
+        return [list(self.models or space.params), *self.added_models]
+
+    def validate(self, space: SearchSpace) -> None:
+        if not self.checkpoint_every_s >= 0:
+            raise UsageError(f"--checkpoint-every must be >= 0 seconds, got {self.checkpoint_every_s}")
+        models = list(itertools.chain(*self.model_groups(space)))
+        unknown = [m for m in models if m not in space.params]
+        if unknown:
+            raise UsageError(f"model(s) {', '.join(unknown)} not in search space {space.name}; "
+                             f"it has {', '.join(space.params)}")
+        if self.trials < 1:
+            raise UsageError(f"--trials must be >= 1, got {self.trials}")
+        if self.seeds is not None and self.seeds < 1:
+            raise UsageError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.epochs is not None and self.epochs < 1:
+            raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
+        if self.sampler == "grid":
+            for model in models:
+                space.grid(model)  # a clear error for ranges, which a grid cannot enumerate
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.address is None:  # trials run here: their device must exist here (a cluster's may differ)
+            from mrfbench.train import resolve_device
+
+            resolve_device(self.device)
+        else:
+            check_address(self.address)
+        if self.storage is not None:
+            check_storage(self.storage)
+        from mrfbench.evaluate import EvalConfig
+
+        EvalConfig(**{**self.eval_options, **(self.search_eval_options or {})})  # a bad size fails here, not in a trial
+        EvalConfig(**self.eval_options)
+        get_benchmark(space.dataset).check_options(self.dataset_options)
+
+
+def recorded_settings(out: Path) -> SweepSettings:
+    """The settings ``out/sweep.json`` holds, with ``out`` as the sweep's folder (a moved or copied sweep
+    continues where it is)."""
+    path = out / SWEEP_FILE
+    if not path.exists():
+        raise UsageError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
+    try:
+        raw = json.loads(path.read_text())
+        return SweepSettings(**{"layout": 1, "packs": False, **raw, "out": str(out)})  # older sweeps lack the first two
+    except (json.JSONDecodeError, TypeError) as err:
+        raise UsageError(f"corrupt {path}: {err}") from None
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A Ray address host:port must answer before Ray is asked to join it (ray.init would wait forever)."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--address must be auto or host:port, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UsageError(f"no Ray cluster answers at {address} ({err.strerror or err}); start one with "
+                         "`ray start --head` or leave --address out for a local one") from None
+
+
+def check_storage(url: str) -> None:
+    """An Optuna storage must be a database URL (sqlite:///path, postgresql://...)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise UsageError(f"--storage must be a database URL such as sqlite:///path/optuna.db, got '{url}'") from None

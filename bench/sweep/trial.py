@@ -1,0 +1,180 @@
+"""The worker: what one Ray Tune trial runs (the only module a trial's actor imports), and how trials are
+named for people."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mrfbench.datasets import get_benchmark
+from mrfbench.runs import write_json
+from mrfbench.spaces import TRAIN_KEYS
+from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics
+from mrfbench.sweep.settings import CHECKPOINT_EVERY_S
+
+STATE_FILE = "training_state.pt"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial runs: a model with its fixed parameters on a data set, at a stage and seed. A trial's
+    Tune config is ``{"trial": <TrialSpec as a dict>, <searched parameter>: <value>, ...}``, so the Optuna
+    study names each searched parameter plainly (beta, lr, ...)."""
+
+    model: str
+    stage: str  # "search" (validation split, ASHA's per-epoch reports) or "final" (test split)
+    seed: int
+    params: dict[str, Any]
+    dataset: str
+    epochs: int
+    device: str
+    cpus: float
+    dataset_options: dict[str, Any]
+    eval_options: dict[str, Any]
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S
+    pack_seeds: tuple[int, ...] = ()  # a final-stage pack: these seeds trained as one (``seed`` is the first)
+
+    @classmethod
+    def of(cls, config: dict) -> tuple[TrialSpec, dict[str, Any]]:
+        """The spec of a Tune config and the trial's parameters (fixed, then searched)."""
+        spec = cls(**config["trial"])
+        return spec, {**spec.params, **{k: v for k, v in config.items() if k != "trial"}}
+
+
+def run_trial(config: dict) -> None:
+    """Ray Tune trainable: one training run; a failure (NaN, non-PD covariance, OOM, ...) is recorded in
+    trial.json with its reason and reported with score NaN, so the sweep goes on."""
+    import torch
+    from ray import tune
+
+    from mrfbench.allocator import reuse_freed_memory
+    from mrfbench.evaluate import EvalConfig
+    from mrfbench.experiment import run_experiment
+    from mrfbench.train import TrainConfig
+
+    spec, params = TrialSpec.of(config)
+    torch.set_num_threads(max(1, int(spec.cpus)))
+    reuse_freed_memory()
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    if spec.pack_seeds:
+        from mrfbench.sweep.packs import run_pack_trial
+
+        tune.report(run_pack_trial(spec, params, trial_dir))
+        return
+    resume = _saved_state(tune.get_checkpoint())
+    record = {"model": spec.model, "stage": spec.stage, "seed": spec.seed, "params": params, "epochs": spec.epochs,
+              **placement(), "status": "running", "started": _now(),
+              **({"resumed_after_epoch": resume["epoch"]} if resume else {})}
+    write_json(trial_dir / TRIAL_FILE, record)
+    train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
+    model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
+    try:
+        metrics = run_experiment(
+            spec.model, spec.dataset, trial_dir / "run", model_options=model_params,
+            dataset_options={**spec.dataset_options, "seed": spec.seed},
+            train_config=TrainConfig(epochs=spec.epochs, seed=spec.seed, device=spec.device, **train_params),
+            eval_config=EvalConfig(seed=spec.seed, **spec.eval_options),
+            overwrite=True, eval_split="val" if spec.stage == "search" else "test",
+            on_epoch=_epoch_reporter(spec.dataset, spec.stage == "search", spec.checkpoint_every_s),
+            resume=resume,
+        )
+        result = flatten_metrics(metrics, get_benchmark(spec.dataset))
+        record.update(status="ok", metrics=result)
+    except Exception as err:  # noqa: BLE001 - any failure is the trial's outcome, recorded with its reason
+        result = {"score": math.nan, "failed": 1.0}
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+    write_json(trial_dir / TRIAL_FILE, {**record, "finished": _now()})
+    tune.report(result)
+
+
+def placement() -> dict:
+    """Where a trial runs: its Ray node, its torch threads and the GPUs Ray gave it (CUDA_VISIBLE_DEVICES)."""
+    import ray
+    import torch
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def trial_name(config: dict) -> str:
+    """A trial as people read it: model, stage, seed and its searched parameters."""
+    spec, params = TrialSpec.of(config)
+    searched = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in params.items() if k not in spec.params)
+    seeds = f"seeds {seed_span(spec.pack_seeds)}" if spec.pack_seeds else f"seed {spec.seed}"
+    return f"{spec.model} {spec.stage} {seeds}" + (f" {searched}" if searched else "")
+
+
+def seed_span(seeds) -> str:
+    """Seeds as people write them: "0-2", or "0,3" when not consecutive."""
+    seeds = list(seeds)
+    consecutive = len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1))
+    return f"{seeds[0]}-{seeds[-1]}" if consecutive else ",".join(map(str, seeds))
+
+
+def named_trainable():
+    """``run_trial`` as a Tune trainable whose actors the Ray dashboard lists by ``trial_name``."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class MrfbenchTrial(wrap_function(run_trial)):
+        def __repr__(self):
+            return trial_name(self.config) if "trial" in getattr(self, "config", {}) else "mrfbench trial"
+
+    return MrfbenchTrial
+
+
+def _epoch_reporter(dataset: str, with_proxy: bool, checkpoint_every_s: float):
+    """Reports each epoch's losses to Tune (TensorBoard and progress.csv get curves) and, ``with_proxy``
+    where the data set's evaluator has a per-epoch ``proxy``, it as ``score`` (what ASHA and Optuna read),
+    drawn from a forked random state so that the trial trains exactly as ``mrfbench train`` would; at most
+    every ``checkpoint_every_s`` seconds, with the training state as Tune's checkpoint of the trial (one
+    kept), which a resumed sweep continues from."""
+    import tempfile
+    import time
+
+    import torch
+    from ray import tune
+
+    proxy = get_benchmark(dataset).get_evaluator().proxy if with_proxy else None
+    saved = time.monotonic()
+
+    def report(model, epoch: int, record: dict, snapshot) -> None:
+        nonlocal saved
+        losses = {key: value for key, value in record.items() if key != "epoch"}
+        if proxy is not None:
+            device = next(model.parameters()).device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                losses["score"] = proxy(model)
+        if time.monotonic() - saved < checkpoint_every_s:
+            tune.report(losses)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(snapshot(), Path(folder) / STATE_FILE)
+            tune.report(losses, checkpoint=tune.Checkpoint.from_directory(folder))  # copied before it returns
+        saved = time.monotonic()
+
+    return report
+
+
+def _saved_state(checkpoint) -> dict | None:
+    """The training state of a trial's last Tune checkpoint (None for a fresh trial)."""
+    import torch
+
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def trial_dirname(trial) -> str:
+    """Short, readable, unique trial directory names: model, stage, seed and Tune's id (Ray's default spells
+    out the whole config)."""
+    spec = trial.config.get("trial", {})
+    if spec.get("pack_seeds"):
+        seeds = "seeds" + seed_span(spec["pack_seeds"]).replace(",", "_")
+    else:
+        seeds = f"seed{spec.get('seed', '')}"
+    return f"{spec.get('model', 'trial')}_{spec.get('stage', '')}_{seeds}_{trial.trial_id}"

@@ -1,0 +1,75 @@
+"""Every sweep mode as a plan, checked without Ray or torch."""
+
+import subprocess
+import sys
+
+import pytest
+
+from mrfbench.spaces import load_space
+from mrfbench.sweep.plan import Job, Stage, final_jobs, interleave, plan
+from mrfbench.sweep.settings import SweepSettings
+
+SPACE = load_space("copula")  # searched ranges for every model
+
+
+def settings(**options) -> SweepSettings:
+    return SweepSettings(out="unused", space="copula", **{"models": ["gmrf", "mvae"], "trials": 5, "seeds": 3, **options})
+
+
+def test_search_then_each_best_config_over_the_seeds_as_one_pack():
+    assert plan(settings(), SPACE) == [Stage("search-gmrf", "search", ("gmrf",), "search", 5),
+                                       Stage("search-mvae", "search", ("mvae",), "search", 5),
+                                       Stage("final", "final", ("gmrf", "mvae"), "best", 2)]
+    assert [s.split for s in plan(settings(), SPACE)] == ["val", "val", "test"]
+
+
+def test_without_packs_a_trial_per_seed():
+    assert plan(settings(packs=False), SPACE)[-1].trials == 6
+    assert plan(settings(seeds=1), SPACE)[-1].trials == 2  # one seed: nothing to pack
+
+
+def test_asha_stops_the_search_stages_only():
+    stages = plan(settings(asha=True), SPACE)
+    assert [s.asha for s in stages] == [True, True, False]
+
+
+def test_a_grid_runs_every_point_over_the_seeds_and_searches_nothing():
+    space = load_space("copula_variants")
+    models = list(space.params)
+    stages = plan(SweepSettings(out="unused", space="copula_variants", grid=True, seeds=3), space)
+    assert stages == [Stage("final", "final", tuple(models), "grid", sum(len(space.grid(m)) for m in models))]
+
+
+def test_the_grid_sampler_searches_each_grid_point_once(tmp_path):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("dataset: copula\nepochs: 1\nseeds: 2\nparams:\n  beta: {grid: [1.0, 0.5, 0.1]}\n"
+                          "models:\n  gmrf: {}\n  mopoe: {beta: 1.0}\n")
+    space = load_space(str(space_file))
+    stages = plan(SweepSettings(out="unused", space=str(space_file), sampler="grid"), space)
+    assert [(s.name, s.trials) for s in stages] == [("search-gmrf", 3), ("final", 2)]  # mopoe: nothing to search
+
+
+def test_models_added_on_resume_get_their_searches_and_a_final_stage_of_their_own():
+    stages = plan(settings(added_models=[["nnmrf", "almrf"]]), SPACE)
+    assert [s.name for s in stages] == ["search-gmrf", "search-mvae", "final", "search-nnmrf", "search-almrf",
+                                        "final-nnmrf-almrf"]
+    assert stages[-1].models == ("nnmrf", "almrf") and stages[-1].source == "best"
+
+
+def test_final_jobs_pack_the_seeds_of_each_config_or_list_them_seed_by_seed():
+    configs = [("gmrf", {"beta": 1.0}), ("mvae", {"beta": 0.1})]
+    assert final_jobs(configs, 3, packs=True) == [Job("gmrf", {"beta": 1.0}, (0, 1, 2)), Job("mvae", {"beta": 0.1}, (0, 1, 2))]
+    unpacked = final_jobs(configs, 2, packs=False)
+    assert [(j.model, j.seeds) for j in unpacked] == [("gmrf", (0,)), ("mvae", (0,)), ("gmrf", (1,)), ("mvae", (1,))]
+    assert not unpacked[0].packed and final_jobs(configs, 3, packs=True)[0].packed
+
+
+def test_interleave_takes_each_models_points_in_turn():
+    grids = {"a": [{"x": 1}, {"x": 2}, {"x": 3}], "b": [{"y": 1}]}
+    assert interleave(grids) == [("a", {"x": 1}), ("b", {"y": 1}), ("a", {"x": 2}), ("a", {"x": 3})]
+
+
+@pytest.mark.parametrize("module", ["mrfbench.sweep.plan"])
+def test_the_plan_imports_neither_ray_nor_torch(module):
+    code = f"import sys, {module}; print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
