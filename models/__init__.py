@@ -1,42 +1,8 @@
-"""Model registry: every model is a config dataclass plus an ``nn.Module``, registered by name."""
+"""Model registry: every model is a config dataclass plus an ``nn.Module``, registered by name
+(``registry.py``); importing this package registers the models."""
 
-from __future__ import annotations
-
-import dataclasses
-
-from mrfbench.errors import UsageError
+from mrfbench.models import almrf, gmrf, mmvae, mmvaeplus, mopoe, mrf, mvae, nnmrf  # noqa: F401  (register the models)
 from mrfbench.models.base import LossOutput, ModelConfig, MultimodalVAE
-
-MODELS: dict[str, type[MultimodalVAE]] = {}
-
-
-def register_model(name: str):
-    """Class decorator adding a ``MultimodalVAE`` subclass to the registry under ``name``."""
-
-    def add(cls: type[MultimodalVAE]) -> type[MultimodalVAE]:
-        cls.name = name
-        MODELS[name] = cls
-        return cls
-
-    return add
-
-
-def get_model_class(name: str) -> type[MultimodalVAE]:
-    if name not in MODELS:
-        raise UsageError(f"unknown model '{name}'; valid: {', '.join(sorted(MODELS))}")
-    return MODELS[name]
-
-
-def build_model(name: str, **options) -> MultimodalVAE:
-    """Instantiate model ``name`` from config fields; unknown fields are a usage error."""
-    cls = get_model_class(name)
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise UsageError(f"model '{name}' has no option(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
-    return cls(cls.config_class(**options))
-
-
-from mrfbench.models import almrf, gmrf, mmvae, mmvaeplus, mopoe, mrf, mvae, nnmrf  # noqa: E402,F401  (register the models)
+from mrfbench.models.registry import MODELS, build_model, get_model_class, register_model
 
 __all__ = ["MODELS", "LossOutput", "ModelConfig", "MultimodalVAE", "build_model", "get_model_class", "register_model"]

@@ -17,10 +17,10 @@ from typing import Literal
 import torch
 
 from mrfbench.errors import UsageError
-from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.gmrf import GMRFMVAE, GMRFConfig
 from mrfbench.models.latent import AsymmetricLaplace, rbf_mmd2
+from mrfbench.models.registry import register_model
 
 
 @dataclass

@@ -14,11 +14,11 @@ import torch
 from torch.distributions import kl_divergence
 
 from mrfbench.errors import UsageError
-from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.latent import CholeskyLayout, FullCovGaussian
 from mrfbench.models.mrf_family import MRFFamilyConfig, MRFFamilyMVAE
 from mrfbench.models.mrf_parts import CholeskyPosterior, CholeskyPrior
+from mrfbench.models.registry import register_model
 
 
 @dataclass

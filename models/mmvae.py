@@ -18,10 +18,10 @@ import torch
 from torch.distributions import Distribution
 
 from mrfbench.errors import UsageError
-from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors
 from mrfbench.models.latent import dreg_surrogate, gradient_scaled, log_mean_exp, mixture_log_prob, noise, standard
+from mrfbench.models.registry import register_model
 
 
 @dataclass

@@ -14,10 +14,10 @@ from torch import nn
 from torch.distributions import Distribution
 
 from mrfbench.errors import UsageError
-from mrfbench.models import register_model
 from mrfbench.models.experts import Posteriors
 from mrfbench.models.latent import noise
 from mrfbench.models.mmvae import MMVAE, MMVAEConfig
+from mrfbench.models.registry import register_model
 
 
 @dataclass

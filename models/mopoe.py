@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
-from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
 from mrfbench.models.latent import noise, nonempty_subsets, product_of_experts
+from mrfbench.models.registry import register_model
 
 
 @dataclass

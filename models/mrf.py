@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from mrfbench.errors import UsageError
-from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.latent import CholeskyLayout, block_indices
 from mrfbench.models.mrf_family import EnergyPriorConfig, EnergyPriorMVAE
 from mrfbench.models.mrf_parts import EnergyPosterior, EnergyPrior
+from mrfbench.models.registry import register_model
 
 
 @dataclass

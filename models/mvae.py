@@ -11,10 +11,10 @@ import torch
 from torch.distributions import Distribution
 
 from mrfbench.errors import UsageError
-from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
 from mrfbench.models.latent import noise, product_of_experts
+from mrfbench.models.registry import register_model
 
 
 @dataclass

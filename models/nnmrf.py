@@ -27,12 +27,12 @@ from typing import Literal
 import torch
 
 from mrfbench.errors import UsageError
-from mrfbench.models import register_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.gmrf import GMRFConfig
 from mrfbench.models.latent import CholeskyLayout, FullCovGaussian, block_indices, log_mean_exp
 from mrfbench.models.mrf_family import EnergyPriorConfig, EnergyPriorMVAE
 from mrfbench.models.mrf_parts import CholeskyPosterior, EnergyPrior
+from mrfbench.models.registry import register_model
 
 
 @dataclass

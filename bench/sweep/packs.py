@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics
-from mrfbench.sweep.trial import TrialSpec, placement
+from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics, placement
+
+if TYPE_CHECKING:
+    from mrfbench.sweep.trial import TrialSpec
 
 
 def member_folder(trial_dir: Path, seed: int) -> Path:

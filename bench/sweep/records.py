@@ -4,6 +4,7 @@ the results table, and reading them back."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from mrfbench.runs import atomic_write, read_json_object, write_json
@@ -48,6 +49,15 @@ def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
     flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
     flat["score"] = spec.score(flat)
     return flat
+
+
+def placement() -> dict:
+    """Where a trial runs: its Ray node, its torch threads and the GPUs Ray gave it (CUDA_VISIBLE_DEVICES)."""
+    import ray
+    import torch
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def _now() -> str:

@@ -4,7 +4,6 @@ named for people."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics
+from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics, placement
 from mrfbench.sweep.settings import CHECKPOINT_EVERY_S
 
 STATE_FILE = "training_state.pt"
@@ -88,15 +87,6 @@ def run_trial(config: dict) -> None:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
     write_json(trial_dir / TRIAL_FILE, {**record, "finished": _now()})
     tune.report(result)
-
-
-def placement() -> dict:
-    """Where a trial runs: its Ray node, its torch threads and the GPUs Ray gave it (CUDA_VISIBLE_DEVICES)."""
-    import ray
-    import torch
-
-    return {"node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def trial_name(config: dict) -> str:

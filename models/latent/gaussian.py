@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from mrfbench.models.latent import noise
+import mrfbench.models.latent.noise as noise
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import Distribution, constraints
 
-from mrfbench.models.latent import noise
+import mrfbench.models.latent.noise as noise
 from mrfbench.models.latent.gaussian import FullCovGaussian, block_indices, broadcast_shapes
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mrfbench.models.latent import noise
+import mrfbench.models.latent.noise as noise
 from mrfbench.models.latent.gaussian import block_indices
 
 LOG_STEP_BOUNDS = (math.log(1e-4), math.log(10.0))  # adapted steps stay finite on flat or sharp energies
