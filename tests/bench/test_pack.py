@@ -145,6 +145,35 @@ def test_a_member_that_goes_nan_fails_alone(data):
     assert all(torch.isfinite(v[1]).all() for v in pack.params.stacked.values())  # frozen at its initial state
 
 
+IMAGE_SETTINGS = {  # small versions of the image networks: MNIST-3's MLPs and PolyMNIST's convolutions
+    "mlp": (3, 784, {"architecture": "mlp", "hidden": 64, "mlp_layers": 4, "latent_dim": 4, "reconstruction": "mean"}),
+    "conv": (5, 3 * 784, {"architecture": "conv", "latent_dim": 4, "reconstruction": "mean"}),
+}
+CHEAPER = {"nnmrf": {"pcd_sweeps": 1, "n_importance": 2}, "mmvaeplus": {"n_samples": 2}}
+
+
+@pytest.mark.parametrize("architecture", IMAGE_SETTINGS)
+@pytest.mark.parametrize("name", ["gmrf", "almrf", "nnmrf", "mvae", "mopoe", "mmvae", "mmvaeplus"])
+def test_image_networks_pack_with_each_member_starting_as_its_single_run(architecture, name):
+    m, f, options = IMAGE_SETTINGS[architecture]
+    options = {**options, **CHEAPER.get(name, {})}
+
+    def built(seed):
+        seed_everything(seed)
+        return build_model(name, n_modalities=m, modality_dim=f, beta=0.5 + seed, **options)
+
+    models, generators = [], []
+    for seed in (0, 1):
+        models.append(built(seed))
+        generators.append(member_generators(seed, torch.get_rng_state(), torch.device("cpu")))
+    x = torch.rand(2, 8, m, f)
+    pack = Pack(models, [train_config(seed=seed) for seed in (0, 1)], generators)
+    loss, _ = pack.losses(x, pack.betas.float(), "fp32")
+    loss.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in pack.params.stacked.values())
+    assert loss.tolist() == pytest.approx([float(built(seed).loss(x[seed]).loss.detach()) for seed in (0, 1)], rel=1e-5)
+
+
 if __name__ == "__main__":  # records the fixture (run it only on code known to train as the reference)
     data = case_data()
     FIXTURE.write_text(json.dumps({case: single_run(case, data) for case in CASES}, indent=1) + "\n")
