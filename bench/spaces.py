@@ -46,7 +46,6 @@ class Param:
 class SearchSpace:
     name: str
     dataset: str
-    metric: str
     epochs: int
     seeds: int
     params: dict[str, dict[str, Param]] = field(default_factory=dict)  # per model
@@ -160,7 +159,7 @@ def load_space(name_or_path: str) -> SearchSpace:
         raise UsageError(f"search space {label} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"search space {label}: expected a mapping at the top level")
-    unknown = sorted(set(raw) - {"dataset", "metric", "epochs", "seeds", "params", "models", "sweep"})
+    unknown = sorted(set(raw) - {"dataset", "epochs", "seeds", "params", "models", "sweep"})
     if unknown:
         raise UsageError(f"search space {label}: unknown key(s) {', '.join(unknown)}")
     for key in ("dataset", "models"):
@@ -169,14 +168,15 @@ def load_space(name_or_path: str) -> SearchSpace:
     if raw["dataset"] not in BENCHMARKS:
         raise UsageError(f"search space {label}: dataset: unknown data set '{raw['dataset']}'; valid: {', '.join(BENCHMARKS)}")
     for key in ("epochs", "seeds"):
-        if not isinstance(raw.get(key, 1), int) or raw.get(key, 1) < 1:
+        value = raw.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"search space {label}: {key} must be an integer >= 1, got {raw.get(key)!r}")
     if not isinstance(raw["models"], dict) or not raw["models"]:
         raise UsageError(f"search space {label}: models must map model names to their parameters")
     common = raw.get("params") or {}
     if not isinstance(common, dict):
         raise UsageError(f"search space {label}: params must be a mapping")
-    space = SearchSpace(label, raw["dataset"], raw.get("metric", "score"), raw.get("epochs", 200), raw.get("seeds", 3),
+    space = SearchSpace(label, raw["dataset"], raw.get("epochs", 200), raw.get("seeds", 3),
                         sweep=_sweep_settings(label, raw.get("sweep") or {}))
     for model, own in raw["models"].items():
         if model not in MODELS:

@@ -111,8 +111,3 @@ def dreg_surrogate(log_w: torch.Tensor, scales: list[torch.Tensor], sample_dim: 
             scale.copy_(weights.reshape(*weights.shape, *([1] * (scale.dim() - weights.dim()))).expand_as(scale))
     surrogate = (weights * log_w).sum(sample_dim)
     return log_mean_exp(log_w.detach(), sample_dim) + surrogate - surrogate.detach()
-
-
-# --- asymmetric Laplace, generalized inverse Gaussian and generalized hyperbolic (ALMRF, paper Sec. 3.1.2) --
-
-

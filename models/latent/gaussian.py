@@ -202,7 +202,3 @@ def kl_full_cov_gaussian(q: FullCovGaussian, p: FullCovGaussian) -> torch.Tensor
     maha = torch.linalg.solve_triangular(Lp, diff, upper=False).pow(2).sum((-2, -1))
     d = q.loc.shape[-1]
     return 0.5 * (trace + maha - d + p.log_det_cov() - q.log_det_cov())
-
-
-# --- factorised experts (the baselines' unimodal posteriors), products and mixtures of them ---------------
-

@@ -262,7 +262,3 @@ class GeneralizedHyperbolic:
         delta = self.scale_tril @ self.scale_tril.mT
         cov = mean_w[..., None, None] * delta + var_w[..., None, None] * self.skew.unsqueeze(-1) * self.skew.unsqueeze(-2)
         return FullCovGaussian(self.loc + self.skew * mean_w.unsqueeze(-1), torch.linalg.cholesky(cov))
-
-
-# --- kernel two-sample discrepancy (ALMRF objective, paper Eq. 12 and Appendix B.3) ------------------------
-

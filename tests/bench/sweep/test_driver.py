@@ -285,6 +285,8 @@ def test_malformed_spaces_give_clear_errors(tmp_path):
         "dataset: mnist9\nmodels:\n  gmrf: {}\n": "unknown data set 'mnist9'",
         "dataset: copula\nepochs: 0\nmodels:\n  gmrf: {}\n": "epochs must be an integer >= 1",
         "dataset: copula\nmodel:\n  gmrf: {}\n": "unknown key(s) model",
+        "dataset: copula\nepochs: true\nmodels:\n  gmrf: {}\n": "epochs must be an integer >= 1",
+        "dataset: copula\nmetric: score\nmodels:\n  gmrf: {}\n": "unknown key(s) metric",
         "dataset: [copula\n": "not valid YAML",
         "dataset: copula\nparams:\n  beta: {uniform: [1, 2]}\nmodels:\n  gmrf:\n    start: {beta: 3}\n": "outside its uniform",
         "dataset: copula\nparams:\n  beta: {uniform: [1, 2]}\nmodels:\n  gmrf:\n    start: {lr: 0.1}\n": "give a value for each",
