@@ -150,6 +150,50 @@ def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
     return 4 * parameters + sum(saved.values())
 
 
+def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str = "fp32", steps: int = 3) -> tuple[float, float]:
+    """Seconds a training step takes for a pack of ``k`` copies of ``model`` and for the model alone (medians
+    of ``steps`` timed steps each, interleaved, after one untimed), on copies and fresh generators: nothing of
+    ``model`` or torch's random state changes. Where a step is bound by its arithmetic rather than by
+    overheads (on a CPU: large batches, many samples per point), a pack can be slower than its members one
+    after another."""
+    import statistics
+
+    from mrfbench.train import adam
+
+    cpu_state = torch.random.get_rng_state()
+    device = batch.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        pack = Pack([copy.deepcopy(model) for _ in range(k)], [TrainConfig()] * k,
+                    [member_generators(0, cpu_state, device) for _ in range(k)])
+        optimizer, beta = PackAdam(pack.params.stacked.values()), pack.betas.float().to(device)
+        alone = copy.deepcopy(model)
+        alone_optimizer = adam(alone.parameters(), 1e-3)
+        x = batch.expand(k, *batch.shape)
+
+        def pack_step():
+            train_step(pack, optimizer, x, beta, [1e-3] * k, [True] * k, precision)
+
+        def alone_step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = alone.loss(batch).loss
+            alone_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            alone_optimizer.step()
+
+        def timed(step) -> float:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - start
+
+        pack_step(), alone_step()
+        times = [(timed(pack_step), timed(alone_step)) for _ in range(steps)]
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
 def free_memory(device: torch.device) -> int:
     """Bytes the device can still give: free CUDA memory, or the host's available memory."""
     if device.type == "cuda":

@@ -19,7 +19,7 @@ from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import _build, check_precision, check_split, finish_run, run_config
-from mrfbench.pack import Pack, PackData, free_memory, member_bytes, member_generators, train_pack
+from mrfbench.pack import Pack, PackData, free_memory, member_bytes, member_generators, step_times, train_pack
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, staged_run, write_json
 from mrfbench.train import TrainConfig, resolve_device, seed_everything
 
@@ -69,9 +69,10 @@ def check_stackable(models: Sequence, members: Sequence[PackMember]) -> None:
 FIT = 0.8  # the share of the device's free memory a pack may plan to use
 
 
-def pack_sizes(model_name: str, dataset_name: str, member: PackMember, wanted: int) -> tuple[int, int, int]:
-    """How many members of ``member``'s kind fit one pack on its device (at most ``wanted``), the bytes each
-    takes (``pack.member_bytes`` on a batch of the data) and the device's free bytes."""
+def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wanted: int, timed: bool) -> tuple[int, str]:
+    """How many members of ``member``'s kind to train as one pack (at most ``wanted``), and why: as many as
+    the device's free memory holds (each taking ``pack.member_bytes`` on a batch of the data), and, when
+    ``timed``, one if a pack of that size steps slower than its members one after another (``step_times``)."""
     spec = get_benchmark(dataset_name)
     dataset = spec.make(**member.dataset_options)
     device = resolve_device(member.train.device)
@@ -80,7 +81,15 @@ def pack_sizes(model_name: str, dataset_name: str, member: PackMember, wanted: i
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=member.train.precision == "bf16"):
         each = member_bytes(model, batch)
     free = free_memory(device)
-    return max(1, min(wanted, int(FIT * free // each))), each, free
+    size = max(1, min(wanted, int(FIT * free // each)))
+    why = (f"a member takes about {each / 2**20:,.0f} MiB in a step (parameters, gradients, Adam's moments, "
+           f"activations): packs of {size} need about {size * each / 2**30:.2f} GiB of the {free / 2**30:.1f} GiB free")
+    if timed and size > 1:
+        packed, alone = step_times(model, batch, size, member.train.precision)
+        why += f"; a step of {size} packed takes {1e3 * packed:.0f} ms, {size} alone {1e3 * size * alone:.0f} ms"
+        if packed > size * alone:
+            size, why = 1, why + ": the members train one by one"
+    return size, why
 
 
 def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], overwrite: bool = False,

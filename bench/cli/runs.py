@@ -58,7 +58,8 @@ def train_command(
     kl_warmup: Annotated[str, _in(TRAINING, f"fraction of training over which beta ramps up from 0; {PACKED}")] = "0.1",
     precision: Annotated[str, _in(TRAINING, "fp32, or bf16: bfloat16 autocast (image data)")] = "fp32",
     pack_size: Annotated[int | None, _in(TRAINING, "most members trained as one pack (a larger product is split) "
-                                                   "\\[all of them]")] = None,
+                                                   "\\[as many as the device's memory holds, or one by one where "
+                                                   "a timed pack steps slower than its members alone]")] = None,
     seed: Annotated[str, typer.Option(help=f"seed of data, initialisation, shuffling and evaluation; {PACKED}")] = "0",
     n_unconditional: Annotated[int, _in(EVALUATION, "unconditional samples scored")] = 1_000_000,
     n_per_tuple: Annotated[int, _in(EVALUATION, "conditional generations per test tuple")] = 20,
@@ -109,7 +110,7 @@ def train_command(
     if len(members) == 1:
         _train_single(model, dataset, members[0], overwrite, eval_split)
     else:
-        _train_packs(model, dataset, members, overwrite, eval_split, pack_size or len(members))
+        _train_packs(model, dataset, members, overwrite, eval_split, pack_size)
 
 
 def _epoch_progress(title: str, epochs: int):
@@ -148,9 +149,10 @@ def _train_single(model: str, dataset: str, member, overwrite: bool, eval_split:
                   f"trained in {metrics['training']['wall_time_s']:.0f} s")
 
 
-def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_split: str, pack_size: int) -> None:
-    """Train ``members`` as packs of at most ``pack_size``; finished members are kept unless ``overwrite``."""
-    from mrfbench.pack_runs import is_finished, pack_sizes, run_pack
+def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_split: str, pack_size: int | None) -> None:
+    """Train ``members`` as packs of at most ``pack_size`` (None: as many as fit and pay, ``pack_size``);
+    finished members are kept unless ``overwrite``."""
+    from mrfbench.pack_runs import choose_pack_size, is_finished, run_pack
 
     todo = [m for m in members if overwrite or not is_finished(m.out)]
     if len(todo) < len(members):
@@ -158,11 +160,9 @@ def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_
                       f"training the other {len(todo)} (--overwrite retrains them all)")
     if not todo:
         return
-    fits, each, free = pack_sizes(model, dataset, todo[0], min(pack_size, len(todo)))
-    packs = [todo[i : i + fits] for i in range(0, len(todo), fits)]
-    console.print(f"a member takes about {each / 2**20:,.0f} MiB in a step (parameters, gradients, Adam's moments, "
-                  f"activations): packs of {fits} need about {fits * each / 2**30:.2f} GiB of the "
-                  f"{free / 2**30:.1f} GiB free" + (f", so {len(packs)} packs" if len(packs) > 1 else ""))
+    size, why = choose_pack_size(model, dataset, todo[0], min(pack_size or len(todo), len(todo)), timed=pack_size is None)
+    packs = [todo[i : i + size] for i in range(0, len(todo), size)]
+    console.print(why + (f"; {len(packs)} packs" if len(packs) > 1 else ""))
     outcomes = []
     for number, pack in enumerate(packs, 1):
         title = f"train {model} x {len(pack)}" + (f" (pack {number} of {len(packs)})" if len(packs) > 1 else "")

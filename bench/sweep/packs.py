@@ -31,10 +31,11 @@ def _finished(trial_dir: Path, seed: int) -> dict | None:
 
 
 def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
-    """Train the members of ``spec.pack_seeds`` not yet finished as one pack, record each, and return what the
+    """Train the members of ``spec.pack_seeds`` not yet finished as one pack (as several, or one by one, where
+    the device's memory or a timed step says so: ``pack_runs.choose_pack_size``), record each, and return what the
     trial reports to Tune: the members' mean score (NaN, and ``failed``, when none was scored)."""
     from mrfbench.evaluate import EvalConfig
-    from mrfbench.pack_runs import MemberOutcome, PackMember, run_pack
+    from mrfbench.pack_runs import MemberOutcome, PackMember, choose_pack_size, run_pack
     from mrfbench.train import TrainConfig
 
     train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
@@ -56,8 +57,11 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
             EvalConfig(seed=seed, **spec.eval_options), {**spec.dataset_options, "seed": seed}))
     if members:
         try:
-            outcomes = run_pack(spec.model, spec.dataset, members, overwrite=True, eval_split="test",
-                                on_epoch=_epoch_reporter())
+            size, _ = choose_pack_size(spec.model, spec.dataset, members[0], len(members), timed=True)
+            outcomes = []
+            for start in range(0, len(members), size):
+                outcomes += run_pack(spec.model, spec.dataset, members[start : start + size], overwrite=True,
+                                     eval_split="test", on_epoch=_epoch_reporter())
         except Exception as err:  # noqa: BLE001 - a failure of the whole pack is each member's outcome
             outcomes = [MemberOutcome(m.out, failure=f"{type(err).__name__}: {err}") for m in members]
         for member, outcome in zip(members, outcomes):
