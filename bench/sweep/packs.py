@@ -31,9 +31,10 @@ def _finished(trial_dir: Path, seed: int) -> dict | None:
 
 
 def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
-    """Train the members of ``spec.pack_seeds`` not yet finished as one pack (as several, or one by one, where
-    the device's memory or a timed step says so: ``pack_runs.choose_pack_size``), record each, and return what the
-    trial reports to Tune: the members' mean score (NaN, and ``failed``, when none was scored)."""
+    """Train the members of ``spec.pack_seeds`` not yet finished as one pack (as several where the device's
+    memory says so: ``pack_runs.choose_pack_size``; a sweep that packs nothing runs with --no-packs), record
+    each, and return what the trial reports to Tune: the members' mean score (NaN, and ``failed``, when none
+    was scored)."""
     from mrfbench.evaluate import EvalConfig
     from mrfbench.pack_runs import MemberOutcome, PackMember, choose_pack_size, run_pack
     from mrfbench.train import TrainConfig
@@ -57,7 +58,7 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
             EvalConfig(seed=seed, **spec.eval_options), {**spec.dataset_options, "seed": seed}))
     if members:
         try:
-            size, _ = choose_pack_size(spec.model, spec.dataset, members[0], len(members), timed=True)
+            size, _ = choose_pack_size(spec.model, spec.dataset, members[0], len(members), timed=False)
             outcomes = []
             for start in range(0, len(members), size):
                 outcomes += run_pack(spec.model, spec.dataset, members[start : start + size], overwrite=True,
