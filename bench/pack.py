@@ -3,9 +3,9 @@ leading member dimension), each member with its own initialisation, data, order,
 learning rate, schedule and KL warm-up, so that member k trains as the single run of its settings would
 (the same initial weights, batches and draws; updates equal to float rounding).
 
-The parameters of all members live in one (K, P) tensor: a step is one vmapped forward, one backward and
-one Adam update over that tensor, whatever K. A member whose training loss turns non-finite fails alone:
-it is frozen at its best state and the others go on."""
+Each parameter of the members is stacked into one (K, *shape) tensor: a step is one vmapped forward, one
+backward and one fused Adam update per distinct learning rate, whatever K. A member whose training loss
+turns non-finite fails alone: it is frozen at its best state and the others go on."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from mrfbench.models import MultimodalVAE
 from mrfbench.models.latent import noise
 from mrfbench.train import TrainConfig, TrainResult
 
-MEMBER_FIELDS = ("seed", "lr", "lr_schedule", "kl_warmup")  # the training settings a member sets for itself
 ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam's defaults, which single runs use
 
 
@@ -132,6 +131,11 @@ class PackAdam:
                                weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
 
+def forked_rng(device: torch.device):
+    """torch's random state on the CPU and, for a CUDA ``device``, on it, restored on leaving."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
     """Memory one member takes in a pack's step: its parameters, gradients and Adam's two moments (four
     copies), and the activations its step keeps for the backward pass, measured on one forward of a copy of
@@ -143,8 +147,7 @@ def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
         return tensor
 
     probe = copy.deepcopy(model)
-    devices = [batch.device] if batch.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+    with forked_rng(batch.device), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
         probe.loss(batch)
     parameters = sum(p.numel() * p.element_size() for p in probe.parameters())
     return 4 * parameters + sum(saved.values())
@@ -162,7 +165,7 @@ def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str
 
     cpu_state = torch.random.get_rng_state()
     device = batch.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with forked_rng(device):
         pack = Pack([copy.deepcopy(model) for _ in range(k)], [TrainConfig()] * k,
                     [member_generators(0, cpu_state, device) for _ in range(k)])
         optimizer, beta = PackAdam(pack.params.stacked.values()), pack.betas.float().to(device)
@@ -235,8 +238,7 @@ class Pack:
         key = (tuple(x.shape[1:]), torch.is_grad_enabled(), self.template.training)
         if key not in self._draws:
             probe = copy.deepcopy(self.template)
-            devices = [x.device] if x.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices), noise.recording() as draws, torch.set_grad_enabled(key[1]):
+            with forked_rng(x.device), noise.recording() as draws, torch.set_grad_enabled(key[1]):
                 state = {name: value[0].clone() for name, value in self.state.items()}
                 params = {name: value.detach() for name, value in self.params.member(0).items()}
                 functional_call(probe, {**params, **state}, (x[0],),

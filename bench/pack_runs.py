@@ -55,7 +55,7 @@ def check_shared_training(members: Sequence[PackMember]) -> None:
             raise UsageError(f"a pack's members train with one {name.replace('_', ' ')}, got {', '.join(values)}")
 
 
-def check_stackable(models: Sequence, members: Sequence[PackMember]) -> None:
+def check_stackable(models: Sequence) -> None:
     """Members may differ in beta only among model options (the others shape the tensors or the code)."""
     first = dataclasses.asdict(models[0].config)
     for model in models[1:]:
@@ -117,7 +117,7 @@ def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], 
         seed_everything(member.train.seed)
         models.append(_build(model_name, member.model_options, spec, dataset))
         generators.append(member_generators(member.train.seed, torch.get_rng_state(), device))
-    check_stackable(models, members)
+    check_stackable(models)
     splits = {id(d): {name: split.to(device) for name, split in d.splits().items()} for d in datasets.values()}
     with contextlib.ExitStack() as claims:
         folders = [_claim(claims, m.out, overwrite) for m in members]
