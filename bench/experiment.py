@@ -12,10 +12,12 @@ import numpy as np
 import torch
 
 from mrfbench import __version__
+from mrfbench.curve import curve_point, write_curve
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.models import MultimodalVAE, build_model, get_model_class
+from mrfbench.resume import StateSaver, load_state
 from mrfbench.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -62,12 +64,16 @@ def run_experiment(
     eval_split: str = "test",
     curves: bool = False,
     resume: dict | None = None,
+    resumable: bool = False,
+    score_every: int | None = None,
 ) -> dict:
     """Train ``model_name`` on ``dataset_name``, write config, history, checkpoint, metrics and pair plot
     into ``out_dir`` (with ``curves``, also the losses as TensorBoard scalars) and return the metrics. All
     inputs are validated before any training starts. ``eval_split`` is the split conditional generation is
     scored on ('val' while searching). ``resume`` is a training state ``on_epoch``'s snapshot gave (the run
-    continues from it)."""
+    continues from it); ``resumable`` keeps that state beside ``out_dir`` while training and continues from
+    it when the same run is started again (``mrfbench.resume``). ``score_every`` N scores the weights every
+    N epochs and after the last one, on fewer samples (a learning curve: ``mrfbench.curve``)."""
     check_split(eval_split)
     train_config = train_config or TrainConfig()
     eval_config = eval_config or EvalConfig()
@@ -78,15 +84,35 @@ def run_experiment(
     device = resolve_device(train_config.device)
     seed_everything(train_config.seed)
     model = _build(model_name, model_options, spec, dataset)
+    config = run_config(model, dataset_name, dataset, train_config, eval_config)
+    saver = StateSaver(Path(out_dir), config, train_config.epochs) if resumable else None
+    if resumable:
+        resume = load_state(Path(out_dir), config, overwrite)
     with staged_run(Path(out_dir), overwrite) as out:  # moved to out_dir only once complete
-        config = run_config(model, dataset_name, dataset, train_config, eval_config)
+        if saver is not None and overwrite:
+            saver.finished()  # the state of the run this one replaces
         write_json(out / CONFIG_FILE, config)
         splits = {name: split.to(device) for name, split in dataset.splits().items()}
         model.to(device)
-        result = train(model, splits["train"], splits["val"], train_config,
-                       None if on_epoch is None else lambda *args: on_epoch(model, *args), resume)
-        return finish_run(model, result, config, spec, dataset, splits[eval_split], eval_split, eval_config, device,
-                          out, curves)
+
+        def epoch_done(epoch: int, record: dict, snapshot: Snapshot) -> None:
+            if saver is not None:
+                saver(epoch, snapshot)
+            if on_epoch is not None:
+                on_epoch(model, epoch, record, snapshot)
+
+        def figures(epoch: int) -> dict:
+            if epoch % score_every and epoch != train_config.epochs:
+                return {}
+            return curve_point(model, spec, dataset, splits[eval_split], eval_split, eval_config, device)
+
+        result = train(model, splits["train"], splits["val"], train_config, epoch_done, resume,
+                       figures if score_every else None)
+        metrics = finish_run(model, result, config, spec, dataset, splits[eval_split], eval_split, eval_config,
+                             device, out, curves)
+        if saver is not None:
+            saver.finished()
+        return metrics
 
 
 def check_precision(spec, model_name: str, precision: str) -> None:
@@ -118,6 +144,7 @@ def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: 
     write_json(out / HISTORY_FILE, result.history)
     if curves:
         write_curves(out, result.history)
+    write_curve(out, result.history)
     save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
     training = {
         "best_epoch": result.best_epoch,

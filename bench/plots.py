@@ -37,10 +37,7 @@ def copula_pair_plot(true: np.ndarray, generated: np.ndarray, path: Path, n_poin
     width, height = fig.get_size_inches()
     fig.subplots_adjust(left=0.35 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=1 - 0.75 / height,
                         wspace=0.3, hspace=0.45)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
 
 
 def leaderboard_chart(board, columns: list[tuple[str, str]], title: str, path: Path) -> None:
@@ -63,10 +60,7 @@ def leaderboard_chart(board, columns: list[tuple[str, str]], title: str, path: P
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
 
 
 def image_grid(inputs: np.ndarray, generated: np.ndarray, path: Path) -> None:
@@ -82,3 +76,25 @@ def image_grid(inputs: np.ndarray, generated: np.ndarray, path: Path) -> None:
     if grid.shape[0] == 1:
         grid = np.repeat(grid, 3, 0)
     Image.fromarray(grid.transpose(1, 2, 0)).resize((grid.shape[2] * 3, grid.shape[1] * 3), Image.NEAREST).save(path)
+
+
+def learning_curve_plot(rows: list[dict], path: Path) -> None:
+    """One panel per figure (the keys of ``rows`` but 'epoch'), its value against the epoch."""
+    keys = [k for k in rows[0] if k != "epoch"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 2.8), squeeze=False)
+    epochs = [r["epoch"] for r in rows]
+    for ax, key in zip(axes[0], keys):
+        ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", markersize=3)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_title(key, fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` whole (a reader never sees half a PNG) and free it."""
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

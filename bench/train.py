@@ -112,6 +112,7 @@ def train(
     config: TrainConfig,
     on_epoch: Callable[[int, dict[str, float], Snapshot], None] | None = None,
     resume: dict | None = None,
+    figures: Callable[[int], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Adam on ``model.loss`` with shuffled mini-batches; validates each epoch and keeps the best state.
 
@@ -120,7 +121,8 @@ def train(
     the epoch, its record and a snapshot function: the state it returns (model, optimiser, schedule, random
     states, history, best checkpoint; save it at once, it holds the live tensors), given back as ``resume``,
     continues the run where it was, the same step for step on a CPU (the NN-MRF's adapted Metropolis-Hastings
-    step sizes, kept outside its state, start again from their initial value).
+    step sizes, kept outside its state, start again from their initial value). ``figures(epoch)``, where
+    given, adds scores of the current weights to the epoch's record (a learning curve; empty: none this epoch).
     """
     optimizer = adam(model.parameters(), config.lr)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
@@ -156,7 +158,7 @@ def train(
             raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
         val = evaluate_loss(model, val_data, max(config.batch_size, 1024))
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total.item() / len(train_data),
-                  **{f"val_{k}": v for k, v in val.items()}}
+                  **{f"val_{k}": v for k, v in val.items()}, **(figures(epoch) if figures is not None else {})}
         result.history.append(record)
         if val["loss"] < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val["loss"], epoch

@@ -68,6 +68,9 @@ def train_command(
                                                  "(pt_inception-2015-12-05) for the paper's FID")] = None,
     eval_split: Annotated[str, _in(EVALUATION, "split the conditional figures are scored on: test, or val for "
                                                "a search run")] = "test",
+    score_every: Annotated[int | None, _in(EVALUATION, "score the weights every N epochs too, on at most 2,000 "
+                                                      "image tuples or 100,000 samples: a learning curve "
+                                                      "(learning_curve.csv and .png, TensorBoard); one run only")] = None,
     device: Device = "auto",
     threads: Threads = None,
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out (a pack: retrain its finished "
@@ -82,6 +85,8 @@ def train_command(
     set_threads(threads)
     if pack_size is not None and pack_size < 1:
         raise UsageError(f"--pack-size must be >= 1, got {pack_size}")
+    if score_every is not None and score_every < 1:
+        raise UsageError(f"--score-every must be >= 1, got {score_every}")
     dataset = dataset or DEFAULT_DATASET
     options = {"beta": parse_values(beta, float, "--beta")} | parse_set_values(set_options or [])
     several = sorted(key for key, values in options.items() if len(values) > 1 and key != "beta")
@@ -108,7 +113,9 @@ def train_command(
 
     members = [member(point, out / name if len(grid) > 1 else out) for name, point in grid]
     if len(members) == 1:
-        _train_single(model, dataset, members[0], overwrite, eval_split)
+        _train_single(model, dataset, members[0], overwrite, eval_split, score_every)
+    elif score_every is not None:
+        raise UsageError("--score-every scores one run; train the pack's members one at a time to score them so")
     else:
         _train_packs(model, dataset, members, overwrite, eval_split, pack_size)
 
@@ -131,18 +138,28 @@ def _epoch_progress(title: str, epochs: int):
     return progress, update
 
 
-def _train_single(model: str, dataset: str, member, overwrite: bool, eval_split: str) -> None:
+def _train_single(model: str, dataset: str, member, overwrite: bool, eval_split: str, score_every: int | None) -> None:
+    """One run, continued where it stopped if an earlier `train` of it was interrupted."""
+    from mrfbench.curve import CURVE_PREFIX
     from mrfbench.experiment import run_experiment
+    from mrfbench.resume import state_file
     from mrfbench.runs import CURVES_PREFIX
 
     out, epochs = member.out, member.train.epochs
+    if state_file(out).exists() and not overwrite:
+        console.print(f"continuing the interrupted run of {out} from its saved state ({state_file(out).name})")
     progress, update = _epoch_progress(f"train {model}", epochs)
+
+    def status(record: dict) -> str:
+        scored = [f"{k[len(CURVE_PREFIX):]} {v:.3g}" for k, v in record.items() if k.startswith(CURVE_PREFIX)]
+        return "; ".join([f"loss {record['train_loss']:.3f} val {record['val_loss']:.3f}", *scored])
+
     with progress:
         metrics = run_experiment(
             model, dataset, out, model_options=member.model_options, dataset_options=member.dataset_options,
             train_config=member.train, eval_config=member.eval, overwrite=overwrite, eval_split=eval_split, curves=True,
-            on_epoch=lambda _model, epoch, record, _snapshot: update(
-                epoch, f"loss {record['train_loss']:.3f} val {record['val_loss']:.3f}"))
+            on_epoch=lambda _model, epoch, record, _snapshot: update(epoch, status(record)),
+            resumable=True, score_every=score_every)
     print_results(metrics)
     files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith((".", CURVES_PREFIX))))
     console.print(f"wrote {out}/ ({files}, TensorBoard curves: `tensorboard --logdir {out}`); "

@@ -19,7 +19,7 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _flat_section(section: dict, name: str) -> dict[str, float]:
+def flat_section(section: dict, name: str) -> dict[str, float]:
     """'<name>/<key>' for each number of a metrics section; a nested group G gives '<name>/G_<key>', and the
     noise floors and ceilings of a section or group '<name>/floor_<key>', '<name>/floor_G_<key>'."""
     flat = {}
@@ -42,7 +42,7 @@ def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
     flat = {}
     for name, section in metrics.items():
         if isinstance(section, dict) and name not in BOOKKEEPING:
-            flat.update(_flat_section(section, name))
+            flat.update(flat_section(section, name))
     flat["collapsed"] = float(metrics["collapse"]["collapsed"])
     kl = metrics["collapse"].get("kl_per_block", [])
     flat["collapse_unreadable"] = float(any(v is None or not math.isfinite(v) for v in kl))

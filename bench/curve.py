@@ -1,0 +1,55 @@
+"""Learning curves: a run's table figures, scored on its current weights every few epochs of training."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mrfbench.evaluate import EvalConfig
+from mrfbench.runs import CURVE_CSV, CURVE_PLOT
+from mrfbench.sweep.records import BOOKKEEPING, flat_section
+
+CURVE_PREFIX = "curve/"  # the figures of an epoch's history record that the curve scored
+CURVE_SAMPLES = {"n_unconditional": 100_000, "n_joint": 20_000, "n_tau": 5_000, "n_image_tuples": 2_000}
+
+
+def curve_config(eval_config: EvalConfig) -> EvalConfig:
+    """The run's evaluation settings with at most ``CURVE_SAMPLES`` samples: a point of the curve costs a
+    fraction of the final scoring (image data: the first 2,000 tuples of the split, the same at every point)."""
+    return dataclasses.replace(eval_config, **{k: min(v, getattr(eval_config, k)) for k, v in CURVE_SAMPLES.items()})
+
+
+def curve_point(model, spec, dataset, data: torch.Tensor, split: str, eval_config: EvalConfig,
+                device: torch.device) -> dict[str, float]:
+    """The figures of ``spec``'s table (and those beyond it) for ``model`` as it is now, as 'curve/<key>'. The
+    training's random streams are left as they were, so a run with a curve trains as one without."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), tempfile.TemporaryDirectory() as picture_dir:
+        scores = spec.get_evaluator().score(model, dataset, data, split, curve_config(eval_config), device,
+                                            Path(picture_dir))
+    model.train()
+    flat = {k: v for name, section in scores.items() if isinstance(section, dict) and name not in BOOKKEEPING
+            for k, v in flat_section(section, name).items()}
+    keys = [c.key for c in spec.columns + spec.beyond if c.key in flat]
+    return {CURVE_PREFIX + key: flat[key] for key in keys}
+
+
+def write_curve(out: Path, history: list[dict]) -> bool:
+    """The scored epochs of ``history`` as ``learning_curve.csv`` and a plot of each figure against the epoch
+    (``learning_curve.png``); False where no epoch was scored."""
+    rows = [{"epoch": r["epoch"], **{k[len(CURVE_PREFIX):]: v for k, v in r.items() if k.startswith(CURVE_PREFIX)}}
+            for r in history if any(k.startswith(CURVE_PREFIX) for k in r)]
+    if not rows:
+        return False
+    with open(out / CURVE_CSV, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    from mrfbench.plots import learning_curve_plot
+
+    learning_curve_plot(rows, out / CURVE_PLOT)
+    return True

@@ -1,0 +1,40 @@
+"""Learning curves: the table's figures scored every N epochs while training, without changing the training."""
+
+import csv
+import json
+
+from typer.testing import CliRunner
+
+from mrfbench.cli import app
+from mrfbench.datasets import get_benchmark
+
+RUN = ["--epochs", "3", "--n-train", "256", "--n-val", "64", "--n-test", "32", "--batch-size", "64",
+       "--n-unconditional", "2000", "--n-per-tuple", "2", "--device", "cpu", "--threads", "1"]
+
+
+def test_a_curve_scores_every_nth_and_the_last_epoch_and_leaves_training_as_it_was(tmp_path, read_scalars):
+    plain = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "plain"), *RUN])
+    scored = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "scored"), *RUN, "--score-every", "2"])
+    assert plain.exit_code == 0 and scored.exit_code == 0, scored.output
+    history = json.loads((tmp_path / "scored" / "history.json").read_text())
+    losses = [{k: v for k, v in r.items() if not k.startswith("curve/")} for r in history]
+    assert losses == json.loads((tmp_path / "plain" / "history.json").read_text())
+    with open(tmp_path / "scored" / "learning_curve.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    spec = get_benchmark("copula")
+    assert [r["epoch"] for r in rows] == ["2", "3"]
+    assert set(rows[0]) - {"epoch"} == {c.key for c in spec.columns + spec.beyond} & set(rows[0])
+    assert {c.key for c in spec.columns} <= set(rows[0])
+    assert all(float(v) > 0 for r in rows for v in r.values())
+    assert (tmp_path / "scored" / "learning_curve.png").stat().st_size > 0
+    key = f"curve/{spec.columns[0].key}"
+    assert [step for step, _ in read_scalars(tmp_path / "scored")[key]] == [2, 3]
+    assert not (tmp_path / "plain" / "learning_curve.csv").exists()
+
+
+def test_a_curve_needs_a_positive_period_and_one_run(tmp_path):
+    zero = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "a"), *RUN, "--score-every", "0"])
+    assert zero.exit_code == 2 and "--score-every must be >= 1" in zero.stderr
+    pack = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "b"), *RUN, "--score-every", "1", "--seed", "0,1"])
+    assert pack.exit_code == 2 and "--score-every scores one run" in pack.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
