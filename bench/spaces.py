@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -140,21 +141,57 @@ def _check_start(where: str, start: Any, searched: dict[str, Param]) -> dict[str
     return dict(start)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people write it: 1e-3 is a number (as in YAML 1.2, not a string as in 1.1), and a key given
+    twice in one mapping is an error rather than the last one silently winning."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    keys = [str(loader.construct_object(key, deep=True)) for key, _ in node.value]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise yaml.constructor.ConstructorError(None, None, f"key '{twice[0]}' given twice", node.start_mark)
+    return loader.construct_mapping(node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_yaml(text: str):
+    """``text`` as YAML (see ``_Loader``); raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _read_space_file(path: Path) -> str:
+    if not path.exists():
+        raise UsageError(f"search space file {path} does not exist")
+    if not path.is_file():
+        raise UsageError(f"search space {path} is not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"search space {path} is not UTF-8 text") from None
+    except OSError as err:
+        raise UsageError(f"cannot read search space {path}: {err.strerror or err}") from None
+
+
 def load_space(name_or_path: str) -> SearchSpace:
     """Load a shipped space by name (e.g. 'copula') or a YAML file by path, validating every key."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise UsageError(f"search space file {path} does not exist")
-        text, label = path.read_text(), str(path)
+    resource = files("mrfbench.search_spaces").joinpath(f"{name_or_path}.yaml")
+    if path.suffix not in (".yaml", ".yml") and "/" not in name_or_path and resource.is_file():
+        text, label = resource.read_text(), name_or_path  # a shipped space, whatever the working folder holds
+    elif path.exists() or path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        text, label = _read_space_file(path), str(path)
     else:
-        resource = files("mrfbench.search_spaces").joinpath(f"{name_or_path}.yaml")
-        if not resource.is_file():
-            shipped = sorted(p.name[:-5] for p in files("mrfbench.search_spaces").iterdir() if p.name.endswith(".yaml"))
-            raise UsageError(f"unknown search space '{name_or_path}'; shipped: {', '.join(shipped)} (or give a .yaml path)")
-        text, label = resource.read_text(), name_or_path
+        shipped = sorted(p.name[:-5] for p in files("mrfbench.search_spaces").iterdir() if p.name.endswith(".yaml"))
+        raise UsageError(f"unknown search space '{name_or_path}'; shipped: {', '.join(shipped)} (or give a .yaml path)")
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as err:
         raise UsageError(f"search space {label} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -82,15 +83,25 @@ def evaluate_loss(model: MultimodalVAE, data: torch.Tensor, batch_size: int) -> 
 
 
 def _step_loss(model: MultimodalVAE, batch: torch.Tensor, epoch: int, beta_scale: float, precision: str) -> torch.Tensor:
-    """The batch's loss (under bfloat16 autocast with ``precision="bf16"``); a distribution refusing
-    non-finite parameters is the run's numerical failure."""
+    """The batch's loss (under bfloat16 autocast with ``precision="bf16"``)."""
+    with _numerical_failure(model, epoch), torch.autocast(batch.device.type, dtype=torch.bfloat16,
+                                                          enabled=precision == "bf16"):
+        return model.loss(batch, beta_scale).loss
+
+
+@contextlib.contextmanager
+def _numerical_failure(model: MultimodalVAE, epoch: int):
+    """A distribution refusing non-finite parameters (the weights, or what they compute, overflowed) is the
+    run's numerical failure, a ``FloatingPointError`` with a one-line reason."""
     try:
-        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            return model.loss(batch, beta_scale).loss
+        yield
     except ValueError as err:
-        if all(p.isfinite().all() for p in model.parameters()):
-            raise
-        raise FloatingPointError(f"non-finite model parameters at epoch {epoch}") from err
+        if not all(p.isfinite().all() for p in model.parameters()):
+            raise FloatingPointError(f"non-finite model parameters at epoch {epoch}") from err
+        if "found invalid values" in str(err):
+            raise FloatingPointError(f"the model computed non-finite values at epoch {epoch} (it diverged; a "
+                                     "lower learning rate may hold it)") from err
+        raise
 
 
 def adam(parameters, lr: float) -> torch.optim.Adam:
@@ -156,7 +167,8 @@ def train(
             total += loss.detach() * len(batch)
         if not math.isfinite(total.item()):
             raise FloatingPointError(f"non-finite training loss at epoch {epoch}")
-        val = evaluate_loss(model, val_data, max(config.batch_size, 1024))
+        with _numerical_failure(model, epoch):
+            val = evaluate_loss(model, val_data, max(config.batch_size, 1024))
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total.item() / len(train_data),
                   **{f"val_{k}": v for k, v in val.items()}, **(figures(epoch) if figures is not None else {})}
         result.history.append(record)

@@ -32,9 +32,10 @@ def set_threads(threads: int | None) -> None:
     """Pin torch's intra-op threads: the cores this process may use unless told otherwise."""
     import torch
 
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    cores = len(os.sched_getaffinity(0))
+    if threads is not None and not 1 <= threads <= cores:
+        raise UsageError(f"--threads must be between 1 and the {cores} cores this process may use, got {threads}")
+    torch.set_num_threads(threads or cores)
 RunDir = Annotated[Path, typer.Argument(help="a directory written by `mrfbench train`")]
 Publish = Annotated[Path | None, typer.Option(
     help="also write the reference leaderboard into PUBLISH/<dataset>/ (the committed ones are in results/) "
@@ -138,22 +139,17 @@ def _key_value(pair: str) -> tuple[str, str]:
     return key.strip().replace("-", "_"), value
 
 
-def parse_set(pairs: list[str]) -> dict:
-    """KEY=VALUE pairs with YAML-typed values (numbers, booleans, strings)."""
-    import yaml
-
-    return {key: yaml.safe_load(value) for key, value in map(_key_value, pairs)}
-
-
 def parse_set_values(pairs: list[str]) -> dict[str, list]:
     """KEY=VALUE[,VALUE...] pairs: each key's YAML-typed values, in order (a YAML list or mapping is one value)."""
     import yaml
+
+    from mrfbench.spaces import load_yaml
 
     options = {}
     for key, value in map(_key_value, pairs):
         parts = [value] if value.strip().startswith(("[", "{")) else value.split(",")
         try:
-            options[key] = [yaml.safe_load(part) for part in parts]
+            options[key] = [load_yaml(part) for part in parts]
         except yaml.YAMLError:
             raise UsageError(f"--set {key}: cannot read '{value}' as one or more comma-separated values") from None
     return options

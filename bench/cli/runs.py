@@ -42,7 +42,7 @@ PACKED = "comma-separated values train as one pack, each into OUT/<setting>=<val
 def train_command(
     out: Annotated[Path, typer.Option(help="run directory to write (a pack: the folder of its members' runs)")],
     model: Annotated[str, _in(MODEL, "model name (see `mrfbench models`)")] = "gmrf",
-    beta: Annotated[str, _in(MODEL, f"KL weight, > 0; {PACKED}")] = "1.0",
+    beta: Annotated[str | None, _in(MODEL, f"KL weight, > 0; {PACKED} \\[1.0]")] = None,
     set_options: Annotated[list[str] | None, _in(
         MODEL, "a model option as KEY=VALUE, repeatable (e.g. --set latent_dim=8 --set dist=laplace); "
         "`mrfbench models --options` lists each model's", "--set")] = None,
@@ -88,7 +88,11 @@ def train_command(
     if score_every is not None and score_every < 1:
         raise UsageError(f"--score-every must be >= 1, got {score_every}")
     dataset = dataset or DEFAULT_DATASET
-    options = {"beta": parse_values(beta, float, "--beta")} | parse_set_values(set_options or [])
+    options = parse_set_values(set_options or [])
+    if "beta" in options and beta is not None:
+        raise UsageError("beta is given twice (--beta and --set beta=); give it once")
+    betas = options.pop("beta", None) or parse_values(beta or "1.0", float, "--beta")
+    options = {"beta": betas, **options}
     several = sorted(key for key, values in options.items() if len(values) > 1 and key != "beta")
     if several:
         raise UsageError(f"--set {several[0]} has several values; a pack's members share every model option but beta "

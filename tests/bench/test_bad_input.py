@@ -37,6 +37,9 @@ def workspace(tmp_path_factory):
         (root / name / "sweep.json").write_text(settings)
     (root / "EMPTYTRIAL" / "trial_0" / "trial.json").write_text("")
     (root / "NOTZIP.npz").write_text("not a zip archive\n")
+    (root / "DUPKEY.yaml").write_text("dataset: copula\nmodels:\n  gmrf: {}\nmodels:\n  mvae: {}\n")
+    (root / "NOTUTF8.yaml").write_bytes(b"dataset: \xff\xfe\n")
+    (root / "ADIR.yaml").mkdir()
     rng = np.random.default_rng(0)
     digits = {"x_train": rng.integers(0, 255, (20, 28, 28)), "y_train": np.arange(20) % 10,
               "x_test": rng.integers(0, 255, (10, 28, 28)), "y_test": np.arange(10)}
@@ -77,6 +80,11 @@ CASES = [
     ["train", "--out", "R", *TINY, "--model", "nope"],
     ["train", "--out", "AFILE", *TINY],
     ["train", "--out", "RUN", *TINY],
+    ["train", "--out", "R", *TINY, "--beta", "2", "--set", "beta=0.5"],
+    ["train", "--out", "R", *TINY, "--threads", "999"],
+    ["train", "--out", "R", *TINY, "--threads", "0"],
+    ["train", "--out", "R", *TINY, "--set", "latent_dim=[1"],
+    ["train", "--out", "R", *TINY, "--score-every", "0"],
     ["evaluate", "RUN", "--seed", "-1"],
     ["evaluate", "EMPTYLIST"],
     ["evaluate", "NULL"],
@@ -95,6 +103,10 @@ CASES = [
     ["sweep", "--out", "SW", "--space", "copula_quick", "--storage", "notaurl"],
     ["sweep", "--out", "SW", "--space", "NANSPACE.yaml"],
     ["sweep", "--out", "SW", "--space", "BADGRID.yaml"],
+    ["sweep", "--out", "SW", "--space", "DUPKEY.yaml"],
+    ["sweep", "--out", "SW", "--space", "NOTUTF8.yaml"],
+    ["sweep", "--out", "SW", "--space", "ADIR.yaml"],
+    ["sweep", "--out", "SW", "--space", "/dev/null"],
     ["leaderboard", "AFILE"],
     ["leaderboard", "MISSING"],
     ["leaderboard", "RUN", "--publish", "AFILE"],

@@ -95,3 +95,14 @@ def test_a_run_resumed_from_its_snapshot_trains_step_for_step_as_one_that_was_no
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert [r["val_loss"] for r in resumed_result.history] == [r["val_loss"] for r in whole_result.history]
     assert resumed_result.best_epoch == whole_result.best_epoch and len(resumed_result.history) == 4
+
+
+def test_a_run_whose_outputs_overflow_fails_as_a_numerical_failure(data):
+    """Finite weights that compute non-finite distribution parameters: the run's numerical failure with a
+    one-line reason, not the distribution's ValueError."""
+    model = build_model("gmrf", n_modalities=4, modality_dim=2)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(1e30)
+    with pytest.raises(FloatingPointError, match="computed non-finite values at epoch 1"):
+        train(model, data["train"][:64], data["val"][:32], TrainConfig(epochs=1, batch_size=64, kl_warmup=0.0))
