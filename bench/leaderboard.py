@@ -272,7 +272,7 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
     leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
     leaderboards); every file is written atomically. Returns the paths of the last copy written, the
     leaderboard and its data set's spec."""
-    from mrfbench.spaces import load_space
+    from mrfbench.sweep.settings import sweep_space
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -281,7 +281,7 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
         settings = read_json_object(sweep_dir / SWEEP_FILE)
         if not isinstance(settings.get("space"), str):
             raise UsageError(f"corrupt {sweep_dir / SWEEP_FILE}: it names no search space")
-        space = load_space(settings["space"])
+        space = sweep_space(settings["space"], settings.get("space_text"))
         records = results_records(sweep_dir)
         dataset, budget = space.dataset, sweep_budget(settings, space) + "\n" + sweep_cost(records)
     else:

@@ -52,6 +52,7 @@ class SearchSpace:
     params: dict[str, dict[str, Param]] = field(default_factory=dict)  # per model
     sweep: dict[str, Any] = field(default_factory=dict)  # sweep settings a reproduce budget runs it with
     start: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model, the search's first point
+    text: str = field(default="", repr=False)  # the YAML it was read from (a sweep keeps it in sweep.json)
 
     def fixed(self, model: str) -> dict[str, Any]:
         return {p.name: p.values[0] for p in self.params[model].values() if p.kind == "fixed"}
@@ -181,6 +182,11 @@ def _read_space_file(path: Path) -> str:
 
 def load_space(name_or_path: str) -> SearchSpace:
     """Load a shipped space by name (e.g. 'copula') or a YAML file by path, validating every key."""
+    return parse_space(*_space_text(name_or_path))
+
+
+def _space_text(name_or_path: str) -> tuple[str, str]:
+    """The YAML text of a shipped space or a file, and its label (the name, or the path as given)."""
     path = Path(name_or_path)
     resource = files("mrfbench.search_spaces").joinpath(f"{name_or_path}.yaml")
     if path.suffix not in (".yaml", ".yml") and "/" not in name_or_path and resource.is_file():
@@ -190,6 +196,11 @@ def load_space(name_or_path: str) -> SearchSpace:
     else:
         shipped = sorted(p.name[:-5] for p in files("mrfbench.search_spaces").iterdir() if p.name.endswith(".yaml"))
         raise UsageError(f"unknown search space '{name_or_path}'; shipped: {', '.join(shipped)} (or give a .yaml path)")
+    return text, label
+
+
+def parse_space(text: str, label: str) -> SearchSpace:
+    """The space the YAML ``text`` describes (``label`` names it in errors and tables)."""
     try:
         raw = load_yaml(text)
     except yaml.YAMLError as err:
@@ -214,7 +225,7 @@ def load_space(name_or_path: str) -> SearchSpace:
     if not isinstance(common, dict):
         raise UsageError(f"search space {label}: params must be a mapping")
     space = SearchSpace(label, raw["dataset"], raw.get("epochs", 200), raw.get("seeds", 3),
-                        sweep=_sweep_settings(label, raw.get("sweep") or {}))
+                        sweep=_sweep_settings(label, raw.get("sweep") or {}), text=text)
     for model, own in raw["models"].items():
         if model not in MODELS:
             raise UsageError(f"search space {label}: models.{model}: unknown model; valid: {', '.join(sorted(MODELS))}")

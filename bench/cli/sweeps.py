@@ -15,20 +15,22 @@ Packs = Annotated[bool, typer.Option(help="train each final config's seeds as on
                                           "--no-packs: a trial per seed")]
 
 
-def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = None) -> None:
-    """Run a new sweep (settings) or resume one (its directory), adding ``add_models`` it lacks."""
+def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = None, given: dict | None = None) -> None:
+    """Run a new sweep (settings) or resume one (its directory), adding ``add_models`` it lacks; ``given``
+    settings of a resumed sweep must be its own."""
     from mrfbench.progress import SweepProgress
     from mrfbench.sweep import Sweep
 
-    sweep = Sweep.resume(Path(settings), add_models) if isinstance(settings, Path) else Sweep.start(settings)
-    url = sweep.connect()
-    if url:
-        console.print(f"Ray dashboard: {url} (for this sweep's life). Ray asks for its token: paste the output of "
-                      "`ray get-auth-token` (on the head node) into the login box.")
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
-    with Progress(*columns, console=console) as progress:
-        sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
+    sweep = Sweep.resume(Path(settings), add_models, given) if isinstance(settings, Path) else Sweep.start(settings)
+    with sweep.writing():
+        url = sweep.connect()
+        if url:
+            console.print(f"Ray dashboard: {url} (for this sweep's life). Ray asks for its token: paste the output "
+                          "of `ray get-auth-token` (on the head node) into the login box.")
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+        with Progress(*columns, console=console) as progress:
+            sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
     _print_leaderboard(sweep.out, publish)
 
 
@@ -67,6 +69,7 @@ def leaderboard_table(board, spec):
 @app.command()
 @clean_errors
 def sweep(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="sweep directory (trials, Optuna storage, settings)")],
     space: Annotated[str | None, typer.Option(help="shipped space name or a YAML path \\[the default data set's]")] = None,
     models: Annotated[str, typer.Option(help="comma-separated models \\[all of the space]; with --resume, "
@@ -105,21 +108,23 @@ def sweep(
     from mrfbench.spaces import load_space
     from mrfbench.sweep import SweepSettings
 
-    if resume:
-        _run_sweep(out, publish, _names(models))
-        return
-    space_name = space or get_benchmark(DEFAULT_DATASET).default_space
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
-    dataset_options = {k: v for k, v in sizes.items() if v is not None}
-    dataset_options.update(_prepare(load_space(space_name).dataset, data_dir, None))
     scoring = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "n_image_tuples": n_image_tuples}
-    eval_options = {k: v for k, v in scoring.items() if v is not None}
-    settings = SweepSettings(
-        out=str(out), space=space_name, models=_names(models), trials=trials, seeds=seeds,
-        epochs=epochs, grid=grid, sampler=sampler, asha=asha, cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial, address=address, storage=storage, dashboard=dashboard, device=device,
-        dataset_options=dataset_options, eval_options=eval_options,
-        search_eval_options={} if n_unconditional else None, checkpoint_every_s=checkpoint_every, packs=packs)
+    options = dict(space=space, trials=trials, seeds=seeds, epochs=epochs, grid=grid, sampler=sampler, asha=asha,
+                   cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, address=address, storage=storage,
+                   dashboard=dashboard, device=device, checkpoint_every_s=checkpoint_every, packs=packs,
+                   dataset_options={k: v for k, v in sizes.items() if v is not None},
+                   eval_options={k: v for k, v in scoring.items() if v is not None})
+    if resume:
+        named = {"checkpoint_every_s": "checkpoint_every"}
+        given = {key: value for key, value in options.items() if key.endswith("_options")
+                 or ctx.get_parameter_source(named.get(key, key)).name != "DEFAULT"}  # typer's own click enum
+        _run_sweep(out, publish, _names(models), given)
+        return
+    options["space"] = space or get_benchmark(DEFAULT_DATASET).default_space
+    options["dataset_options"].update(_prepare(load_space(options["space"]).dataset, data_dir, None))
+    settings = SweepSettings(out=str(out), models=_names(models), search_eval_options={} if n_unconditional else None,
+                             **options)
     _run_sweep(settings, publish)
 
 
@@ -163,7 +168,7 @@ def reproduce(
     out = out or Path("results") / "sweeps" / f"{dataset}-{budget}"
     if (out / SWEEP_FILE).exists():
         console.print(f"resuming the sweep in {out}")
-        _run_sweep(out, publish, _names(models))
+        _run_sweep(out, publish, _names(models), {"space": space.name})
         return
     options = {key: dict(value) if isinstance(value, dict) else value for key, value in space.sweep.items()}
     options["dataset_options"] = {**options.get("dataset_options", {}), **_prepare(dataset, data_dir, mnist)}

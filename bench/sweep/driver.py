@@ -3,7 +3,9 @@ then the final stages (each config over the seeds, a pack per config), resumable
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import itertools
 import math
 import os
@@ -16,8 +18,17 @@ from mrfbench.runs import write_json
 from mrfbench.spaces import SearchSpace, load_space
 from mrfbench.sweep.plan import Job, Stage, final_jobs, interleave, plan
 from mrfbench.sweep.records import best_params, mark_stopped, results_records, write_results_table
-from mrfbench.sweep.settings import SWEEP_FILE, TRIAL_LAYOUT, SweepSettings, recorded_settings
+from mrfbench.sweep.settings import (
+    SWEEP_FILE,
+    TRIAL_LAYOUT,
+    SweepSettings,
+    differing_settings,
+    recorded_settings,
+    sweep_space,
+)
 from mrfbench.sweep.trial import TrialSpec, named_trainable, trial_dirname
+
+WRITER_LOCK = ".writer.lock"  # in the sweep folder, held by the one process running the sweep
 
 
 def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, params: dict, seed: int,
@@ -43,7 +54,8 @@ class Sweep:
 
     def __init__(self, settings: SweepSettings):
         self.settings = settings
-        self.space = load_space(settings.space)
+        self.space = sweep_space(settings.space, settings.space_text)
+        settings.space_text = self.space.text
         settings.validate(self.space)
         if settings.asha and get_benchmark(self.space.dataset).get_evaluator().proxy is None:
             raise UsageError(f"--asha needs a per-epoch score, which the {self.space.dataset} data set's evaluator "
@@ -57,30 +69,54 @@ class Sweep:
         """A new sweep into ``settings.out``; a folder that already holds a sweep is resumed when its settings
         are these, and refused otherwise (it is left as it is)."""
         if (Path(settings.out) / SWEEP_FILE).exists():
-            recorded = recorded_settings(Path(settings.out))
-            mine = {"out": None, "added_models": None}  # where it lives, and models added to it since
-            same = {**dataclasses.asdict(recorded), **mine} == {**dataclasses.asdict(settings), **mine}
-            if not same:
-                raise UsageError(f"{settings.out} already holds another sweep ({SWEEP_FILE}); continue it with --resume "
-                                 "(or the same command), or choose another --out")
+            if settings.space_text is None:
+                settings.space_text = load_space(settings.space).text
+            differ = differing_settings(recorded_settings(Path(settings.out)), dataclasses.asdict(settings), exact=True)
+            if differ:
+                raise UsageError(f"{settings.out} already holds another sweep (its {', '.join(differ)} differ); "
+                                 "continue it with --resume, or choose another --out")
             return cls.resume(Path(settings.out))
         return cls(settings)
 
     @classmethod
-    def resume(cls, out: Path, add_models: list[str] | None = None) -> Sweep:
+    def resume(cls, out: Path, add_models: list[str] | None = None, given: dict | None = None) -> Sweep:
         """The sweep in ``out`` with its saved settings; ``add_models`` it does not have yet join it as a final
         experiment of their own (searched first, unless the sweep is a grid), so nothing finished is re-run.
-        The sweep continues in ``out`` as given, wherever it was started."""
+        The sweep continues in ``out`` as given, wherever it was started. ``given`` settings (a space by
+        name or path among them) must be the recorded ones: a sweep continues only as it was started."""
         settings = recorded_settings(Path(out))
         if settings.layout != TRIAL_LAYOUT:
             raise UsageError(f"{out} was started by an older mrfbench (trial layout {settings.layout}, this one "
                              f"reads {TRIAL_LAYOUT}); resume it with that version, or start a new sweep")
+        if given and given.get("space") is not None:
+            given = {**given, "space_text": load_space(given["space"]).text}
+        differ = differing_settings(settings, given or {})
+        if differ:
+            raise UsageError(f"the sweep in {out} was started with another {', '.join(differ)}; it continues only as "
+                             "it was started: leave them out, or start a new sweep in another --out")
         sweep = cls(settings)
         added = list(dict.fromkeys(m for m in add_models or [] if m not in sweep.models))
         if not added:
             return sweep
         settings.added_models = [*settings.added_models, added]
         return cls(settings)
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Hold the sweep folder for this process: a second writer (another `sweep` or `reproduce` on it) is
+        refused in one line while this one runs."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            handle = open(self.out / WRITER_LOCK, "a")
+        except OSError as err:
+            raise UsageError(f"cannot write the sweep directory {self.out}: {err.strerror or err}") from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"another mrfbench process is running the sweep in {self.out}; wait for it to end "
+                                 "or stop it, then --resume") from None
+            yield
 
     def plan(self) -> list[Stage]:
         return plan(self.settings, self.space)

@@ -10,7 +10,7 @@ from typing import Any
 
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
-from mrfbench.spaces import SearchSpace
+from mrfbench.spaces import SearchSpace, load_space, parse_space
 
 SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once, on seed 0
 TRIAL_LAYOUT = 2  # how a trial's Tune config is laid out (2: TrialSpec under "trial", searched values beside it)
@@ -22,6 +22,7 @@ CHECKPOINT_EVERY_S = 300.0  # an interrupted trial resumes from its last trainin
 class SweepSettings:
     out: str
     space: str | None = None  # None: the default data set's default space
+    space_text: str | None = None  # its YAML, as read when the sweep started (None: a sweep older than this)
     models: list[str] = field(default_factory=list)  # empty: every model of the space
     added_models: list[list[str]] = field(default_factory=list)  # models added to a started sweep, by addition
     trials: int = 20  # searched configs per model
@@ -89,6 +90,37 @@ class SweepSettings:
         EvalConfig(**{**self.eval_options, **(self.search_eval_options or {})})  # a bad size fails here, not in a trial
         EvalConfig(**self.eval_options)
         get_benchmark(space.dataset).check_options(self.dataset_options)
+
+
+WHERE_AND_WHAT_JOINED = ("out", "added_models", "layout")  # where a sweep lives, models added since, its layout
+
+
+def differing_settings(recorded: SweepSettings, given: dict, exact: bool = False) -> list[str]:
+    """The settings among ``given`` whose values are not ``recorded``'s. A space counts by its YAML where
+    both have it, not by the name or path it was given by; dataset and scoring options count key by key
+    (all of them with ``exact``)."""
+    differ = []
+    for name, value in given.items():
+        mine = getattr(recorded, name)
+        if name in WHERE_AND_WHAT_JOINED or (name == "space" and None not in (recorded.space_text, given.get("space_text"))):
+            continue
+        if name == "space_text":
+            differ += ["search space"] if None not in (mine, value) and value != mine else []
+            continue
+        if name in ("dataset_options", "eval_options"):
+            keys = set(value) | (set(mine) if exact else set())
+            differ += sorted(key.replace("_", "-") for key in keys if mine.get(key) != value.get(key))
+        elif value != mine:
+            differ.append(name.replace("_", "-"))
+    return differ
+
+
+def sweep_space(space: str, text: str | None) -> SearchSpace:
+    """A sweep's space: the YAML it recorded when it started (so the sweep reads the same space from any
+    folder, whatever became of the file since), else the space by its name or path."""
+    if text is not None and not isinstance(text, str):
+        raise UsageError(f"corrupt {SWEEP_FILE}: its space_text is not YAML text")
+    return parse_space(text, space) if text is not None else load_space(space)
 
 
 def recorded_settings(out: Path) -> SweepSettings:

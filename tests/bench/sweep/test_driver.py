@@ -520,3 +520,54 @@ def test_a_moved_sweep_continues_where_it_is(tmp_path):
     moved.mkdir()
     (moved / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
     assert Sweep.resume(moved).out == moved.resolve() and not (tmp_path / "old").exists()
+
+
+def recorded_sweep(out, space: str, **options) -> SweepSettings:
+    """A sweep folder as `sweep` leaves it before Ray starts: its settings, with the space's YAML."""
+    settings = Sweep(SweepSettings(out=str(out), space=space, **options)).settings
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
+    return settings
+
+
+def test_a_sweep_reads_the_space_it_started_with_from_any_folder(tmp_path, monkeypatch):
+    space = tmp_path / "spaces" / "tiny.yaml"
+    space.parent.mkdir()
+    space.write_text("dataset: copula\nepochs: 2\nmodels:\n  gmrf:\n")
+    monkeypatch.chdir(tmp_path)
+    recorded_sweep(tmp_path / "SW", "spaces/tiny.yaml", grid=True)
+    space.write_text("dataset: copula\nepochs: 7\nmodels:\n  gmrf:\n")
+    monkeypatch.chdir(space.parent)
+    assert Sweep.resume(tmp_path / "SW").space.epochs == 2  # neither the relative path nor the edit matters
+    with pytest.raises(UsageError, match="started with another search space"):
+        Sweep.resume(tmp_path / "SW", given={"space": str(space)})
+
+
+def test_resume_refuses_settings_other_than_the_recorded_ones(tmp_path):
+    from typer.testing import CliRunner
+
+    from mrfbench.cli import app
+
+    recorded_sweep(tmp_path / "SW", "copula_quick", grid=True, epochs=2)
+    before = (tmp_path / "SW" / SWEEP_FILE).read_bytes()
+    for extra, named in ((["--epochs", "3"], "epochs"), (["--n-train", "99"], "n-train"),
+                         (["--space", "copula_paper"], "search space"), (["--no-packs"], "packs")):
+        result = CliRunner().invoke(app, ["sweep", "--out", str(tmp_path / "SW"), "--resume", *extra])
+        assert result.exit_code == 2 and f"started with another {named}" in result.stderr, result.output
+    reproduce = CliRunner().invoke(app, ["reproduce", "copula", "--budget", "paper", "--out", str(tmp_path / "SW")])
+    assert reproduce.exit_code == 2 and "started with another search space" in reproduce.stderr
+    assert (tmp_path / "SW" / SWEEP_FILE).read_bytes() == before
+    assert Sweep.resume(tmp_path / "SW", given={"epochs": 2, "space": "copula_quick"}).settings.epochs == 2
+
+
+def test_a_second_writer_of_a_sweep_folder_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from mrfbench.cli import app
+
+    settings = recorded_sweep(tmp_path / "SW", "copula_quick", grid=True)
+    with Sweep(settings).writing():
+        result = CliRunner().invoke(app, ["sweep", "--out", str(tmp_path / "SW"), "--resume"])
+    assert result.exit_code == 2 and "another mrfbench process is running the sweep" in result.stderr
+    with Sweep(settings).writing():  # released when the first writer ends
+        pass
