@@ -66,6 +66,7 @@ def run_experiment(
     resume: dict | None = None,
     resumable: bool = False,
     score_every: int | None = None,
+    staging: Path | None = None,
 ) -> dict:
     """Train ``model_name`` on ``dataset_name``, write config, history, checkpoint, metrics and pair plot
     into ``out_dir`` (with ``curves``, also the losses as TensorBoard scalars) and return the metrics. All
@@ -73,7 +74,8 @@ def run_experiment(
     scored on ('val' while searching). ``resume`` is a training state ``on_epoch``'s snapshot gave (the run
     continues from it); ``resumable`` keeps that state beside ``out_dir`` while training and continues from
     it when the same run is started again (``mrfbench.resume``). ``score_every`` N scores the weights every
-    N epochs and after the last one, on fewer samples (a learning curve: ``mrfbench.curve``)."""
+    N epochs and after the last one, on fewer samples (a learning curve: ``mrfbench.curve``). ``staging``:
+    where the run is written until complete (``runs.staged_run``)."""
     check_split(eval_split)
     train_config = train_config or TrainConfig()
     eval_config = eval_config or EvalConfig()
@@ -88,7 +90,7 @@ def run_experiment(
     saver = StateSaver(Path(out_dir), config, train_config.epochs) if resumable else None
     if resumable:
         resume = load_state(Path(out_dir), config, overwrite)
-    with staged_run(Path(out_dir), overwrite) as out:  # moved to out_dir only once complete
+    with staged_run(Path(out_dir), overwrite, staging) as out:  # moved to out_dir only once complete
         if saver is not None and overwrite:
             saver.finished()  # the state of the run this one replaces
         write_json(out / CONFIG_FILE, config)

@@ -94,11 +94,13 @@ def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wan
 
 def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], overwrite: bool = False,
              eval_split: str = "test", curves: bool = False,
-             on_epoch: Callable[[int, list[dict | None]], None] | None = None) -> list[MemberOutcome]:
+             on_epoch: Callable[[int, list[dict | None]], None] | None = None,
+             staging: Path | None = None) -> list[MemberOutcome]:
     """Train ``members`` (one model variant; each its own seed, beta, learning rate, schedule and warm-up) as one
     pack and write each into its ``out``; a member whose training fails is recorded with its reason (its
     folder keeps its config, as a failed single run's does) and the others go on. Every input is checked, and
-    every output folder claimed, before training starts."""
+    every output folder claimed, before training starts. ``staging``: where the members' runs are written
+    until complete (``runs.staged_run``)."""
     check_split(eval_split)
     if not members:
         raise UsageError("a pack needs at least one member")
@@ -120,7 +122,7 @@ def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], 
     check_stackable(models)
     splits = {id(d): {name: split.to(device) for name, split in d.splits().items()} for d in datasets.values()}
     with contextlib.ExitStack() as claims:
-        folders = [_claim(claims, m.out, overwrite) for m in members]
+        folders = [_claim(claims, m.out, overwrite, staging) for m in members]
         configs = [run_config(model, dataset_name, data, m.train, m.eval) for model, data, m in zip(models, member_data, members)]
         for folder, config in zip(folders, configs):
             write_json(folder.work / CONFIG_FILE, config)
@@ -144,8 +146,8 @@ def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], 
 class _Claim:
     """A member's staged run directory, held open until the member is written (or has failed)."""
 
-    def __init__(self, out: Path, overwrite: bool):
-        self.context = staged_run(out, overwrite)
+    def __init__(self, out: Path, overwrite: bool, staging: Path | None):
+        self.context = staged_run(out, overwrite, staging)
         self.work = self.context.__enter__()
         self.open = True
 
@@ -160,8 +162,8 @@ class _Claim:
                     self.context.__exit__(type(error), error, None)
 
 
-def _claim(claims: contextlib.ExitStack, out: Path, overwrite: bool) -> _Claim:
-    claim = _Claim(out, overwrite)
+def _claim(claims: contextlib.ExitStack, out: Path, overwrite: bool, staging: Path | None) -> _Claim:
+    claim = _Claim(out, overwrite, staging)
     claims.callback(lambda: claim.close(RuntimeError("the pack was interrupted")) if claim.open else None)
     return claim
 

@@ -167,10 +167,12 @@ def _recover(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_run(path: Path, overwrite: bool):
+def staged_run(path: Path, overwrite: bool, staging: Path | None = None):
     """Write a run into a hidden sibling and move it to ``path`` only when it is complete, so an interrupted
     run (or --overwrite) never leaves new files beside old ones. Yields the staging directory. A run that
-    fails is kept at ``path`` for inspection, unless that would replace a finished run."""
+    fails is kept at ``path`` for inspection, unless that would replace a finished run. ``staging``: a
+    folder on the same filesystem to stage in instead (where ``path``'s folder is copied elsewhere while
+    the run is written, as a Tune trial's is)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +181,12 @@ def staged_run(path: Path, overwrite: bool):
     with run_lock(path):
         try:
             _check_replaceable(path, overwrite)
-            work = _sibling(path, STAGED, os.getpid())
-            work.mkdir()
+            if staging is None:
+                work = _sibling(path, STAGED, os.getpid())
+                work.mkdir()
+            else:
+                staging.mkdir(parents=True, exist_ok=True)
+                work = Path(tempfile.mkdtemp(prefix=f".{path.name}.{STAGED}-{os.getpid()}-", dir=staging))
         except OSError as err:
             raise UsageError(f"cannot write to output directory {path}: {err.strerror or err}") from None
         try:

@@ -51,6 +51,13 @@ def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
     return flat
 
 
+def staging_folder(trial_dir: Path) -> Path:
+    """Where a trial writes its runs until they are complete: outside its Tune folder, which Tune copies
+    into the sweep folder as it goes (a run half written there would be copied in and never removed), on
+    the same filesystem (two levels up: the Tune session's folder of the experiment)."""
+    return Path(trial_dir).parent.parent / ".mrfbench-staging"
+
+
 def placement() -> dict:
     """Where a trial runs: its Ray node, its torch threads and the GPUs Ray gave it (CUDA_VISIBLE_DEVICES)."""
     import ray

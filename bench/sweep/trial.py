@@ -11,7 +11,7 @@ from typing import Any
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics, placement
+from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics, placement, staging_folder
 from mrfbench.sweep.settings import CHECKPOINT_EVERY_S
 
 STATE_FILE = "training_state.pt"
@@ -78,7 +78,7 @@ def run_trial(config: dict) -> None:
             eval_config=EvalConfig(seed=spec.seed, **spec.eval_options),
             overwrite=True, eval_split="val" if spec.stage == "search" else "test",
             on_epoch=_epoch_reporter(spec.dataset, spec.stage == "search", spec.checkpoint_every_s),
-            resume=resume,
+            resume=resume, staging=staging_folder(trial_dir),
         )
         result = flatten_metrics(metrics, get_benchmark(spec.dataset))
         record.update(status="ok", metrics=result)

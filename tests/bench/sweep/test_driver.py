@@ -365,6 +365,7 @@ def test_an_interrupted_trial_resumes_from_its_last_training_state(tmp_path):
     assert search["status"] == "ok" and search["resumed_after_epoch"] >= 9  # not from its first epoch
     (history,) = sweep.out.glob("search-gmrf/*/run/history.json")
     assert [r["epoch"] for r in json.loads(history.read_text())] == list(range(1, 41))
+    assert not [p for p in sweep.out.rglob("*") if ".partial-" in p.name]  # no run half written, none copied in
 
 
 @pytest.mark.slow
