@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -60,13 +61,20 @@ class SearchSpace:
     def searched(self, model: str) -> dict[str, Param]:
         return {p.name: p for p in self.params[model].values() if p.kind != "fixed"}
 
-    def grid(self, model: str) -> list[dict[str, Any]]:
-        """Every combination of the model's parameters for --grid (searched ranges are not allowed)."""
+    def grid_size(self, model: str) -> int:
+        """How many points ``grid(model)`` has, without listing them (a clear error for ranges, which a grid
+        cannot enumerate)."""
         searched = self.searched(model)
         ranged = [p.name for p in searched.values() if p.kind not in ("grid", "choice")]
         if ranged:
             raise UsageError(f"space '{self.name}': a grid (--grid, --sampler grid) needs grid or choice values, "
                              f"not ranges for {', '.join(ranged)}")
+        return math.prod(len(p.values) for p in searched.values())
+
+    def grid(self, model: str) -> list[dict[str, Any]]:
+        """Every combination of the model's parameters for --grid (searched ranges are not allowed)."""
+        self.grid_size(model)
+        searched = self.searched(model)
         names = list(searched)
         combos = itertools.product(*(searched[n].values for n in names))
         return [{**self.fixed(model), **dict(zip(names, combo))} for combo in combos]

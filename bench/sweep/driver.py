@@ -9,6 +9,7 @@ import fcntl
 import itertools
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -104,19 +105,25 @@ class Sweep:
     @contextlib.contextmanager
     def writing(self):
         """Hold the sweep folder for this process: a second writer (another `sweep` or `reproduce` on it) is
-        refused in one line while this one runs."""
+        refused in one line while this one runs. A folder this call made is removed again if the sweep never
+        started in it (its settings refused before they were written)."""
+        new = not self.out.exists()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             handle = open(self.out / WRITER_LOCK, "a")
         except OSError as err:
             raise UsageError(f"cannot write the sweep directory {self.out}: {err.strerror or err}") from None
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"another mrfbench process is running the sweep in {self.out}; wait for it to end "
-                                 "or stop it, then --resume") from None
-            yield
+        try:
+            with handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise UsageError(f"another mrfbench process is running the sweep in {self.out}; wait for it to "
+                                     "end or stop it, then --resume") from None
+                yield
+        finally:
+            if new and [p.name for p in self.out.iterdir()] == [WRITER_LOCK]:
+                shutil.rmtree(self.out, ignore_errors=True)
 
     def plan(self) -> list[Stage]:
         return plan(self.settings, self.space)
@@ -131,14 +138,10 @@ class Sweep:
         return sum(stage.trials for stage in self.plan())
 
     def connect(self) -> str | None:
-        """Write the sweep's settings and join (or start) Ray; returns the dashboard's URL when it has one."""
+        """Join (or start) Ray, check that a trial fits its nodes, and write the sweep's settings; returns the
+        dashboard's URL when it has one."""
         import ray
 
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_json(self.out / SWEEP_FILE, dataclasses.asdict(self.settings))
-        except OSError as err:
-            raise UsageError(f"cannot write the sweep directory {self.out}: {err.strerror or err}") from None
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # epochs of a data set without a per-epoch proxy report their losses but no score
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -147,7 +150,25 @@ class Sweep:
                                log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}")
             url = getattr(context, "dashboard_url", None)
             self.dashboard_url = f"http://{url}" if url else None
+        self._check_resources()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / SWEEP_FILE, dataclasses.asdict(self.settings))
+        except OSError as err:
+            raise UsageError(f"cannot write the sweep directory {self.out}: {err.strerror or err}") from None
         return getattr(self, "dashboard_url", None)
+
+    def _check_resources(self) -> None:
+        """A trial must fit one node of the cluster (Tune would otherwise wait for it forever)."""
+        import ray
+
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        for flag, asked, kind in (("--cpus-per-trial", self.settings.cpus_per_trial, "CPU"),
+                                  ("--gpus-per-trial", self.settings.gpus_per_trial, "GPU")):
+            most = max((node.get(kind, 0.0) for node in nodes), default=0.0)
+            if asked > most:
+                raise UsageError(f"{flag} {asked:g} is more than any node of the Ray cluster has ({most:g} {kind}s): "
+                                 "no trial could start")
 
     def run(self, callbacks: list | None = None) -> None:
         """Run every stage of every model; finished trials are never repeated on a resumed sweep. The results

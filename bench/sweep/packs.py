@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics, placement, staging_folder
+from mrfbench.sweep.records import TRIAL_FILE, _now, first_line, flatten_metrics, placement, staging_folder
 
 if TYPE_CHECKING:
     from mrfbench.sweep.trial import TrialSpec
@@ -64,7 +64,7 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
                 outcomes += run_pack(spec.model, spec.dataset, members[start : start + size], overwrite=True,
                                      eval_split="test", on_epoch=_epoch_reporter(), staging=staging_folder(trial_dir))
         except Exception as err:  # noqa: BLE001 - a failure of the whole pack is each member's outcome
-            outcomes = [MemberOutcome(m.out, failure=f"{type(err).__name__}: {err}") for m in members]
+            outcomes = [MemberOutcome(m.out, failure=f"{type(err).__name__}: {first_line(err)}") for m in members]
         for member, outcome in zip(members, outcomes):
             record = records[member.train.seed]
             if outcome.failure is None:

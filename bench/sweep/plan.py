@@ -50,11 +50,11 @@ def plan(settings, space) -> list[Stage]:
     started, *added = settings.model_groups(space)
     for name, models in [("final", started), *((f"final-{'-'.join(group)}", group) for group in added)]:
         if settings.grid:
-            stages.append(Stage(name, "final", tuple(models), "grid", per_config * sum(len(space.grid(m)) for m in models)))
+            stages.append(Stage(name, "final", tuple(models), "grid", per_config * sum(space.grid_size(m) for m in models)))
             continue
         for model in models:
             if space.searched(model):
-                trials = len(space.grid(model)) if settings.sampler == "grid" else settings.trials
+                trials = space.grid_size(model) if settings.sampler == "grid" else settings.trials
                 stages.append(Stage(f"search-{model}", "search", (model,), "search", trials, settings.asha))
         stages.append(Stage(name, "final", tuple(models), "best", per_config * len(models)))
     return stages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from mrfbench.spaces import SearchSpace, load_space, parse_space
 SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once, on seed 0
 TRIAL_LAYOUT = 2  # how a trial's Tune config is laid out (2: TrialSpec under "trial", searched values beside it)
 SWEEP_FILE = "sweep.json"
+MAX_TRIALS = 10_000  # a sweep planning more is refused: Tune would spend minutes listing them before the first
 CHECKPOINT_EVERY_S = 300.0  # an interrupted trial resumes from its last training state, at most this old
 
 
@@ -72,11 +74,15 @@ class SweepSettings:
             raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
-        if self.sampler == "grid":
-            for model in models:
-                space.grid(model)  # a clear error for ranges, which a grid cannot enumerate
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        from mrfbench.sweep.plan import plan
+
+        planned = sum(stage.trials for stage in plan(self, space))
+        if planned > MAX_TRIALS:
+            raise UsageError(f"this sweep plans {planned:,} trials, more than the {MAX_TRIALS:,} one sweep runs; narrow "
+                             "its grid or split it into several sweeps")
+        if not 0 < self.cpus_per_trial < math.inf or not 0 <= self.gpus_per_trial < math.inf:
+            raise UsageError(f"--cpus-per-trial must be a number > 0 and --gpus-per-trial one >= 0, got "
+                             f"{self.cpus_per_trial:g} and {self.gpus_per_trial:g}")
         if self.address is None:  # trials run here: their device must exist here (a cluster's may differ)
             from mrfbench.train import resolve_device
 

@@ -11,7 +11,7 @@ from typing import Any
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep.records import TRIAL_FILE, _now, flatten_metrics, placement, staging_folder
+from mrfbench.sweep.records import TRIAL_FILE, _now, first_line, flatten_metrics, placement, staging_folder
 from mrfbench.sweep.settings import CHECKPOINT_EVERY_S
 
 STATE_FILE = "training_state.pt"
@@ -84,7 +84,7 @@ def run_trial(config: dict) -> None:
         record.update(status="ok", metrics=result)
     except Exception as err:  # noqa: BLE001 - any failure is the trial's outcome, recorded with its reason
         result = {"score": math.nan, "failed": 1.0}
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        record.update(status="failed", error=f"{type(err).__name__}: {first_line(err)}")
     write_json(trial_dir / TRIAL_FILE, {**record, "finished": _now()})
     tune.report(result)
 

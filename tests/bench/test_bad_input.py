@@ -40,6 +40,8 @@ def workspace(tmp_path_factory):
     (root / "DUPKEY.yaml").write_text("dataset: copula\nmodels:\n  gmrf: {}\nmodels:\n  mvae: {}\n")
     (root / "NOTUTF8.yaml").write_bytes(b"dataset: \xff\xfe\n")
     (root / "ADIR.yaml").mkdir()
+    (root / "HUGEGRID.yaml").write_text("dataset: copula\nmodels:\n  gmrf:\n    lr: {grid: [%s]}\n    beta: {grid: [%s]}\n"
+                                       % (",".join(f"{i + 1}e-4" for i in range(200)), ",".join(str(i + 1) for i in range(100))))
     rng = np.random.default_rng(0)
     digits = {"x_train": rng.integers(0, 255, (20, 28, 28)), "y_train": np.arange(20) % 10,
               "x_test": rng.integers(0, 255, (10, 28, 28)), "y_test": np.arange(10)}
@@ -107,6 +109,9 @@ CASES = [
     ["sweep", "--out", "SW", "--space", "NOTUTF8.yaml"],
     ["sweep", "--out", "SW", "--space", "ADIR.yaml"],
     ["sweep", "--out", "SW", "--space", "/dev/null"],
+    ["sweep", "--out", "SW", "--space", "HUGEGRID.yaml", "--grid"],
+    ["sweep", "--out", "SW", "--space", "copula_quick", "--cpus-per-trial", "nan"],
+    ["sweep", "--out", "SW", "--space", "copula_quick", "--gpus-per-trial", "inf"],
     ["leaderboard", "AFILE"],
     ["leaderboard", "MISSING"],
     ["leaderboard", "RUN", "--publish", "AFILE"],

@@ -572,3 +572,11 @@ def test_a_second_writer_of_a_sweep_folder_is_refused(tmp_path):
     assert result.exit_code == 2 and "another mrfbench process is running the sweep" in result.stderr
     with Sweep(settings).writing():  # released when the first writer ends
         pass
+
+
+def test_a_trial_larger_than_every_node_is_refused_before_the_sweep_starts(local_ray, tmp_path):
+    sweep = Sweep(SweepSettings(out=str(tmp_path / "SW"), space="copula_quick", grid=True, cpus_per_trial=3))
+    with pytest.raises(UsageError, match="--cpus-per-trial 3 is more than any node of the Ray cluster has \\(2 CPUs\\)"):
+        with sweep.writing():
+            sweep.connect()
+    assert not (tmp_path / "SW").exists()  # nothing left of a sweep that never started
