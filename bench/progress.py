@@ -1,9 +1,10 @@
-"""Rich progress of a sweep as a whole, fed by a Ray Tune callback: the stage and models running, trials
-done and failed, the best score of each model in each stage."""
+"""Progress of a sweep as a whole, fed by Ray Tune callbacks: a line per finished trial, a compact bar on a
+terminal, and the results table rewritten as trials end."""
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 from ray.tune import Callback
@@ -13,12 +14,15 @@ from mrfbench.sweep.records import mark_stopped, write_results_table
 
 
 class SweepProgress(Callback):
-    """Keeps counts of trials and the best score so far and shows them on a rich progress bar."""
+    """A line per finished trial (model, stage, seeds, its figures or why it failed, its time, trials done of
+    all and the ETA), printed as it ends, above a compact bar on a terminal and alone in a log; keeps the
+    best score of each model in each stage."""
 
     def __init__(self, progress: Progress, total: int):
-        self.progress, self.done, self.failed = progress, 0, 0
+        self.progress, self.total, self.done, self.failed = progress, total, 0, 0
         self.running: dict[str, str] = {}  # trial id -> "model stage"
         self.best: dict[str, float] = {}  # "model stage" -> best score
+        self.started_at = time.monotonic()
         self.task = progress.add_task("sweep", total=total, status="")
 
     def __getstate__(self) -> dict:
@@ -26,12 +30,20 @@ class SweepProgress(Callback):
         return {**self.__dict__, "progress": None}
 
     def _show(self) -> None:
+        if self.progress is not None:
+            status = f"{len(self.running)} running" + (f", {self.failed} failed" if self.failed else "")
+            self.progress.update(self.task, completed=self.done + self.failed, status=status)
+
+    def _line(self, trial, outcome: str) -> None:
+        """The finished trial's line, printed above the bar."""
         if self.progress is None:
             return
-        running = ", ".join(sorted(set(self.running.values()))) or "-"
-        best = "  ".join(f"{key} {score:.3g}" for key, score in sorted(self.best.items())) or "-"
-        status = f"running {len(self.running)} ({running})  failed {self.failed}  best score: {best}"
-        self.progress.update(self.task, completed=self.done + self.failed, status=status)
+        finished = self.done + self.failed
+        elapsed = time.monotonic() - self.started_at
+        left = self.total - finished
+        eta = f", ETA {_duration(elapsed / finished * left)}" if finished and left > 0 else ""
+        self.progress.console.print(f"[{finished}/{self.total}] {_describe(trial)}: {outcome}{eta}",
+                                    highlight=False, markup=False, soft_wrap=True)
 
     @staticmethod
     def _label(trial) -> str:
@@ -48,16 +60,40 @@ class SweepProgress(Callback):
         if result.get("failed"):
             self.failed += 1
             self._show()
+            self._line(trial, "failed (its reason: trial.json)")
             return
         self.done += 1
-        if "train_wall_time_s" in result and math.isfinite(result.get("score", math.nan)):  # scored, not stopped by ASHA
+        scored = "train_wall_time_s" in result and math.isfinite(result.get("score", math.nan))
+        if scored:  # not stopped by ASHA
             self.best[label] = min(self.best.get(label, math.inf), result["score"])
         self._show()
+        self._line(trial, _figures(trial, result) if scored else "stopped early by ASHA")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.pop(trial.trial_id, None)
         self.failed += 1
         self._show()
+        self._line(trial, "failed (its worker ended)")
+
+
+def _describe(trial) -> str:
+    """A trial as people read it (``trial_name``), or its id where it has no spec."""
+    from mrfbench.sweep.trial import trial_name
+
+    return trial_name(trial.config) if "trial" in trial.config else str(trial.trial_id)
+
+
+def _figures(trial, result: dict) -> str:
+    """The score and the figures behind it, and the training time."""
+    from mrfbench.datasets import get_benchmark
+
+    spec = get_benchmark(trial.config["trial"]["dataset"])
+    parts = [f"{key} {result[key]:.4g}" for key in spec.score_parts if key in result]
+    return ", ".join([f"score {result['score']:.4g}", *parts]) + f" ({_duration(result['train_wall_time_s'])} training)"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 class ResultsTable(Callback):

@@ -27,11 +27,17 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
         if url:
             console.print(f"Ray dashboard: {url} (for this sweep's life). Ray asks for its token: paste the output "
                           "of `ray get-auth-token` (on the head node) into the login box.")
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
-        with Progress(*columns, console=console) as progress:
+        with sweep_progress() as progress:
             sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
     _print_leaderboard(sweep.out, publish)
+
+
+def sweep_progress() -> Progress:
+    """The sweep's display: a bar, its count, times and what runs, short enough for 80 columns; disabled
+    where output is not a terminal (the lines of finished trials are printed either way)."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+    return Progress(*columns, console=console, disable=not console.is_terminal)
 
 
 def _print_leaderboard(sweep_dir: Path, publish: Path | None) -> None:

@@ -32,6 +32,21 @@ from mrfbench.sweep.trial import TrialSpec, named_trainable, trial_dirname
 WRITER_LOCK = ".writer.lock"  # in the sweep folder, held by the one process running the sweep
 
 
+OPTUNA_LOG = "optuna.log"  # Optuna's messages, kept off the terminal's progress display
+
+
+def _log_optuna_to(path: Path) -> None:
+    """Send Optuna's log to ``path`` instead of stderr (once per file)."""
+    import logging
+
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    logger = optuna.logging.get_logger("optuna")
+    if not any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers):
+        logger.addHandler(logging.FileHandler(path))
+
+
 def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, params: dict, seed: int,
            pack_seeds: tuple[int, ...] = ()) -> dict:
     """A TrialSpec, as the dict Tune carries."""
@@ -177,6 +192,7 @@ class Sweep:
 
         callbacks = [*(callbacks or []), ResultsTable(self.out)]
         self.connect()
+        _log_optuna_to(self.out / OPTUNA_LOG)
         best: dict[str, dict | None] = {}  # each searched model's best config (None: every trial failed)
         for stage in self.plan():
             if stage.kind == "search":

@@ -1,13 +1,23 @@
+import io
 import math
 from types import SimpleNamespace
 
+from rich.console import Console
 from rich.progress import Progress
 
+from mrfbench.cli.sweeps import sweep_progress
 from mrfbench.progress import SweepProgress
 
 
-def trial(trial_id, model, stage, result=None):
-    return SimpleNamespace(trial_id=trial_id, config={"trial": {"model": model, "stage": stage}}, last_result=result)
+def trial(trial_id, model, stage, result=None, seeds=(0,)):
+    spec = {"model": model, "stage": stage, "seed": seeds[0], "params": {}, "dataset": "copula", "epochs": 2,
+            "device": "cpu", "cpus": 1, "dataset_options": {}, "eval_options": {},
+            "pack_seeds": list(seeds) if len(seeds) > 1 else []}
+    return SimpleNamespace(trial_id=trial_id, config={"trial": spec}, last_result=result)
+
+
+SCORED = {"score": 3.0, "train_wall_time_s": 12.0, "unconditional/wasserstein_mean": 5.5,
+          "conditional/wasserstein_mean": 0.5}
 
 
 def test_the_sweep_bar_keeps_the_best_score_of_each_model_and_stage():
@@ -16,9 +26,51 @@ def test_the_sweep_bar_keeps_the_best_score_of_each_model_and_stage():
         bar = SweepProgress(progress, 5)
         bar.on_trial_start(0, [], trial("a", "gmrf", "search"))
         assert bar.running == {"a": "gmrf search"}
-        bar.on_trial_complete(0, [], trial("a", "gmrf", "search", {"score": 3.0, "train_wall_time_s": 1.0}))
+        bar.on_trial_complete(0, [], trial("a", "gmrf", "search", SCORED))
         bar.on_trial_complete(0, [], trial("b", "gmrf", "search", {"score": 1.0}))  # stopped early, proxy only
         bar.on_trial_complete(0, [], trial("c", "mvae", "search", {"score": math.nan, "failed": 1.0}))
-        bar.on_trial_complete(0, [], trial("d", "gmrf", "final", {"score": 2.0, "train_wall_time_s": 1.0}))
+        bar.on_trial_complete(0, [], trial("d", "gmrf", "final", {**SCORED, "score": 2.0}))
         assert (bar.done, bar.failed, bar.running) == (3, 1, {})
         assert bar.best == {"gmrf search": 3.0, "gmrf final": 2.0}
+
+
+def test_a_sweep_piped_to_a_file_prints_a_line_per_finished_trial_as_it_ends():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=100)
+    with Progress(console=console, disable=True) as progress:
+        bar = SweepProgress(progress, 3)
+        bar.on_trial_complete(0, [], trial("a", "gmrf", "final", SCORED, seeds=(0, 1, 2)))
+        assert out.getvalue().splitlines() == [
+            "[1/3] gmrf final seeds 0-2: score 3, unconditional/wasserstein_mean 5.5, "
+            "conditional/wasserstein_mean 0.5 (12 s training), ETA 0 s"]
+        bar.on_trial_complete(0, [], trial("b", "mvae", "final", {"score": math.nan, "failed": 1.0}))
+        bar.on_trial_error(0, [], trial("c", "mopoe", "final"))
+    lines = out.getvalue().splitlines()
+    assert lines[1].startswith("[2/3] mvae final seed 0: failed (its reason: trial.json), ETA")
+    assert lines[2] == "[3/3] mopoe final seed 0: failed (its worker ended)"
+
+
+def test_the_terminal_display_fits_80_and_100_columns_with_five_models(monkeypatch):
+    import mrfbench.cli.sweeps
+
+    for width in (80, 100):
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=True, width=width, color_system=None)
+        monkeypatch.setattr(mrfbench.cli.sweeps, "console", console)
+        with sweep_progress() as progress:
+            bar = SweepProgress(progress, 21)
+            for i, model in enumerate(("gmrf", "mvae", "mopoe", "mmvae", "mmvaeplus")):
+                bar.on_trial_start(0, [], trial(str(i), model, "final", seeds=(0, 1, 2)))
+            bar.on_trial_complete(0, [], trial("0", "gmrf", "final", SCORED, seeds=(0, 1, 2)))
+            progress.refresh()
+        rendered = [line for chunk in out.getvalue().split("\r") for line in chunk.split("\n")]
+        bars = [_visible(line) for line in rendered if _visible(line).startswith("sweep ")]
+        assert bars and all(len(line.rstrip()) <= width for line in bars), bars
+        assert any("4 running" in line for line in bars)
+
+
+def _visible(line: str) -> str:
+    """A rendered line without the terminal's control sequences."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)
