@@ -11,7 +11,7 @@ import torch
 
 from mrfbench.evaluate import EvalConfig
 from mrfbench.runs import CURVE_CSV, CURVE_PLOT
-from mrfbench.sweep.records import BOOKKEEPING, flat_section
+from mrfbench.sweeps.records import BOOKKEEPING, flat_section
 
 CURVE_PREFIX = "curve/"  # the figures of an epoch's history record that the curve scored
 CURVE_SAMPLES = {"n_unconditional": 100_000, "n_joint": 20_000, "n_tau": 5_000, "n_image_tuples": 2_000}

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrfbench import __version__
 from mrfbench.curve import curve_point, write_curve
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
@@ -34,7 +33,8 @@ from mrfbench.runs import (
     write_curves,
     write_json,
 )
-from mrfbench.train import Snapshot, TrainConfig, resolve_device, seed_everything, train
+from mrfbench.training import Snapshot, TrainConfig, resolve_device, seed_everything, train
+from mrfbench.version import __version__
 
 EVAL_SPLITS = ("test", "val")  # 'val' scores a search run (choosing beta) without touching the test split
 

@@ -20,7 +20,7 @@ from torch.func import functional_call, vmap
 
 from mrfbench.models import MultimodalVAE
 from mrfbench.models.latent import noise
-from mrfbench.train import TrainConfig, TrainResult
+from mrfbench.training import TrainConfig, TrainResult
 
 ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam's defaults, which single runs use
 
@@ -161,7 +161,7 @@ def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str
     after another."""
     import statistics
 
-    from mrfbench.train import adam
+    from mrfbench.training import adam
 
     cpu_state = torch.random.get_rng_state()
     device = batch.device

@@ -21,7 +21,7 @@ from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import _build, check_precision, check_split, finish_run, run_config
 from mrfbench.pack import Pack, PackData, free_memory, member_bytes, member_generators, step_times, train_pack
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, staged_run, write_json
-from mrfbench.train import TrainConfig, resolve_device, seed_everything
+from mrfbench.training import TrainConfig, resolve_device, seed_everything
 
 SHARED_TRAINING = ("epochs", "batch_size", "device", "precision")  # what every member of a pack trains with
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ray.tune import Callback
 from rich.progress import Progress
 
-from mrfbench.sweep.records import mark_stopped, write_results_table
+from mrfbench.sweeps.records import mark_stopped, write_results_table
 
 
 class SweepProgress(Callback):
@@ -78,7 +78,7 @@ class SweepProgress(Callback):
 
 def _describe(trial) -> str:
     """A trial as people read it (``trial_name``), or its id where it has no spec."""
-    from mrfbench.sweep.trial import trial_name
+    from mrfbench.sweeps.trial import trial_name
 
     return trial_name(trial.config) if "trial" in trial.config else str(trial.trial_id)
 

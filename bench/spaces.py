@@ -16,7 +16,7 @@ import yaml
 from mrfbench.datasets import BENCHMARKS
 from mrfbench.errors import UsageError
 from mrfbench.models import MODELS
-from mrfbench.train import TrainConfig
+from mrfbench.training import TrainConfig
 
 KINDS = ("loguniform", "uniform", "int", "choice", "grid")
 TRAIN_KEYS = ("lr", "batch_size", "lr_schedule", "kl_warmup", "precision")

@@ -12,7 +12,7 @@ from mrfbench.cli.common import DEBUG, app
 
 def show_version(value: bool) -> None:
     if value:
-        from mrfbench import __version__
+        from mrfbench.version import __version__
 
         typer.echo(f"mrfbench {__version__}")
         raise typer.Exit()

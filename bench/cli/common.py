@@ -158,7 +158,7 @@ def parse_set_values(pairs: list[str]) -> dict[str, list]:
 def print_pack_outcomes(outcomes: list) -> None:
     """One line per member of a pack: its folder and headline figures, or why it failed."""
     from mrfbench.datasets import get_benchmark
-    from mrfbench.sweep import flatten_metrics
+    from mrfbench.sweeps import flatten_metrics
 
     for outcome in outcomes:
         if outcome.failure:

@@ -80,7 +80,7 @@ def train_command(
     of --seed, --beta, --lr, --lr-schedule or --kl-warmup, train their product as one pack of runs."""
     from mrfbench.datasets import DEFAULT_DATASET
     from mrfbench.pack_runs import member_grid, parse_values
-    from mrfbench.train import TrainConfig
+    from mrfbench.training import TrainConfig
 
     set_threads(threads)
     if pack_size is not None and pack_size < 1:

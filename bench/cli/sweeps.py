@@ -19,7 +19,7 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
     """Run a new sweep (settings) or resume one (its directory), adding ``add_models`` it lacks; ``given``
     settings of a resumed sweep must be its own."""
     from mrfbench.progress import SweepProgress
-    from mrfbench.sweep import Sweep
+    from mrfbench.sweeps import Sweep
 
     sweep = Sweep.resume(Path(settings), add_models, given) if isinstance(settings, Path) else Sweep.start(settings)
     with sweep.writing():
@@ -41,7 +41,7 @@ def sweep_progress() -> Progress:
 
 
 def _print_leaderboard(sweep_dir: Path, publish: Path | None) -> None:
-    from mrfbench.leaderboard import write_leaderboard
+    from mrfbench.aggregation import write_leaderboard
 
     md, csv, board, spec = write_leaderboard(sweep_dir, publish)
     console.print(leaderboard_table(board, spec))
@@ -112,7 +112,7 @@ def sweep(
     """Search each model's space with Optuna on Ray Tune, re-run the best over seeds, write the leaderboard."""
     from mrfbench.datasets import DEFAULT_DATASET, get_benchmark
     from mrfbench.spaces import load_space
-    from mrfbench.sweep import SweepSettings
+    from mrfbench.sweeps import SweepSettings
 
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     scoring = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "n_image_tuples": n_image_tuples}
@@ -168,7 +168,7 @@ def reproduce(
     copula, Table 1 on PolyMNIST, Table 4 on MNIST-3)."""
     from mrfbench.datasets.spec import budget_space
     from mrfbench.spaces import load_space
-    from mrfbench.sweep import SWEEP_FILE, SweepSettings
+    from mrfbench.sweeps import SWEEP_FILE, SweepSettings
 
     space = load_space(budget_space(dataset, budget))
     out = out or Path("results") / "sweeps" / f"{dataset}-{budget}"

@@ -9,7 +9,7 @@ STEPS = f"""
 import resource, sys, torch
 from mrfbench.allocator import reuse_freed_memory
 from mrfbench.models import build_model
-from mrfbench.train import adam
+from mrfbench.training import adam
 torch.set_num_threads(1)
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mrfbench.sweep import results_records
+from mrfbench.sweeps import results_records
 
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 

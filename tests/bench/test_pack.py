@@ -14,7 +14,7 @@ import torch
 from mrfbench.datasets import get_dataset
 from mrfbench.models import build_model
 from mrfbench.pack import Pack, PackData, member_generators, train_pack
-from mrfbench.train import TrainConfig, seed_everything, train
+from mrfbench.training import TrainConfig, seed_everything, train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "single_run_step_losses.json"
 CASES = {

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 import mrfbench.resume
-import mrfbench.train
+import mrfbench.training
 from mrfbench.cli import app
 from mrfbench.resume import state_file
 
@@ -18,7 +18,7 @@ RUN = ["--epochs", "4", "--n-train", "256", "--n-val", "64", "--n-test", "16", "
 def stopped_after(monkeypatch, epochs: int, out, *extra):
     """`train` into ``out`` interrupted (Ctrl-C) while validating the epoch after ``epochs``."""
     monkeypatch.setattr(mrfbench.resume, "SAVE_EVERY_S", 0.0)
-    calls, validate = itertools.count(1), mrfbench.train.evaluate_loss
+    calls, validate = itertools.count(1), mrfbench.training.evaluate_loss
 
     def stopping(*args, **kwargs):
         if next(calls) > epochs:
@@ -26,7 +26,7 @@ def stopped_after(monkeypatch, epochs: int, out, *extra):
         return validate(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(mrfbench.train, "evaluate_loss", stopping)
+        patch.setattr(mrfbench.training, "evaluate_loss", stopping)
         result = CliRunner().invoke(app, ["train", "--out", str(out), *RUN, *extra])
     assert result.exit_code == 130, result.output
     return result
@@ -41,8 +41,8 @@ def test_a_stopped_run_continues_where_it_was_and_trains_as_one_never_stopped(mo
     assert whole.exit_code == 0, whole.output
     stopped_after(monkeypatch, 2, tmp_path / "R")
     assert state_file(tmp_path / "R").exists() and not (tmp_path / "R" / "metrics.json").exists()
-    validated, validate = [], mrfbench.train.evaluate_loss
-    monkeypatch.setattr(mrfbench.train, "evaluate_loss", lambda *a, **k: validated.append(1) or validate(*a, **k))
+    validated, validate = [], mrfbench.training.evaluate_loss
+    monkeypatch.setattr(mrfbench.training, "evaluate_loss", lambda *a, **k: validated.append(1) or validate(*a, **k))
     again = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "R"), *RUN])
     assert again.exit_code == 0, again.output
     assert "continuing the interrupted run" in again.output and len(validated) == 2  # epochs 3 and 4 only

@@ -3,7 +3,7 @@
 Run: python tests/benchmarks/bench_pack.py [--setting copula|mnist3|polymnist] [--models gmrf,mopoe]
      [--ks 1,4,16,64,256] [--batch-sizes 64,256] [--steps 20] [--repeats 3] [--device auto] [--max-seconds 60]
 A pack step is ``mrfbench.pack.train_step`` (one vmapped forward of every member, one backward, one Adam update
-of the (K, P) parameters); a single step is what ``mrfbench.train.train`` does (the model's loss, backward and
+of the (K, P) parameters); a single step is what ``mrfbench.training.train`` does (the model's loss, backward and
 fused Adam). Both run on random tensors of the setting's shape, the members with their own seeds, betas and
 learning rates. Single runs are timed on min(K, 4) models and scaled to K (their steps do not depend on K).
 Each figure is the median of ``--repeats`` interleaved timings; a K whose single pack step would take longer
@@ -21,7 +21,7 @@ import torch
 from mrfbench.allocator import reuse_freed_memory
 from mrfbench.models import build_model
 from mrfbench.pack import Pack, PackAdam, member_generators, train_step
-from mrfbench.train import TrainConfig, adam, resolve_device
+from mrfbench.training import TrainConfig, adam, resolve_device
 
 SETTINGS = {  # setting -> (modalities, features per modality, options)
     "copula": (4, 2, {}),

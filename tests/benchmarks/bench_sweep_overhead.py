@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mrfbench.spaces import load_space
-from mrfbench.sweep import Sweep, SweepSettings, results_records
+from mrfbench.sweeps import Sweep, SweepSettings, results_records
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ torch.set_num_threads(int(sys.argv[1]))
 from mrfbench.allocator import reuse_freed_memory
 from mrfbench.datasets import get_dataset
 from mrfbench.models import build_model
-from mrfbench.train import adam
+from mrfbench.training import adam
 reuse_freed_memory()  # as in `mrfbench train` and sweep trials
 steps = int(sys.argv[2])
 model = build_model("gmrf")

@@ -31,7 +31,7 @@ from mrfbench.allocator import reuse_freed_memory
 from mrfbench.models import build_model
 from mrfbench.models.base import LossOutput
 from mrfbench.models.networks import ConvDecoder, ConvEncoder, GroupedMLP, Likelihood, modality_decoder, modality_encoder
-from mrfbench.train import adam
+from mrfbench.training import adam
 
 NETWORKS = (GroupedMLP, ConvEncoder, ConvDecoder, nn.Sequential)  # a model's networks (outermost ones)
 

@@ -47,7 +47,7 @@ import torch
 from mrfbench.datasets import get_dataset
 from mrfbench.models import build_model
 from mrfbench.pack import Pack, member_generators
-from mrfbench.train import TrainConfig
+from mrfbench.training import TrainConfig
 
 device = torch.device(sys.argv[1])
 x = get_dataset("copula", n_train=256, n_val=16, n_test=16).splits()["train"][:64]
@@ -82,7 +82,7 @@ import torch
 
 from mrfbench.models import build_model
 from mrfbench.pack import Pack, PackAdam, member_bytes, member_generators, train_step
-from mrfbench.train import TrainConfig
+from mrfbench.training import TrainConfig
 
 device = torch.device(sys.argv[1])
 for name, k in (("gmrf", 64), ("mopoe", 64)):

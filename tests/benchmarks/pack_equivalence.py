@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mrfbench.datasets import get_benchmark
-from mrfbench.sweep import flatten_metrics
+from mrfbench.sweeps import flatten_metrics
 
 SEEDS = (0, 1, 2)
 

@@ -1,7 +1,7 @@
 import pytest
 
 from mrfbench.datasets import get_dataset
-from mrfbench.train import TrainConfig, train
+from mrfbench.training import TrainConfig, train
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from mrfbench.errors import UsageError
 from mrfbench.models import build_model
 from mrfbench.models.experts import Posteriors
 from mrfbench.models.latent import standard
-from mrfbench.train import TrainConfig, train
+from mrfbench.training import TrainConfig, train
 
 VARIANTS = [
     ("mvae", {}), ("mvae", {"specific_dim": 3}), ("mvae", {"dist": "laplace"}),

@@ -5,7 +5,7 @@ from torch.distributions import kl_divergence
 from mrfbench.datasets import get_dataset
 from mrfbench.errors import UsageError
 from mrfbench.models import MODELS, build_model
-from mrfbench.train import TrainConfig, train
+from mrfbench.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 
-import mrfbench.sweep.packs as sweep_packs
+import mrfbench.sweeps.packs as sweep_packs
 from mrfbench.runs import read_json_object, write_json
-from mrfbench.sweep import TRIAL_FILE, TrialSpec
+from mrfbench.sweeps import TRIAL_FILE, TrialSpec
 
 
 def spec(seeds=(0, 1, 2)) -> TrialSpec:

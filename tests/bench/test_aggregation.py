@@ -7,12 +7,12 @@ import sys
 import pandas as pd
 import pytest
 
+from mrfbench.aggregation import aggregate, flagged_seeds, leaderboard, sweep_cost, tidy, to_markdown, write_leaderboard
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import run_experiment
-from mrfbench.leaderboard import aggregate, flagged_seeds, leaderboard, sweep_cost, tidy, to_markdown, write_leaderboard
-from mrfbench.train import TrainConfig
+from mrfbench.training import TrainConfig
 
 DATA = {"n_train": 128, "n_val": 64, "n_test": 32}
 EVAL = EvalConfig(n_unconditional=2000, n_per_tuple=2, n_joint=1000, n_tau=500, n_projections=20)

@@ -11,8 +11,8 @@ from typing import Any
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep.records import TRIAL_FILE, _now, first_line, flatten_metrics, placement, staging_folder
-from mrfbench.sweep.settings import CHECKPOINT_EVERY_S
+from mrfbench.sweeps.records import TRIAL_FILE, _now, first_line, flatten_metrics, placement, staging_folder
+from mrfbench.sweeps.settings import CHECKPOINT_EVERY_S
 
 STATE_FILE = "training_state.pt"
 
@@ -52,14 +52,14 @@ def run_trial(config: dict) -> None:
     from mrfbench.allocator import reuse_freed_memory
     from mrfbench.evaluate import EvalConfig
     from mrfbench.experiment import run_experiment
-    from mrfbench.train import TrainConfig
+    from mrfbench.training import TrainConfig
 
     spec, params = TrialSpec.of(config)
     torch.set_num_threads(max(1, int(spec.cpus)))
     reuse_freed_memory()
     trial_dir = Path(tune.get_context().get_trial_dir())
     if spec.pack_seeds:
-        from mrfbench.sweep.packs import run_pack_trial
+        from mrfbench.sweeps.packs import run_pack_trial
 
         tune.report(run_pack_trial(spec, params, trial_dir))
         return

@@ -74,7 +74,7 @@ class SweepSettings:
             raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
-        from mrfbench.sweep.plan import plan
+        from mrfbench.sweeps.plan import plan
 
         planned = sum(stage.trials for stage in plan(self, space))
         if planned > MAX_TRIALS:
@@ -84,7 +84,7 @@ class SweepSettings:
             raise UsageError(f"--cpus-per-trial must be a number > 0 and --gpus-per-trial one >= 0, got "
                              f"{self.cpus_per_trial:g} and {self.gpus_per_trial:g}")
         if self.address is None:  # trials run here: their device must exist here (a cluster's may differ)
-            from mrfbench.train import resolve_device
+            from mrfbench.training import resolve_device
 
             resolve_device(self.device)
         else:

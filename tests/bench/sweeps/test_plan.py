@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from mrfbench.spaces import load_space
-from mrfbench.sweep.plan import Job, Stage, final_jobs, interleave, plan
-from mrfbench.sweep.settings import SweepSettings
+from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, plan
+from mrfbench.sweeps.settings import SweepSettings
 
 SPACE = load_space("copula")  # searched ranges for every model
 
@@ -69,7 +69,7 @@ def test_interleave_takes_each_models_points_in_turn():
     assert interleave(grids) == [("a", {"x": 1}), ("b", {"y": 1}), ("a", {"x": 2}), ("a", {"x": 3})]
 
 
-@pytest.mark.parametrize("module", ["mrfbench.sweep.plan"])
+@pytest.mark.parametrize("module", ["mrfbench.sweeps.plan"])
 def test_the_plan_imports_neither_ray_nor_torch(module):
     code = f"import sys, {module}; print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from mrfbench.errors import UsageError
 from mrfbench.paper import paper_rows
 from mrfbench.plots import leaderboard_chart
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
-from mrfbench.sweep import SWEEP_FILE, flatten_metrics, results_records
+from mrfbench.sweeps import SWEEP_FILE, flatten_metrics, results_records
 
 TIDY_COLUMNS = ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
 def variant_name(params: dict) -> str:
@@ -267,12 +268,10 @@ def sweep_cost(records: list[dict]) -> str:
             + (f", {'/'.join(map(str, threads))} thread(s) each" if threads else "") + ".")
 
 
-def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple[Path, Path, pd.DataFrame, Benchmark]:
-    """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into its own
-    leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
-    leaderboards); every file is written atomically. Returns the paths of the last copy written, the
-    leaderboard and its data set's spec."""
-    from mrfbench.sweep.settings import sweep_space
+def read_trials(sweep_dir: Path) -> tuple[str, pd.DataFrame, str]:
+    """The data set, the tidy table of every trial (``tidy``) and the budget lines of a sweep directory, or
+    of a directory of ``mrfbench train`` runs (no budget lines)."""
+    from mrfbench.sweeps.settings import sweep_space
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -286,17 +285,42 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
         dataset, budget = space.dataset, sweep_budget(settings, space) + "\n" + sweep_cost(records)
     else:
         (dataset, records), budget = run_records(sweep_dir), ""
-    table = tidy(records)
+    return dataset, tidy(records), budget
+
+
+@dataclass
+class Leaderboard:
+    """A sweep's (or a folder of runs') leaderboard: per model, its best variant's figures over seeds."""
+
+    board: pd.DataFrame  # a row per model: mean, std (and the paper's figure) of every figure
+    trials: pd.DataFrame  # every trial behind it (``tidy``)
+    spec: Benchmark
+    markdown: str
+
+
+def build_leaderboard(sweep_dir: Path) -> Leaderboard:
+    """The leaderboard of ``sweep_dir`` (a sweep, or a folder of ``mrfbench train`` runs), writing nothing."""
+    dataset, table, budget = read_trials(sweep_dir)
     if table.empty or not (table["status"] == "ok").any():
         raise UsageError(f"no finished trial in {sweep_dir} yet")
     summary = aggregate(table)
     spec = get_benchmark(dataset)
     board = leaderboard(summary, spec)
     failures = table[table["status"] == "failed"].drop_duplicates(["model", "variant", "seed", "stage"])
-    markdown = to_markdown(board, spec, failures, search_scores(summary, spec), flagged_seeds(table, board),
-                           budget).encode()
-    atomic_write(sweep_dir / "trials.csv", lambda h: h.write(table.to_csv(index=False).encode()))
-    for out in [sweep_dir] + ([Path(publish_dir) / dataset] if publish_dir is not None else []):
+    markdown = to_markdown(board, spec, failures, search_scores(summary, spec), flagged_seeds(table, board), budget)
+    return Leaderboard(board, table, spec, markdown)
+
+
+def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple[Path, Path, pd.DataFrame, Benchmark]:
+    """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into its own
+    leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
+    leaderboards); every file is written atomically. Returns the paths of the last copy written, the
+    leaderboard and its data set's spec."""
+    sweep_dir = Path(sweep_dir)
+    result = build_leaderboard(sweep_dir)
+    board, spec, markdown = result.board, result.spec, result.markdown.encode()
+    atomic_write(sweep_dir / "trials.csv", lambda h: h.write(result.trials.to_csv(index=False).encode()))
+    for out in [sweep_dir] + ([Path(publish_dir) / spec.name] if publish_dir is not None else []):
         try:
             out.mkdir(parents=True, exist_ok=True)
             md, csv = out / "leaderboard.md", out / "leaderboard.csv"

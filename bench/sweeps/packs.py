@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweep.records import TRIAL_FILE, _now, first_line, flatten_metrics, placement, staging_folder
+from mrfbench.sweeps.records import TRIAL_FILE, _now, first_line, flatten_metrics, placement, staging_folder
 
 if TYPE_CHECKING:
-    from mrfbench.sweep.trial import TrialSpec
+    from mrfbench.sweeps.trial import TrialSpec
 
 
 def member_folder(trial_dir: Path, seed: int) -> Path:
@@ -37,7 +37,7 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
     was scored)."""
     from mrfbench.evaluate import EvalConfig
     from mrfbench.pack_runs import MemberOutcome, PackMember, choose_pack_size, run_pack
-    from mrfbench.train import TrainConfig
+    from mrfbench.training import TrainConfig
 
     train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
     model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}

@@ -10,10 +10,10 @@ import time
 import pandas as pd
 import pytest
 
+from mrfbench.aggregation import aggregate, tidy, write_leaderboard
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
-from mrfbench.leaderboard import aggregate, tidy, write_leaderboard
-from mrfbench.sweep import SWEEP_FILE, Sweep, SweepSettings, results_records
+from mrfbench.sweeps import SWEEP_FILE, Sweep, SweepSettings, results_records
 
 TINY = dict(
     trials=2, seeds=2, epochs=1, cpus_per_trial=1,
@@ -162,7 +162,7 @@ def test_a_stage_left_unfinished_stops_the_sweep(tmp_path):
     from types import SimpleNamespace
 
     from mrfbench.errors import SweepInterrupted
-    from mrfbench.sweep import fit_all
+    from mrfbench.sweeps import fit_all
 
     def tuner(*done):
         return SimpleNamespace(fit=lambda: [SimpleNamespace(metrics={"done": d}, path=str(tmp_path / "none"))
@@ -178,7 +178,7 @@ def test_a_trial_the_scheduler_stopped_is_recorded_as_stopped(tmp_path):
     from types import SimpleNamespace
 
     from mrfbench.runs import read_json_object, write_json
-    from mrfbench.sweep import TRIAL_FILE, fit_all
+    from mrfbench.sweeps import TRIAL_FILE, fit_all
 
     stage = tmp_path / "search-gmrf"
     for name, status in (("stopped", "running"), ("scored", "ok")):
@@ -241,7 +241,7 @@ def image_metrics(coherence: float, inception: bool = False) -> dict:
 @pytest.mark.parametrize(("kl", "unreadable"), [([3.0, 4.0], 0.0), ([None, 4.0], 1.0), ([3.0, math.inf], 1.0)])
 def test_a_collapse_report_with_a_kl_it_could_not_read_is_recorded(kl, unreadable):
     """An ALMRF seed's block KL came back NaN (null in its metrics.json) while its report said no collapse."""
-    from mrfbench.sweep import flatten_metrics
+    from mrfbench.sweeps import flatten_metrics
 
     metrics = {**image_metrics(0.8), "collapse": {"collapsed": False, "kl_per_block": kl}}
     assert flatten_metrics(metrics, get_benchmark("polymnist"))["collapse_unreadable"] == unreadable
@@ -249,9 +249,9 @@ def test_a_collapse_report_with_a_kl_it_could_not_read_is_recorded(kl, unreadabl
 
 @pytest.mark.parametrize("inception", [False, True])
 def test_image_leaderboard_keeps_fid_suite_apart_from_the_papers_fid(inception):
+    from mrfbench.aggregation import leaderboard, to_markdown
     from mrfbench.datasets import get_benchmark
-    from mrfbench.leaderboard import leaderboard, to_markdown
-    from mrfbench.sweep import flatten_metrics
+    from mrfbench.sweeps import flatten_metrics
 
     polymnist = get_benchmark("polymnist")
     flat = flatten_metrics(image_metrics(0.8, inception), polymnist)
@@ -310,7 +310,7 @@ def test_cli_reports_a_malformed_space_in_one_line(tmp_path):
 
 SWEEP_SCRIPT = """
 import sys
-from mrfbench.sweep import Sweep, SweepSettings
+from mrfbench.sweeps import Sweep, SweepSettings
 settings = SweepSettings(out=sys.argv[1], space="copula", models=["gmrf"], {settings},
     dataset_options={{"n_train": 256, "n_val": 64, "n_test": 32}}, search_eval_options={{}},
     eval_options={{"n_unconditional": 2000, "n_per_tuple": 2, "n_joint": 1000, "n_tau": 500, "n_projections": 20}})
@@ -458,7 +458,7 @@ def test_reproduce_on_images_prepares_the_build_once_and_writes_table_4(local_ra
 
 
 def test_grid_jobs_take_every_model_in_turn():
-    from mrfbench.sweep import interleave
+    from mrfbench.sweeps import interleave
 
     jobs = interleave({"a": [{"beta": 1}, {"beta": 2}, {"beta": 3}], "b": [{"beta": 1}]})
     assert jobs == [("a", {"beta": 1}), ("b", {"beta": 1}), ("a", {"beta": 2}), ("a", {"beta": 3})]

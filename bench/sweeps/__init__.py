@@ -34,5 +34,5 @@ __all__ = sorted(name for names in _HOMES.values() for name in names)
 def __getattr__(name: str):
     for module, names in _HOMES.items():
         if name in names:
-            return getattr(importlib.import_module(f"mrfbench.sweep.{module}"), name)
-    raise AttributeError(f"module 'mrfbench.sweep' has no attribute '{name}'")
+            return getattr(importlib.import_module(f"mrfbench.sweeps.{module}"), name)
+    raise AttributeError(f"module 'mrfbench.sweeps' has no attribute '{name}'")

@@ -6,7 +6,7 @@ import torch
 from mrfbench.datasets import get_dataset
 from mrfbench.errors import UsageError
 from mrfbench.models import build_model
-from mrfbench.train import TrainConfig, resolve_device, train
+from mrfbench.training import TrainConfig, resolve_device, train
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from mrfbench.datasets import get_benchmark
 from mrfbench.errors import SweepInterrupted, UsageError
 from mrfbench.runs import write_json
 from mrfbench.spaces import SearchSpace, load_space
-from mrfbench.sweep.plan import Job, Stage, final_jobs, interleave, plan
-from mrfbench.sweep.records import best_params, mark_stopped, results_records, write_results_table
-from mrfbench.sweep.settings import (
+from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, plan
+from mrfbench.sweeps.records import best_params, mark_stopped, results_records, write_results_table
+from mrfbench.sweeps.settings import (
     SWEEP_FILE,
     TRIAL_LAYOUT,
     SweepSettings,
@@ -27,7 +27,7 @@ from mrfbench.sweep.settings import (
     recorded_settings,
     sweep_space,
 )
-from mrfbench.sweep.trial import TrialSpec, named_trainable, trial_dirname
+from mrfbench.sweeps.trial import TrialSpec, named_trainable, trial_dirname
 
 WRITER_LOCK = ".writer.lock"  # in the sweep folder, held by the one process running the sweep
 
