@@ -15,6 +15,7 @@ from mrfbench.paper import paper_rows
 from mrfbench.plots import leaderboard_chart
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
 from mrfbench.sweeps import SWEEP_FILE, flatten_metrics, results_records
+from mrfbench.uncertainty import interval, tied_with_best
 
 TIDY_COLUMNS = ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
 def variant_name(params: dict) -> str:
@@ -123,8 +124,7 @@ def search_scores(summary: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
 def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, searched: pd.DataFrame | None = None,
                 flagged: pd.DataFrame | None = None, budget: str = "") -> str:
     def ours(row, key):
-        mean, std = row[f"{key} mean"], row[f"{key} std"]
-        return "-" if pd.isna(mean) else f"{mean:.3g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
+        return figure(row, key, "**{}**")
 
     def cell(row, key):
         paper, mean = row[f"{key} paper"], row[f"{key} mean"]
@@ -140,9 +140,9 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
     keys = [column.key for column in spec.columns]
     lines = [f"# {spec.name} leaderboard",
              "",
-             "Ours: mean ± std over seeds of each model's best variant (lowest mean score among its variants with",
-             "the most seeds); the paper's figure in parentheses, with ours over it; train s: mean training seconds",
-             "per run.",
+             "Ours: mean over seeds of each model's best variant (lowest mean score among its variants with the most",
+             f"seeds) ± {UNCERTAINTY}; the paper's figure in parentheses, with ours over it; train s: mean training",
+             "seconds per run.",
              *([budget] if budget else []),
              spec.notes,
              "",
@@ -214,6 +214,38 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
     if len(datasets) > 1:
         raise UsageError(f"runs below {directory} mix data sets ({', '.join(sorted(datasets))}); one table each")
     return datasets.pop(), records
+
+
+UNCERTAINTY = ("the half-width of its 95% Student t interval (3 seeds: 2.48 standard deviations; one seed: "
+               "none); in bold, the column's best mean and every model Welch's t-test at 5% cannot tell from it "
+               "(leaderboard.csv keeps the std too)")
+
+
+def figure(row, key: str, best: str) -> str:
+    """A figure as the tables show it: mean ± the 95% interval's half-width, formatted by ``best`` ('{}'
+    with the mean) where it is tied with the best."""
+    mean, half = row[f"{key} mean"], row.get(f"{key} ci95")
+    if mean is None or pd.isna(mean):
+        return "-"
+    text = f"{mean:.3g}" + ("" if half is None or pd.isna(half) else f" ± {half:.2g}")
+    return best.format(text) if bool(row.get(f"{key} best", False)) else text
+
+
+def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
+    """Beside each figure's mean, the 95% interval's half-width ('<key> ci95') and whether the model is the
+    best or tied with it ('<key> best'), from the seeds of each row's variant (``mrfbench.uncertainty``)."""
+    final = table[(table["stage"] == "final") & (table["status"] == "ok")]
+    board = board.copy()
+    for column in spec.columns + spec.beyond:
+        key, values = column.key, {}
+        for _, row in board.iterrows():
+            source = f"{key.split('/')[0]}/{row[f'{key} source']}" if f"{key} source" in row else key
+            mine = final[(final["model"] == row["model"]) & (final["variant"] == row["variant"]) & (final["metric"] == source)]
+            values[row["model"]] = [float(v) for v in mine["value"]]
+        tied = tied_with_best(values, column.better)
+        board[f"{key} ci95"] = [interval(values[m]) for m in board["model"]]
+        board[f"{key} best"] = [m in tied for m in board["model"]]
+    return board
 
 
 def csv_columns(board: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
@@ -305,7 +337,7 @@ def build_leaderboard(sweep_dir: Path) -> Leaderboard:
         raise UsageError(f"no finished trial in {sweep_dir} yet")
     summary = aggregate(table)
     spec = get_benchmark(dataset)
-    board = leaderboard(summary, spec)
+    board = add_uncertainty(leaderboard(summary, spec), table, spec)
     failures = table[table["status"] == "failed"].drop_duplicates(["model", "variant", "seed", "stage"])
     markdown = to_markdown(board, spec, failures, search_scores(summary, spec), flagged_seeds(table, board), budget)
     return Leaderboard(board, table, spec, markdown)

@@ -115,13 +115,14 @@ IMAGE_NOTES = ("Coherence and SSIM higher, FID lower is better. FID marked * is 
                "for reference only; no difference is taken). Floor: the FID between two halves of the real test "
                "images; ceiling: the classifiers' test accuracy.")
 IMAGE_BOUNDS = (Column("unconditional/floor_fid_suite", "fid_suite floor"),
-                Column("conditional/ceiling_coherence", "coherence ceiling"))
+                Column("conditional/ceiling_coherence", "coherence ceiling", better="higher"))
 
 
 def _image_columns(with_ssim: bool) -> tuple[Column, ...]:
-    columns = [Column(f"{setting}/{metric}", f"{short} {metric}", f"{setting}/fid_suite" if metric == "fid" else None)
+    columns = [Column(f"{setting}/{metric}", f"{short} {metric}", f"{setting}/fid_suite" if metric == "fid" else None,
+                      better="lower" if metric == "fid" else "higher")
                for setting, short in (("unconditional", "uncond"), ("conditional", "cond")) for metric in ("fid", "coherence")]
-    return tuple(columns + ([Column("conditional/ssim", "cond ssim")] if with_ssim else []))
+    return tuple(columns + ([Column("conditional/ssim", "cond ssim", better="higher")] if with_ssim else []))
 
 
 for _cls, _description, _table, _notes in (

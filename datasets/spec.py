@@ -26,6 +26,7 @@ class Column:
     title: str
     fallback: str | None = None
     unit: str = ""  # appended to the figure's name in leaderboard.csv, e.g. "x1000"
+    better: Literal["lower", "higher"] = "lower"  # which way the figure improves
 
 
 @dataclass(frozen=True)

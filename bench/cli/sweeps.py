@@ -55,17 +55,18 @@ def leaderboard_table(board, spec):
     import pandas as pd
     from rich.table import Table
 
+    from mrfbench.aggregation import UNCERTAINTY, figure
+
     titles = {c.key: c.title for c in spec.columns + spec.beyond}
     keys = [*spec.score_parts, *(c.key for c in spec.beyond)]
     table = Table("model", "seeds", *(titles.get(k, k) for k in keys), title=f"{spec.name} leaderboard ({spec.table})",
-                  caption="\n".join(f"{row.model}: {row.variant}" for row in board.itertuples()), caption_justify="left")
+                  caption="\n".join([f"mean ± {UNCERTAINTY}; the paper's figure in parentheses",
+                                      *(f"{row.model}: {row.variant}" for row in board.itertuples())]),
+                  caption_justify="left")
 
     def cell(row, key):
-        mean, std, paper = row.get(f"{key} mean"), row.get(f"{key} std"), row.get(f"{key} paper")
-        if mean is None or pd.isna(mean):
-            return "-"
-        return (f"{mean:.3g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
-                + ("" if paper is None or pd.isna(paper) else f" ({paper:g})"))
+        paper = row.get(f"{key} paper")
+        return figure(row, key, "[bold]{}[/]") + ("" if paper is None or pd.isna(paper) else f" ({paper:g})")
 
     for _, row in board.iterrows():
         table.add_row(row["model"], str(row["seeds"]), *(cell(row, k) for k in keys))

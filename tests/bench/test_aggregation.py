@@ -111,3 +111,29 @@ def test_sweep_cost_counts_endings_training_and_the_union_of_trial_spans():
     line = sweep_cost(records)
     assert "3 trials (2 ok, 1 stopped)" in line and "1.7 h of training" in line
     assert "during 2.0 h of wall time" in line and "1 thread(s) each" in line
+
+
+def test_the_leaderboard_states_each_means_interval_and_the_models_tied_with_the_best():
+    """Known answers: gmrf and mvae cannot be told apart on the unconditional figure (Welch, 5%), mopoe can;
+    conditionally gmrf is best alone. Intervals are Student t with 2 degrees of freedom."""
+    import math
+
+    import pytest
+
+    from mrfbench.aggregation import add_uncertainty, aggregate, leaderboard, tidy, to_markdown
+    from mrfbench.datasets import get_benchmark
+
+    figures = {"gmrf": ([5.0, 6.0, 7.0], [1.0, 1.1, 0.9]), "mvae": ([6.0, 7.0, 8.0], [3.0, 3.1, 2.9]),
+               "mopoe": ([30.0, 31.0, 29.0], [3.0, 3.2, 2.8])}
+    records = [{"model": model, "params": {"beta": 1.0}, "seed": seed, "stage": "final", "status": "ok",
+                "metrics": {"score": (u + c) / 2, "unconditional/wasserstein_mean": u, "conditional/wasserstein_mean": c}}
+               for model, (uncond, cond) in figures.items() for seed, (u, c) in enumerate(zip(uncond, cond))]
+    table, spec = tidy(records), get_benchmark("copula")
+    board = add_uncertainty(leaderboard(aggregate(table), spec), table, spec).set_index("model")
+    uncond, cond = "unconditional/wasserstein_mean", "conditional/wasserstein_mean"
+    assert board.loc["gmrf", f"{uncond} ci95"] == pytest.approx(4.302653 / math.sqrt(3))
+    assert board[f"{uncond} best"].to_dict() == {"gmrf": True, "mvae": True, "mopoe": False}
+    assert board[f"{cond} best"].to_dict() == {"gmrf": True, "mvae": False, "mopoe": False}
+    markdown = to_markdown(board.reset_index(), spec, table.iloc[0:0])
+    assert "**6 ± 2.5**" in markdown and "| 7 ± 2.5 |" not in markdown and "95% Student t interval" in markdown
+    assert "30 ± 2.5 (" in markdown and "**30" not in markdown
