@@ -12,7 +12,7 @@ import pandas as pd
 from mrfbench.datasets import Benchmark, get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.paper import paper_rows
-from mrfbench.plots import leaderboard_chart
+from mrfbench.plots import Panel, leaderboard_chart
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
 from mrfbench.sweeps import SWEEP_FILE, flatten_metrics, results_records
 from mrfbench.uncertainty import interval, tied_with_best
@@ -248,6 +248,26 @@ def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -
     return board
 
 
+def chart_panels(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> list[Panel]:
+    """The figures behind the score as chart panels: title with unit and direction, means, intervals, each
+    row's seeds, the paper's figures and the noise floor ('<section>/floor_<metric>' where the board has it)."""
+    final = table[(table["stage"] == "final") & (table["status"] == "ok")]
+    columns = {c.key: c for c in spec.columns + spec.beyond}
+    panels = []
+    for key in spec.score_parts:
+        column, (section, metric) = columns[key], key.split("/")
+        source = [f"{section}/{row[f'{key} source']}" if f"{key} source" in row else key for _, row in board.iterrows()]
+        seeds = [[float(v) for v in final[(final["model"] == row["model"]) & (final["variant"] == row["variant"])
+                                          & (final["metric"] == src)]["value"]] for (_, row), src in zip(board.iterrows(), source)]
+        floor = board[f"{section}/floor_{metric}"].dropna() if f"{section}/floor_{metric}" in board else pd.Series()
+        unit = f"{column.unit}, " if column.unit else ""
+        panels.append(Panel(f"{column.title} ({unit}{column.better} is better)", list(board[f"{key} mean"]),
+                            list(board.get(f"{key} ci95", [None] * len(board))), seeds,
+                            [None if pd.isna(p) else p for p in board.get(f"{key} paper", [None] * len(board))],
+                            float(floor.iloc[0]) if len(floor) else None))
+    return panels
+
+
 def csv_columns(board: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     """The leaderboard with snake_case column names that carry their unit: 'unconditional/wasserstein_dim1
     mean' becomes 'unconditional_wasserstein_dim1_x1000_mean'."""
@@ -358,9 +378,8 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
             md, csv = out / "leaderboard.md", out / "leaderboard.csv"
             atomic_write(md, lambda h: h.write(markdown))
             atomic_write(csv, lambda h: h.write(csv_columns(board, spec).to_csv(index=False).encode()))
-            titles = {c.key: c.title for c in spec.columns + spec.beyond}
-            leaderboard_chart(board, [(k, titles.get(k, k)) for k in spec.score_parts], f"{spec.name} leaderboard "
-                              f"({spec.table}): ours beside the paper's", out / "leaderboard.png")
+            leaderboard_chart(list(board["model"]), chart_panels(board, result.trials, spec),
+                              f"{spec.name} leaderboard ({spec.table}): ours beside the paper's", out / "leaderboard.png")
         except OSError as err:
             raise UsageError(f"cannot write the leaderboard into {out}: {err.strerror or err}") from None
     return md, csv, board, spec

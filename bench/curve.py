@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from mrfbench.evaluate import EvalConfig
-from mrfbench.runs import CURVE_CSV, CURVE_PLOT
+from mrfbench.runs import CURVE_CSV, CURVE_PLOT, LOSS_PLOT
 from mrfbench.sweeps.records import BOOKKEEPING, flat_section
 
 CURVE_PREFIX = "curve/"  # the figures of an epoch's history record that the curve scored
@@ -36,6 +36,14 @@ def curve_point(model, spec, dataset, data: torch.Tensor, split: str, eval_confi
             for k, v in flat_section(section, name).items()}
     keys = [c.key for c in spec.columns + spec.beyond if c.key in flat]
     return {CURVE_PREFIX + key: flat[key] for key in keys}
+
+
+def write_loss_plot(out: Path, history: list[dict]) -> None:
+    """The training and validation losses against the epoch (``curves.png``)."""
+    from mrfbench.plots import learning_curve_plot
+
+    learning_curve_plot([{k: r[k] for k in ("epoch", "train_loss", "val_loss") if k in r} for r in history],
+                        out / LOSS_PLOT)
 
 
 def write_curve(out: Path, history: list[dict]) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrfbench.curve import curve_point, write_curve
+from mrfbench.curve import curve_point, write_curve, write_loss_plot
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
@@ -147,6 +147,7 @@ def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: 
     if curves:
         write_curves(out, result.history)
     write_curve(out, result.history)
+    write_loss_plot(out, result.history)
     save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
     training = {
         "best_epoch": result.best_epoch,

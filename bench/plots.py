@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -40,26 +41,55 @@ def copula_pair_plot(true: np.ndarray, generated: np.ndarray, path: Path, n_poin
     _save(fig, path)
 
 
-def leaderboard_chart(board, columns: list[tuple[str, str]], title: str, path: Path) -> None:
-    """Per model, each figure of ``columns`` ((key, title) pairs) as a bar of our mean with its std over
-    seeds, and the paper's figure, where it has one, as a black mark."""
-    models = list(board["model"])
+@dataclass
+class Panel:
+    """One figure of a leaderboard chart: per model its mean, interval half-width and seeds, the paper's
+    figure (None: none) and the noise floor (None: none)."""
+
+    title: str
+    means: list[float]
+    errors: list[float | None]
+    seeds: list[list[float]]
+    paper: list[float | None]
+    floor: float | None = None
+
+
+def leaderboard_chart(models: list[str], panels: list[Panel], title: str, path: Path) -> None:
+    """Per model, each panel's mean as a bar with its 95% interval (never drawn below zero for a positive
+    figure, nor below half the smallest value on a log axis), every seed as a point over it, the paper's figure as a black mark and the noise floor as a
+    dashed line; a log axis where the values span more than a decade."""
     width = max(3.2, 1.0 + 0.6 * len(models))
-    fig, axes = plt.subplots(1, len(columns), figsize=(width * len(columns), 3.4), squeeze=False)
-    for ax, (key, label) in zip(axes[0], columns):
-        x = np.arange(len(models))
-        ours = board[f"{key} mean"].astype(float).to_numpy()
-        ax.bar(x, ours, yerr=board[f"{key} std"].astype(float).fillna(0).to_numpy(), color="tab:blue", capsize=3,
-               label="ours (mean, std over seeds)")
-        if f"{key} paper" in board:
-            paper = board[f"{key} paper"].astype(float).to_numpy()
-            ax.scatter(x, paper, marker="_", s=400, color="black", zorder=3, label="paper")
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.6), squeeze=False)
+    x = np.arange(len(models))
+    for ax, panel in zip(axes[0], panels):
+        means = np.array(panel.means, dtype=float)
+        errors = np.array([np.nan if e is None else e for e in panel.errors], dtype=float)
+        values = [v for v in [*means, *(s for seed in panel.seeds for s in seed), *(p for p in panel.paper if p),
+                              panel.floor or np.nan] if np.isfinite(v)]
+        positive = bool(values) and min(values) > 0
+        log = positive and max(values) / min(values) > 10
+        below = np.minimum(np.nan_to_num(errors), means - (min(values) / 2 if log else 0)) if positive else np.nan_to_num(errors)
+        ax.bar(x, means, yerr=[below, np.nan_to_num(errors)], color="tab:blue", alpha=0.6, capsize=3,
+               label="ours: mean, 95% interval over seeds")
+        for i, seeds in enumerate(panel.seeds):
+            ax.scatter(np.full(len(seeds), x[i]), seeds, s=12, color="tab:blue", edgecolor="black", linewidth=0.5,
+                       zorder=3, label="a seed" if i == 0 else None)
+        if any(p is not None for p in panel.paper):
+            paper = np.array([np.nan if p is None else p for p in panel.paper], dtype=float)
+            ax.scatter(x, paper, marker="_", s=400, color="black", zorder=4, label="paper")
+        if panel.floor is not None and np.isfinite(panel.floor):
+            ax.axhline(panel.floor, color="grey", linestyle="--", linewidth=1, label="noise floor")
+        if log:
+            ax.set_yscale("log")
         ax.set_xticks(x, models, rotation=45, fontsize=8)
-        ax.set_title(label, fontsize=9)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+        ax.set_title(panel.title, fontsize=9)
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     _save(fig, path)
 
 

@@ -23,8 +23,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PAIRPLOT_FILE = "pairplot.png"
 SAMPLE_GRID_FILE = "samples.png"  # image data: inputs of modality 0, then generations of the others
 CURVE_CSV, CURVE_PLOT = "learning_curve.csv", "learning_curve.png"  # a run scored while training (`--score-every`)
+LOSS_PLOT = "curves.png"  # the training and validation losses over epochs
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, HISTORY_FILE, CHECKPOINT_FILE, PAIRPLOT_FILE, SAMPLE_GRID_FILE, CURVE_CSV,
-             CURVE_PLOT)
+             CURVE_PLOT, LOSS_PLOT)
 CURVES_PREFIX = "events.out.tfevents"  # TensorBoard scalars of `mrfbench train`
 
 

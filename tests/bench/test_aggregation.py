@@ -137,3 +137,23 @@ def test_the_leaderboard_states_each_means_interval_and_the_models_tied_with_the
     markdown = to_markdown(board.reset_index(), spec, table.iloc[0:0])
     assert "**6 ± 2.5**" in markdown and "| 7 ± 2.5 |" not in markdown and "95% Student t interval" in markdown
     assert "30 ± 2.5 (" in markdown and "**30" not in markdown
+
+
+def test_the_chart_shows_units_direction_seeds_and_the_noise_floor(tmp_path):
+    from mrfbench.aggregation import add_uncertainty, aggregate, chart_panels, leaderboard, tidy
+    from mrfbench.datasets import get_benchmark
+    from mrfbench.plots import leaderboard_chart
+
+    records = [{"model": model, "params": {"beta": 1.0}, "seed": seed, "stage": "final", "status": "ok",
+                "metrics": {"score": 1.0, "unconditional/wasserstein_mean": value, "conditional/wasserstein_mean": value,
+                            "unconditional/floor_wasserstein_mean": 0.9, "conditional/floor_wasserstein_mean": 0.8}}
+               for model, values in (("gmrf", [5.0, 6.0, 7.0]), ("mmvae", [300.0, 310.0, 290.0]))
+               for seed, value in enumerate(values)]
+    table, spec = tidy(records), get_benchmark("copula")
+    board = add_uncertainty(leaderboard(aggregate(table), spec), table, spec)
+    uncond, cond = chart_panels(board, table, spec)
+    assert uncond.title == "uncond mean (x1000, lower is better)"
+    assert (uncond.floor, cond.floor) == (pytest.approx(0.9), pytest.approx(0.8))
+    assert uncond.seeds == [[5.0, 6.0, 7.0], [300.0, 310.0, 290.0]] and uncond.errors[0] == pytest.approx(2.4841377)
+    leaderboard_chart(list(board["model"]), [uncond, cond], "t", tmp_path / "chart.png")  # a log axis, bars from 0
+    assert (tmp_path / "chart.png").stat().st_size > 0
