@@ -56,7 +56,8 @@ class Panel:
 
 def leaderboard_chart(models: list[str], panels: list[Panel], title: str, path: Path) -> None:
     """Per model, each panel's mean as a bar with its 95% interval (never drawn below zero for a positive
-    figure, nor below half the smallest value on a log axis), every seed as a point over it, the paper's figure as a black mark and the noise floor as a
+    figure, nor below half the smallest value on a log axis), every seed as a point over it, the paper's
+    figure as a black mark and the noise floor as a
     dashed line; a log axis where the values span more than a decade."""
     width = max(3.2, 1.0 + 0.6 * len(models))
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.6), squeeze=False)
