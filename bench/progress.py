@@ -1,5 +1,5 @@
-"""Progress of a sweep as a whole, fed by Ray Tune callbacks: a line per finished trial, a compact bar on a
-terminal, and the results table rewritten as trials end."""
+"""What a sweep's driver does as trials end, as Ray Tune callbacks: a line per finished trial above a
+compact bar on a terminal, the results table rewritten, and (``--mlflow``) each trial logged to MLflow."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from ray.tune import Callback
 from rich.progress import Progress
 
+from mrfbench.runs import read_json_object
 from mrfbench.sweeps.records import mark_stopped, write_results_table
 
 
@@ -108,3 +109,24 @@ class ResultsTable(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         write_results_table(self.sweep_dir)
+
+
+class MlflowTrials(Callback):
+    """Logs each finished trial (each member of a pack) to MLflow at ``uri``, in the experiment named after
+    the sweep, with its stage, seed and trial name as tags (``mrfbench.tracking.log_run``)."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri, self.experiment = uri, experiment
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        from mrfbench.sweeps.records import PACK_MEMBER, TRIAL_FILE
+        from mrfbench.sweeps.trial import trial_name
+        from mrfbench.tracking import log_run
+
+        folder = Path(trial.local_path)
+        for record_file in [folder / TRIAL_FILE, *sorted(folder.glob(f"{PACK_MEMBER}/{TRIAL_FILE}"))]:
+            record = read_json_object(record_file) if record_file.is_file() else {}
+            if record.get("status") == "ok" and (record_file.parent / "run").is_dir():
+                name = f"{trial_name(trial.config)} / seed {record['seed']}"
+                log_run(self.uri, self.experiment, record_file.parent / "run", name,
+                        tags={"stage": record["stage"], "seed": str(record["seed"])}, figures=record.get("metrics"))

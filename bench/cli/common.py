@@ -40,6 +40,9 @@ RunDir = Annotated[Path, typer.Argument(help="a directory written by `mrfbench t
 Publish = Annotated[Path | None, typer.Option(
     help="also write the reference leaderboard into PUBLISH/<dataset>/ (the committed ones are in results/) "
          "\\[only the sweep's own leaderboard]")]
+Mlflow = Annotated[str | None, typer.Option(
+    help="also log each finished run to this MLflow tracking URI, e.g. sqlite:///mlflow.db (a file here; "
+         "`mlflow ui --backend-store-uri sqlite:///mlflow.db` shows it) or http://host:5000")]
 Address = Annotated[str | None, typer.Option(help="Ray cluster: auto or host:port \\[embedded local Ray]")]
 
 

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mrfbench.cli.common import (
     Device,
     InceptionWeights,
+    Mlflow,
     NImageTuples,
     RunDir,
     Threads,
@@ -73,6 +74,7 @@ def train_command(
                                                       "(learning_curve.csv and .png, TensorBoard); one run only")] = None,
     device: Device = "auto",
     threads: Threads = None,
+    mlflow: Mlflow = None,
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out (a pack: retrain its finished "
                                                  "members too)")] = False,
 ):
@@ -87,6 +89,10 @@ def train_command(
         raise UsageError(f"--pack-size must be >= 1, got {pack_size}")
     if score_every is not None and score_every < 1:
         raise UsageError(f"--score-every must be >= 1, got {score_every}")
+    if mlflow is not None:
+        from mrfbench.tracking import check_uri
+
+        check_uri(mlflow)
     dataset = dataset or DEFAULT_DATASET
     options = parse_set_values(set_options or [])
     if "beta" in options and beta is not None:
@@ -116,12 +122,18 @@ def train_command(
                           {k: v for k, v in data_options.items() if v is not None})
 
     members = [member(point, out / name if len(grid) > 1 else out) for name, point in grid]
-    if len(members) == 1:
-        _train_single(model, dataset, members[0], overwrite, eval_split, score_every)
-    elif score_every is not None:
+    if len(members) > 1 and score_every is not None:
         raise UsageError("--score-every scores one run; train the pack's members one at a time to score them so")
+    if len(members) == 1:
+        finished = [_train_single(model, dataset, members[0], overwrite, eval_split, score_every)]
     else:
-        _train_packs(model, dataset, members, overwrite, eval_split, pack_size)
+        finished = _train_packs(model, dataset, members, overwrite, eval_split, pack_size)
+    if mlflow is not None:
+        from mrfbench.tracking import log_run
+
+        for run_dir in finished:
+            log_run(mlflow, f"mrfbench train {dataset}", run_dir, str(run_dir))
+        console.print(f"logged {len(finished)} run(s) to MLflow at {mlflow} (experiment 'mrfbench train {dataset}')")
 
 
 def _epoch_progress(title: str, epochs: int):
@@ -142,8 +154,8 @@ def _epoch_progress(title: str, epochs: int):
     return progress, update
 
 
-def _train_single(model: str, dataset: str, member, overwrite: bool, eval_split: str, score_every: int | None) -> None:
-    """One run, continued where it stopped if an earlier `train` of it was interrupted."""
+def _train_single(model: str, dataset: str, member, overwrite: bool, eval_split: str, score_every: int | None) -> Path:
+    """One run, continued where it stopped if an earlier `train` of it was interrupted; returns its folder."""
     from mrfbench.curve import CURVE_PREFIX
     from mrfbench.experiment import run_experiment
     from mrfbench.resume import state_file
@@ -168,11 +180,13 @@ def _train_single(model: str, dataset: str, member, overwrite: bool, eval_split:
     files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith((".", CURVES_PREFIX))))
     console.print(f"wrote {out}/ ({files}, TensorBoard curves: `tensorboard --logdir {out}`); "
                   f"trained in {metrics['training']['wall_time_s']:.0f} s")
+    return out
 
 
-def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_split: str, pack_size: int | None) -> None:
+def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_split: str,
+                 pack_size: int | None) -> list[Path]:
     """Train ``members`` as packs of at most ``pack_size`` (None: as many as fit and pay, ``pack_size``);
-    finished members are kept unless ``overwrite``."""
+    finished members are kept unless ``overwrite``. Returns the folders of the members trained now."""
     from mrfbench.pack_runs import choose_pack_size, is_finished, run_pack
 
     todo = [m for m in members if overwrite or not is_finished(m.out)]
@@ -180,7 +194,7 @@ def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_
         console.print(f"{len(members) - len(todo)} of {len(members)} members already finished in {members[0].out.parent}; "
                       f"training the other {len(todo)} (--overwrite retrains them all)")
     if not todo:
-        return
+        return []
     size, why = choose_pack_size(model, dataset, todo[0], min(pack_size or len(todo), len(todo)), timed=pack_size is None)
     packs = [todo[i : i + size] for i in range(0, len(todo), size)]
     console.print(why + (f"; {len(packs)} packs" if len(packs) > 1 else ""))
@@ -204,6 +218,7 @@ def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_
                   f"(`mrfbench leaderboard {members[0].out.parent}` compares them)")
     if failed:
         raise typer.Exit(1)
+    return [o.out for o in outcomes]
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mrfbench.cli.common import Address, Device, InceptionWeights, Publish, app, clean_errors, console
+from mrfbench.cli.common import Address, Device, InceptionWeights, Mlflow, Publish, app, clean_errors, console
 from mrfbench.errors import UsageError
 
 Packs = Annotated[bool, typer.Option(help="train each final config's seeds as one pack (one trial); "
@@ -97,6 +97,7 @@ def sweep(
     checkpoint_every: Annotated[float, typer.Option(
         help="seconds between a trial's saved training states (an interrupted trial resumes from its last)")] = 300.0,
     packs: Packs = True,
+    mlflow: Mlflow = None,
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` \\[the cache]")] = None,
     n_train: Annotated[int | None, typer.Option(help="training tuples \\[the data set's]", rich_help_panel="Sizes")] = None,
@@ -119,7 +120,7 @@ def sweep(
     scoring = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "n_image_tuples": n_image_tuples}
     options = dict(space=space, trials=trials, seeds=seeds, epochs=epochs, grid=grid, sampler=sampler, asha=asha,
                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, address=address, storage=storage,
-                   dashboard=dashboard, device=device, checkpoint_every_s=checkpoint_every, packs=packs,
+                   dashboard=dashboard, device=device, checkpoint_every_s=checkpoint_every, packs=packs, mlflow=mlflow,
                    dataset_options={k: v for k, v in sizes.items() if v is not None},
                    eval_options={k: v for k, v in scoring.items() if v is not None})
     if resume:
@@ -164,6 +165,7 @@ def reproduce(
     address: Address = None,
     device: Device = "auto",
     packs: Packs = True,
+    mlflow: Mlflow = None,
 ):
     """A paper table in one command: every model, the grid, the seeds, leaderboard and plots (Table 2 on
     copula, Table 1 on PolyMNIST, Table 4 on MNIST-3)."""
@@ -181,7 +183,8 @@ def reproduce(
     options["dataset_options"] = {**options.get("dataset_options", {}), **_prepare(dataset, data_dir, mnist)}
     if inception_weights:
         options["eval_options"] = {**options.get("eval_options", {}), "inception_weights": str(Path(inception_weights).resolve())}
-    options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, "packs": packs, **options}
+    options = {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, "packs": packs, "mlflow": mlflow,
+               **options}
     if models:
         options["models"] = _names(models)
     _run_sweep(SweepSettings(out=str(out), space=space.name, address=address, device=device, **options), publish)

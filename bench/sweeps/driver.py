@@ -191,6 +191,10 @@ class Sweep:
         from mrfbench.progress import ResultsTable
 
         callbacks = [*(callbacks or []), ResultsTable(self.out)]
+        if self.settings.mlflow:
+            from mrfbench.progress import MlflowTrials
+
+            callbacks.append(MlflowTrials(self.settings.mlflow, f"mrfbench sweep {self.out.name}"))
         self.connect()
         _log_optuna_to(self.out / OPTUNA_LOG)
         best: dict[str, dict | None] = {}  # each searched model's best config (None: every trial failed)

@@ -45,6 +45,7 @@ class SweepSettings:
     search_eval_options: dict[str, Any] | None = None  # None: the data set's (its spec)
     checkpoint_every_s: float = CHECKPOINT_EVERY_S  # a trial saves its training state at most this often
     packs: bool = True  # the final stage trains each config's seeds as one pack (one Tune trial)
+    mlflow: str | None = None  # an MLflow tracking URI every finished trial is logged to
     layout: int = TRIAL_LAYOUT
 
     def __post_init__(self):
@@ -91,6 +92,10 @@ class SweepSettings:
             check_address(self.address)
         if self.storage is not None:
             check_storage(self.storage)
+        if self.mlflow is not None:
+            from mrfbench.tracking import check_uri
+
+            check_uri(self.mlflow)
         from mrfbench.evaluate import EvalConfig
 
         EvalConfig(**{**self.eval_options, **(self.search_eval_options or {})})  # a bad size fails here, not in a trial

@@ -110,6 +110,7 @@ CASES = [
     ["sweep", "--out", "SW", "--space", "ADIR.yaml"],
     ["sweep", "--out", "SW", "--space", "/dev/null"],
     ["sweep", "--out", "SW", "--space", "HUGEGRID.yaml", "--grid"],
+    ["sweep", "--out", "SW", "--space", "copula_quick", "--mlflow", "mlruns"],
     ["sweep", "--out", "SW", "--space", "copula_quick", "--cpus-per-trial", "nan"],
     ["sweep", "--out", "SW", "--space", "copula_quick", "--gpus-per-trial", "inf"],
     ["leaderboard", "AFILE"],
