@@ -54,8 +54,11 @@ class ALMRFMVAE(GMRFMVAE):
 
     def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
         """Missing blocks from the prior's generalized hyperbolic conditional (Corollary 1): exactly, through
-        GIG mixing variables, or from its moment-matched Gaussian (Eq. 36), which the paper found stabler."""
+        GIG mixing variables, or from its moment-matched Gaussian (Eq. 36), which the paper found stabler; with
+        ``conditional_missing="mean"``, its mean (which both share)."""
         conditional = self.prior().condition(observed, z_obs, self.config.latent_dim)
+        if self.config.conditional_missing == "mean":
+            return conditional.moment_matched().mean
         if self.config.conditional == "exact":
             return conditional.sample()
         return conditional.moment_matched().sample()

@@ -9,6 +9,7 @@ its own latent block z_i, so all dependence between modalities has to live in th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.distributions import kl_divergence
@@ -26,6 +27,9 @@ class GMRFConfig(MRFFamilyConfig):
     sparsity: float = 0.0  # fraction of the strictly-lower entries of L masked to zero
     mask_seed: int = 0
     global_hidden: int = 128
+    conditional_missing: Literal["sample", "mean"] = "sample"  # missing blocks in conditional generation: a
+    # draw of the prior's conditional, or its mean (whose decoding keeps the digit a draw can lose: the
+    # Gaussian coupling of two blocks carries little information; see tests/benchmarks/coherence_diagnosis.py)
 
     def __post_init__(self):
         super().__post_init__()
@@ -67,8 +71,9 @@ class GMRFMVAE(MRFFamilyMVAE):
         return self.prior().sample((n,))
 
     def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
-        """The prior's Gaussian conditional p(z_miss | z_obs) (Proposition 1)."""
-        return self.prior().condition(observed, z_obs, self.config.latent_dim).sample()
+        """A draw of the prior's Gaussian conditional p(z_miss | z_obs) (Proposition 1), or its mean."""
+        conditional = self.prior().condition(observed, z_obs, self.config.latent_dim)
+        return conditional.mean if self.config.conditional_missing == "mean" else conditional.sample()
 
     @torch.no_grad()
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:

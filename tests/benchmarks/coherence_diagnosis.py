@@ -60,8 +60,9 @@ def diagnose(model, dataset, n: int) -> dict:
     missing = [m for m in range(dataset.n_modalities) if m != a]
     zb = p.condition([a], za, d).sample().unflatten(-1, (len(missing), d))[:, missing.index(b)]
     out[f"m{b} from q's block {a} through the prior"] = coherence(model.decode(_with(z, b, zb, d), [b]), [b])
-    zb_mean = p.condition([a], q.mean[:, block_indices([a], d)], d).mean.unflatten(-1, (len(missing), d))[:, missing.index(b)]
-    out[f"m{b} from the prior's conditional mean given q's mean of block {a}"] = coherence(
+    za_unimodal = model.posterior_net.observed_latents(x, [a], 1, True)[:, 0]  # m_a's own factor's mean only
+    zb_mean = p.condition([a], za_unimodal, d).mean.unflatten(-1, (len(missing), d))[:, missing.index(b)]
+    out[f"m{b} from the prior's conditional mean given the mean of m{a}'s own factor"] = coherence(
         model.decode(_with(q.mean, b, zb_mean, d), [b]), [b])
     generated = model.conditional_sample(x, [a], 1)[:, 0]
     out[f"m{b} given m{a} (the evaluator's generation)"] = coherence(generated[:, [b]], [b])

@@ -111,3 +111,20 @@ def test_conditional_latent_modes(data):
     assert mean_model.conditional_sample(x, [0], 2).shape == (3, 2, 4, 2)
     with pytest.raises(UsageError, match="conditional latent"):
         build_model("gmrf", conditional_latent="mode")
+
+
+@pytest.mark.parametrize("name", ["gmrf", "almrf"])
+def test_missing_blocks_at_the_conditional_mean(data, name):
+    """conditional_missing="mean": every generation of a tuple decodes the prior conditional's mean (its
+    observed block at the unimodal factor's mean too): one answer per tuple, that conditional's mean."""
+    torch.manual_seed(0)
+    model = build_model(name, conditional_missing="mean", conditional_latent="mean").eval()
+    x = data["test"][:5]
+    generated = model.conditional_sample(x, [1], 4)
+    assert torch.allclose(generated[:, 0], generated[:, 3])
+    z_obs = model.observed_latents(x, [1], 1)
+    prior = model.prior()
+    expected = (prior.condition([1], z_obs, 2) if name == "gmrf" else prior.condition([1], z_obs, 2).moment_matched()).mean
+    assert torch.allclose(model.sample_missing([1], z_obs), expected)
+    with pytest.raises(UsageError, match="conditional missing"):
+        build_model(name, conditional_missing="mode")
