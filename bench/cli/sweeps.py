@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -25,11 +26,19 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
     with sweep.writing():
         url = sweep.connect()
         if url:
-            console.print(f"Ray dashboard: {url} (for this sweep's life). Ray asks for its token: paste the output "
-                          "of `ray get-auth-token` (on the head node) into the login box.")
+            console.print(dashboard_hint(url, sweep.settings.address, os.environ.get("RAY_AUTH_MODE", "token")))
         with sweep_progress() as progress:
             sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
     _print_leaderboard(sweep.out, publish)
+
+
+def dashboard_hint(url: str, address: str | None, auth_mode: str) -> str:
+    """Where the Ray dashboard is, for how long, and how to log in to it under Ray's ``auth_mode``."""
+    life = "for this sweep's life" if address is None else "the cluster's, as long as the cluster runs"
+    login = ("no login (RAY_AUTH_MODE=disabled)" if auth_mode == "disabled" else
+             "it asks for Ray's token: paste the output of `ray get-auth-token`"
+             + (" on the head node" if address is not None else "") + " into the login box")
+    return f"Ray dashboard: {url} ({life}); {login}. Each trial's Log shows its epochs."
 
 
 def sweep_progress() -> Progress:

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweeps.records import TRIAL_FILE, _now, first_line, flatten_metrics, placement, staging_folder
+from mrfbench.sweeps.records import (
+    TRIAL_FILE,
+    _now,
+    epoch_line,
+    first_line,
+    flatten_metrics,
+    placement,
+    staging_folder,
+)
 
 if TYPE_CHECKING:
     from mrfbench.sweeps.trial import TrialSpec
@@ -86,6 +94,8 @@ def _epoch_reporter():
     def report(epoch: int, records: list[dict | None]) -> None:
         alive = [r for r in records if r is not None]
         if alive:
-            tune.report({key: sum(r[key] for r in alive) / len(alive) for key in alive[0] if key != "epoch"})
+            means = {key: sum(r[key] for r in alive) / len(alive) for key in alive[0] if key != "epoch"}
+            print(epoch_line(epoch, means) + f" (mean of {len(alive)} members)", flush=True)
+            tune.report(means)
 
     return report

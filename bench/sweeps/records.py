@@ -51,6 +51,12 @@ def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
     return flat
 
 
+def epoch_line(epoch: int, figures: dict) -> str:
+    """An epoch as the trial's log shows it: its number and each loss (and proxy score)."""
+    return f"epoch {epoch}: " + ", ".join(f"{key} {value:.4g}" for key, value in figures.items()
+                                          if isinstance(value, (int, float)))
+
+
 def first_line(err: BaseException) -> str:
     """An error's reason as a trial records it: its first line (a distribution's refusal carries a tensor dump)."""
     text = str(err).strip()

@@ -11,7 +11,15 @@ from typing import Any
 from mrfbench.datasets import get_benchmark
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS
-from mrfbench.sweeps.records import TRIAL_FILE, _now, first_line, flatten_metrics, placement, staging_folder
+from mrfbench.sweeps.records import (
+    TRIAL_FILE,
+    _now,
+    epoch_line,
+    first_line,
+    flatten_metrics,
+    placement,
+    staging_folder,
+)
 from mrfbench.sweeps.settings import CHECKPOINT_EVERY_S
 
 STATE_FILE = "training_state.pt"
@@ -138,6 +146,7 @@ def _epoch_reporter(dataset: str, with_proxy: bool, checkpoint_every_s: float):
             device = next(model.parameters()).device
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 losses["score"] = proxy(model)
+        print(epoch_line(epoch, losses), flush=True)  # the trial's log (the Ray dashboard's Log of its actor)
         if time.monotonic() - saved < checkpoint_every_s:
             tune.report(losses)
             return

@@ -74,3 +74,13 @@ def _visible(line: str) -> str:
     import re
 
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)
+
+
+def test_the_dashboard_hint_matches_the_auth_mode_and_whose_dashboard_it_is():
+    from mrfbench.cli.sweeps import dashboard_hint
+
+    local = dashboard_hint("http://127.0.0.1:8265", None, "token")
+    assert "for this sweep's life" in local and "ray get-auth-token" in local and "head node" not in local
+    cluster = dashboard_hint("http://head:8265", "head:6379", "token")
+    assert "the cluster's" in cluster and "on the head node" in cluster
+    assert "no login" in dashboard_hint("http://127.0.0.1:8265", None, "disabled")

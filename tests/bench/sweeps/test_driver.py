@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -63,6 +64,10 @@ def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     assert "Budget: search space `copula`, 1 epochs per run; data: n_train 256, n_val 64, n_test 32; scoring: " \
         "n_unconditional 2,000" in md.read_text()
     assert pd.read_csv(csv).shape[0] == 2
+    session = Path(local_ray._private.worker._global_node.get_session_dir_path())
+    logs = "".join(p.read_text(errors="replace") for p in (session / "logs").glob("worker-*.out"))
+    assert "epoch 1: lr " in logs and "train_loss" in logs  # each trial's log (its actor's Log) shows its epochs
+    assert "(mean of 2 members)" in logs  # and a pack trial's, the members' mean
 
 
 @pytest.mark.slow
