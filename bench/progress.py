@@ -130,3 +130,16 @@ class MlflowTrials(Callback):
                 name = f"{trial_name(trial.config)} / seed {record['seed']}"
                 log_run(self.uri, self.experiment, record_file.parent / "run", name,
                         tags={"stage": record["stage"], "seed": str(record["seed"])}, figures=record.get("metrics"))
+
+
+class FinalStudy(Callback):
+    """Rewrites the final stage's Optuna study each time one of its trials ends, so it can be watched."""
+
+    def __init__(self, sweep_dir, storage_url: str, name: str):
+        self.sweep_dir, self.storage_url, self.name = sweep_dir, storage_url, name
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.config.get("trial", {}).get("stage") == "final":
+            from mrfbench.sweeps.studies import record_final_study
+
+            record_final_study(Path(self.sweep_dir), self.storage_url, self.name)

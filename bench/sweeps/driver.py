@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import fcntl
 import itertools
-import math
 import os
 import shutil
 from pathlib import Path
@@ -27,6 +26,7 @@ from mrfbench.sweeps.settings import (
     recorded_settings,
     sweep_space,
 )
+from mrfbench.sweeps.studies import record_final_study
 from mrfbench.sweeps.trial import TrialSpec, named_trainable, trial_dirname
 
 WRITER_LOCK = ".writer.lock"  # in the sweep folder, held by the one process running the sweep
@@ -188,9 +188,10 @@ class Sweep:
     def run(self, callbacks: list | None = None) -> None:
         """Run every stage of every model; finished trials are never repeated on a resumed sweep. The results
         table (``results.csv``) is rewritten as each trial finishes."""
-        from mrfbench.progress import ResultsTable
+        from mrfbench.progress import FinalStudy, ResultsTable
 
-        callbacks = [*(callbacks or []), ResultsTable(self.out)]
+        callbacks = [*(callbacks or []), ResultsTable(self.out), FinalStudy(self.out, self._storage_url(),
+                                                                             f"{self.out.name}-final")]
         if self.settings.mlflow:
             from mrfbench.progress import MlflowTrials
 
@@ -210,40 +211,16 @@ class Sweep:
             self._final(stage, jobs, callbacks)
         self._record_final_study()
 
+    def _storage_url(self) -> str:
+        return self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}"
+
     def _storage(self):
         import optuna
 
-        return optuna.storages.RDBStorage(self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}")
+        return optuna.storages.RDBStorage(self._storage_url())
 
     def _record_final_study(self) -> None:
-        """The final stage (seeds, or the --grid) as an Optuna study of its own, '<sweep>-final': each trial's
-        model and parameters, its score, and its seed and figures as user attributes (written anew, so a
-        resumed sweep records each trial once)."""
-        import optuna
-
-        records = [r for r in results_records(self.out) if r.get("stage") == "final"]
-        if not records:
-            return
-        storage, name = self._storage(), f"{self.out.name}-final"
-        if name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-            optuna.delete_study(study_name=name, storage=storage)
-        study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
-        params = [{"model": r["model"], **r["params"]} for r in records]
-        choices: dict[str, list] = {}
-        for trial_params in params:
-            for key, value in trial_params.items():
-                choices.setdefault(key, [])
-                if value not in choices[key]:
-                    choices[key].append(value)
-        for record, trial_params in zip(records, params):
-            score = (record.get("metrics") or {}).get("score")
-            ok = record.get("status") == "ok" and isinstance(score, float) and math.isfinite(score)
-            figures = {k: v for k, v in (record.get("metrics") or {}).items() if "/" in k}
-            study.add_trial(optuna.trial.create_trial(
-                params=trial_params, value=score if ok else None,
-                state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
-                distributions={k: optuna.distributions.CategoricalDistribution(choices[k]) for k in trial_params},
-                user_attrs={**figures, "seed": record["seed"], "stage": "final", "error": record.get("error", "")}))
+        record_final_study(self.out, self._storage_url(), f"{self.out.name}-final")
 
     def _trainable(self):
         from ray import tune
