@@ -11,7 +11,7 @@ from ray.tune import Callback
 from rich.progress import Progress
 
 from mrfbench.runs import read_json_object
-from mrfbench.sweeps.records import mark_stopped, write_results_table
+from mrfbench.sweeps.records import mark_died, mark_stopped, write_results_table
 
 
 class SweepProgress(Callback):
@@ -108,7 +108,18 @@ class ResultsTable(Callback):
         write_results_table(self.sweep_dir)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        mark_died(Path(trial.local_path), died_reason(trial))
         write_results_table(self.sweep_dir)
+
+
+def died_reason(trial) -> str:
+    """Why Tune lost a trial, in one line: its worker died (a kill, or the out-of-memory killer) or raised
+    past the trial's own guard."""
+    error = trial.get_error() if hasattr(trial, "get_error") else None
+    text = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else "no error message"
+    died = error is not None and type(error).__name__ in ("RayActorError", "ActorDiedError", "WorkerCrashedError")
+    return (f"its worker process died, likely killed or out of memory ({text[:200]})" if died or error is None
+            else f"{type(error).__name__}: {text[:200]}")
 
 
 class MlflowTrials(Callback):

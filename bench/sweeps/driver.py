@@ -293,10 +293,13 @@ class Sweep:
 def fit_all(tuner, planned: int, sweep_dir: Path) -> None:
     """Run a Tune experiment and bring the sweep's results table up to date; a stage that ends before its
     ``planned`` trials are done (Tune returns normally on Ctrl-C) stops the sweep instead of going on to the
-    next stage with a partial one."""
+    next stage with a partial one. A trial whose worker died counts as done: it is recorded as failed, and
+    the sweep goes on (``--resume`` runs it again)."""
     done = 0
     for result in tuner.fit():
-        if result.metrics and result.metrics.get("done"):
+        if result.error is not None:  # its worker died: recorded as failed (``progress.ResultsTable``)
+            done += 1
+        elif result.metrics and result.metrics.get("done"):
             done += 1
             mark_stopped(Path(result.path), result.metrics)
     write_results_table(sweep_dir)

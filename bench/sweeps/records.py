@@ -75,7 +75,7 @@ def placement() -> dict:
     import ray
     import torch
 
-    return {"node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads(),
+    return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": torch.get_num_threads(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
@@ -95,6 +95,15 @@ def mark_stopped(trial_dir: Path, last_result: dict) -> None:
     if record.get("status") == "running":
         write_json(path, {**record, "status": "stopped", "stopped_epoch": last_result.get("training_iteration"),
                           "finished": _now()})
+
+
+def mark_died(trial_dir: Path, reason: str) -> None:
+    """Record a trial whose worker process died (killed, out of memory) as failed with ``reason``: its
+    ``trial.json``, or its pack members', that still say running."""
+    for path in [Path(trial_dir) / TRIAL_FILE, *sorted(Path(trial_dir).glob(f"{PACK_MEMBER}/{TRIAL_FILE}"))]:
+        record = read_json_object(path) if path.is_file() else {}
+        if record.get("status") == "running":
+            write_json(path, {**record, "status": "failed", "error": reason, "finished": _now()})
 
 
 def write_results_table(sweep_dir: Path) -> Path:

@@ -585,3 +585,18 @@ def test_a_trial_larger_than_every_node_is_refused_before_the_sweep_starts(local
         with sweep.writing():
             sweep.connect()
     assert not (tmp_path / "SW").exists()  # nothing left of a sweep that never started
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_is_killed_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
+    sweep = SweepProcess(tmp_path, "trials=1, seeds=1, epochs=60")
+
+    def running_trial():
+        found = [json.loads(p.read_text()) for p in sweep.out.glob("search-gmrf/*/trial.json")]
+        return found[0] if found and found[0]["status"] == "running" and "pid" in found[0] else None
+
+    os.kill(sweep.wait_for(running_trial, "no trial started")["pid"], signal.SIGKILL)  # as the OOM killer would
+    assert sweep.proc.wait(timeout=300) == 0  # not an interrupt
+    (record,) = results_records(sweep.out)
+    assert record["status"] == "failed" and record["error"].startswith("its worker process died")
+    assert "\n" not in record["error"]
