@@ -116,21 +116,35 @@ def _sibling(path: Path, role: str, pid: int | str) -> Path:
 @contextlib.contextmanager
 def run_lock(path: Path):
     """Hold the run directory ``path`` for one writer: a second process is refused with a clear message.
-    Holding the lock, finish what a killed writer left (see ``_recover``)."""
+    Holding the lock, finish what a killed writer left (see ``_recover``). The lock file beside the run is
+    removed when the writer is done (one a killed writer left is taken over: its lock died with it)."""
     lock_file = path.parent / f".{path.name}.lock"
     try:
         handle = open(lock_file, "a")
     except OSError as err:
         raise UsageError(f"cannot write to output directory {path}: {err.strerror or err}") from None
+    held = False
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = _same_file(handle, lock_file)  # not one a finishing writer has just removed
         except BlockingIOError:
-            raise UsageError(f"another mrfbench process is writing {path}; wait for it or choose another --out") from None
+            pass
+        if not held:
+            raise UsageError(f"another mrfbench process is writing {path}; wait for it or choose another --out")
         _recover(path)
         yield
     finally:
+        if held:
+            lock_file.unlink(missing_ok=True)
         handle.close()
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _siblings(path: Path, role: str) -> dict[str, Path]:

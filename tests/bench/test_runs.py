@@ -120,14 +120,16 @@ def test_a_killed_evaluate_leaves_the_run_whole(finished, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mrfbench", "evaluate", str(finished), "--n-unconditional",
                              "20000000", "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    with open(tmp_path / ".R.lock") as lock:
-        while time.monotonic() < deadline:  # scoring has begun once evaluate holds the lock
-            try:
+    while time.monotonic() < deadline:  # scoring has begun once evaluate holds the lock
+        try:
+            with open(tmp_path / ".R.lock") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 fcntl.flock(lock, fcntl.LOCK_UN)
-                time.sleep(0.1)
-            except BlockingIOError:
-                break
+        except FileNotFoundError:
+            pass
+        except BlockingIOError:
+            break
+        time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert digest(finished) == before
@@ -155,7 +157,7 @@ def test_a_writer_killed_while_moving_a_run_into_place(finished, tmp_path, moved
     assert '"beta": 0.5' in (finished / "metrics.json").read_text()
     assert {k: v for k, v in digest(finished).items() if k not in ("metrics.json", "pairplot.png")} == {
         k: v for k, v in expected.items() if k not in ("metrics.json", "pairplot.png")}
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".R.")) == [".R.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".R.")) == []
 
 
 def test_recovery_touches_only_its_own_run(tmp_path):
@@ -170,3 +172,7 @@ def test_recovery_touches_only_its_own_run(tmp_path):
     assert other.is_dir()
     with run_lock(tmp_path / "c"):
         recover(tmp_path / "c")  # no leftovers: no lock wanted, no refusal
+
+
+def test_a_writer_leaves_no_lock_file_behind(finished, tmp_path):
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R"]
