@@ -367,8 +367,11 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
     """Aggregate a sweep directory, or a directory of ``mrfbench train`` runs, into its own
     leaderboard.{md,csv}, and with ``publish_dir`` also into publish_dir/<dataset>/ (the reference
     leaderboards); every file is written atomically. Returns the paths of the last copy written, the
-    leaderboard and its data set's spec."""
+    leaderboard and its data set's spec. A single run's own folder is refused: its files are the run's."""
     sweep_dir = Path(sweep_dir)
+    if (sweep_dir / CONFIG_FILE).is_file() and (sweep_dir / METRICS_FILE).is_file():
+        raise UsageError(f"{sweep_dir} is one run; give the folder that holds runs ({sweep_dir.parent}), so that no "
+                         "leaderboard is written into the run")
     result = build_leaderboard(sweep_dir)
     board, spec, markdown = result.board, result.spec, result.markdown.encode()
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(result.trials.to_csv(index=False).encode()))

@@ -115,6 +115,7 @@ CASES = [
     ["sweep", "--out", "SW", "--space", "copula_quick", "--gpus-per-trial", "inf"],
     ["leaderboard", "AFILE"],
     ["leaderboard", "MISSING"],
+    ["leaderboard", "RUN"],
     ["leaderboard", "RUN", "--publish", "AFILE"],
     ["leaderboard", "RUN", "--publish", "/proc/mrfbench-results"],
     ["leaderboard", "EMPTYLIST"],
