@@ -110,15 +110,19 @@ def image_grid(inputs: np.ndarray, generated: np.ndarray, path: Path) -> None:
 
 
 def learning_curve_plot(rows: list[dict], path: Path) -> None:
-    """One panel per figure (the keys of ``rows`` but 'epoch'), its value against the epoch."""
+    """One panel per figure (the keys of ``rows`` but 'epoch'), its value against the epoch, four to a row."""
     keys = [k for k in rows[0] if k != "epoch"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 2.8), squeeze=False)
+    columns = min(4, len(keys))
+    lines = -(-len(keys) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.6 * lines), squeeze=False)
     epochs = [r["epoch"] for r in rows]
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes.flat, keys):
         ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", markersize=3)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_title(key, fontsize=8)
         ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
     fig.tight_layout()
     _save(fig, path)
 
