@@ -189,6 +189,9 @@ def staged_run(path: Path, overwrite: bool, staging: Path | None = None):
     folder on the same filesystem to stage in instead (where ``path``'s folder is copied elsewhere while
     the run is written, as a Tune trial's is)."""
     path = Path(path)
+    if Path(os.path.abspath(path)) in (Path.cwd(), *Path.cwd().parents):
+        raise UsageError(f"--out {path} is the working folder or holds it; a run is written into a folder of its "
+                         "own (e.g. --out runs/NAME)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -84,6 +84,8 @@ CASES = [
     ["train", "--out", "RUN", *TINY],
     ["train", "--out", "R", *TINY, "--beta", "2", "--set", "beta=0.5"],
     ["train", "--out", "R", *TINY, "--threads", "999"],
+    ["train", "--out", ".", *TINY],
+    ["train", "--out", "..", *TINY],
     ["train", "--out", "R", *TINY, "--threads", "0"],
     ["train", "--out", "R", *TINY, "--set", "latent_dim=[1"],
     ["train", "--out", "R", *TINY, "--score-every", "0"],
