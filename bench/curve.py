@@ -25,7 +25,8 @@ def curve_config(eval_config: EvalConfig) -> EvalConfig:
 
 def curve_point(model, spec, dataset, data: torch.Tensor, split: str, eval_config: EvalConfig,
                 device: torch.device) -> dict[str, float]:
-    """The figures of ``spec``'s table (and those beyond it) for ``model`` as it is now, as 'curve/<key>'. The
+    """The figures of ``spec``'s table (a column's fallback where its own figure is missing, e.g. fid_suite
+    for an FID without Inception weights) and those beyond it for ``model`` as it is now, as 'curve/<key>'. The
     training's random streams are left as they were, so a run with a curve trains as one without."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), tempfile.TemporaryDirectory() as picture_dir:
@@ -34,8 +35,8 @@ def curve_point(model, spec, dataset, data: torch.Tensor, split: str, eval_confi
     model.train()
     flat = {k: v for name, section in scores.items() if isinstance(section, dict) and name not in BOOKKEEPING
             for k, v in flat_section(section, name).items()}
-    keys = [c.key for c in spec.columns + spec.beyond if c.key in flat]
-    return {CURVE_PREFIX + key: flat[key] for key in keys}
+    keys = [c.key if c.key in flat else c.fallback for c in spec.columns + spec.beyond]
+    return {CURVE_PREFIX + key: flat[key] for key in keys if key in flat}
 
 
 def write_loss_plot(out: Path, history: list[dict]) -> None:

@@ -136,5 +136,6 @@ for _cls, _description, _table, _notes in (
         evaluator="mrfbench.evaluators.images", architecture="conv", table=_table,
         score_parts=("unconditional/coherence", "conditional/coherence"), score_direction="higher",
         columns=_image_columns(with_ssim=_table == "Table 1"), bounds=IMAGE_BOUNDS, notes=IMAGE_NOTES + _notes,
+        beyond=() if _table == "Table 1" else (Column("conditional/ssim", "cond ssim", better="higher"),),
         budgets={budget: f"{_cls.kind}_{budget}" for budget in _cls.budgets},
         default_space=f"{_cls.kind}_paper", prepare=functools.partial(prepare, _cls.kind), build=_builder(_cls.kind)))

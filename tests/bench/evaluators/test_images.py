@@ -127,3 +127,18 @@ def test_mnist3_coherence_scores_only_the_label_sharing_modalities(tmp_path):
     assert conditional_coherence(lambda data, observed: data, x, y[:, 0], classifiers)["mean"] < 0.8
     assert unconditional_coherence(x, classifiers, sharing=[0, 1]) > 0.9
     assert unconditional_coherence(x, classifiers) < 0.3
+
+
+def test_a_learning_curve_point_holds_every_figure_of_the_table_fid_suite_standing_for_fid(polymnist):
+    from mrfbench.curve import curve_point
+    from mrfbench.datasets import get_benchmark
+    from mrfbench.evaluate import EvalConfig
+    from mrfbench.models import build_model
+
+    spec = get_benchmark("polymnist")
+    dataset = spec.make(build_dir=str(polymnist[0]), n_val=50, n_test=40)
+    model = build_model("gmrf", n_modalities=5, modality_dim=3 * 784, architecture="mlp", hidden=32, mlp_layers=2)
+    point = curve_point(model, spec, dataset, dataset.splits()["test"], "test", EvalConfig(n_image_tuples=40),
+                        torch.device("cpu"))
+    assert set(point) == {f"curve/{s}/{m}" for s in ("unconditional", "conditional") for m in ("fid_suite", "coherence")} \
+        | {"curve/conditional/ssim"}
