@@ -169,11 +169,12 @@ def test_a_stage_left_unfinished_stops_the_sweep(tmp_path):
     from mrfbench.errors import SweepInterrupted
     from mrfbench.sweeps import fit_all
 
-    def tuner(*done):
-        return SimpleNamespace(fit=lambda: [SimpleNamespace(metrics={"done": d}, path=str(tmp_path / "none"))
-                                            for d in done])
+    def tuner(*done, error=None):
+        return SimpleNamespace(fit=lambda: [SimpleNamespace(metrics={"done": d}, path=str(tmp_path / "none"),
+                                                            error=error) for d in done])
 
     fit_all(tuner(True, True), 2, tmp_path)
+    fit_all(tuner(False, error=RuntimeError("worker died")), 1, tmp_path)  # recorded as failed: done
     with pytest.raises(SweepInterrupted, match="1 of 3 trials"):
         fit_all(tuner(True, False), 3, tmp_path)
 
@@ -189,7 +190,7 @@ def test_a_trial_the_scheduler_stopped_is_recorded_as_stopped(tmp_path):
     for name, status in (("stopped", "running"), ("scored", "ok")):
         (stage / name).mkdir(parents=True)
         write_json(stage / name / TRIAL_FILE, {"model": "gmrf", "stage": "search", "status": status})
-    results = [SimpleNamespace(metrics={"done": True, "training_iteration": 4}, path=str(stage / name))
+    results = [SimpleNamespace(metrics={"done": True, "training_iteration": 4}, path=str(stage / name), error=None)
                for name in ("stopped", "scored")]
     fit_all(SimpleNamespace(fit=lambda: results), 2, tmp_path)
     stopped, scored = (read_json_object(stage / name / TRIAL_FILE) for name in ("stopped", "scored"))
