@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mrfbench.aggregation import aggregate, tidy, write_leaderboard
+from mrfbench.aggregation import aggregate, read_trials, tidy, write_leaderboard
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.sweeps import SWEEP_FILE, Sweep, SweepSettings, results_records
@@ -546,6 +546,7 @@ def test_a_sweep_reads_the_space_it_started_with_from_any_folder(tmp_path, monke
     space.write_text("dataset: copula\nepochs: 7\nmodels:\n  gmrf:\n")
     monkeypatch.chdir(space.parent)
     assert Sweep.resume(tmp_path / "SW").space.epochs == 2  # neither the relative path nor the edit matters
+    assert read_trials(tmp_path / "SW")[0] == "copula"  # the leaderboard reads the recorded space too
     with pytest.raises(UsageError, match="started with another search space"):
         Sweep.resume(tmp_path / "SW", given={"space": str(space)})
 
