@@ -33,10 +33,16 @@ def curve_point(model, spec, dataset, data: torch.Tensor, split: str, eval_confi
         scores = spec.get_evaluator().score(model, dataset, data, split, curve_config(eval_config), device,
                                             Path(picture_dir))
     model.train()
+    return {CURVE_PREFIX + key: value for key, value in table_figures(scores, spec).items()}
+
+
+def table_figures(scores: dict, spec) -> dict[str, float]:
+    """The figures of ``spec``'s table in ``scores`` (an evaluator's sections), a column's fallback where its
+    own figure is missing, and those beyond the table, by their flattened keys."""
     flat = {k: v for name, section in scores.items() if isinstance(section, dict) and name not in BOOKKEEPING
             for k, v in flat_section(section, name).items()}
     keys = [c.key if c.key in flat else c.fallback for c in spec.columns + spec.beyond]
-    return {CURVE_PREFIX + key: flat[key] for key in keys if key in flat}
+    return {key: flat[key] for key in keys if key in flat}
 
 
 def write_loss_plot(out: Path, history: list[dict]) -> None:

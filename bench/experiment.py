@@ -20,8 +20,13 @@ from mrfbench.resume import StateSaver, load_state
 from mrfbench.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    CURVE_PLOT,
     HISTORY_FILE,
+    LOSS_PLOT,
     METRICS_FILE,
+    PAIRPLOT_FILE,
+    SAMPLE_GRID_FILE,
+    Curves,
     atomic_write,
     load_checkpoint,
     read_json_object,
@@ -97,7 +102,11 @@ def run_experiment(
         splits = {name: split.to(device) for name, split in dataset.splits().items()}
         model.to(device)
 
+        live = Curves(out, resume["history"] if resume else []) if curves else None
+
         def epoch_done(epoch: int, record: dict, snapshot: Snapshot) -> None:
+            if live is not None:
+                live.epoch(record)
             if saver is not None:
                 saver(epoch, snapshot)
             if on_epoch is not None:
@@ -111,7 +120,7 @@ def run_experiment(
         result = train(model, splits["train"], splits["val"], train_config, epoch_done, resume,
                        figures if score_every else None)
         metrics = finish_run(model, result, config, spec, dataset, splits[eval_split], eval_split, eval_config,
-                             device, out, curves)
+                             device, out, live or False)
         if saver is not None:
             saver.finished()
         return metrics
@@ -139,13 +148,13 @@ def run_config(model: MultimodalVAE, dataset_name: str, dataset, train_config: T
 
 
 def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: torch.Tensor, eval_split: str,
-               eval_config: EvalConfig, device, out: Path, curves: bool, extra: dict | None = None) -> dict:
-    """After training: the best state into ``model``, history (and TensorBoard curves), checkpoint, then the
-    scores; returns the metrics. ``extra`` goes into the metrics' training section."""
+               eval_config: EvalConfig, device, out: Path, curves: bool | Curves, extra: dict | None = None) -> dict:
+    """After training: the best state into ``model``, history, checkpoint, then the scores; returns the
+    metrics. ``curves``: the run's TensorBoard record (``True``: written now from the history), finished with
+    its settings, final figures and pictures. ``extra`` goes into the metrics' training section."""
     model.load_state_dict(result.best_state)
     write_json(out / HISTORY_FILE, result.history)
-    if curves:
-        write_curves(out, result.history)
+    record = write_curves(out, result.history) if curves is True else curves or None
     write_curve(out, result.history)
     write_loss_plot(out, result.history)
     save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
@@ -158,7 +167,15 @@ def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: 
         "machine": platform.machine(),
         **(extra or {}),
     }
-    return score_run(model, spec, dataset, eval_split, data, eval_config, device, out, {**training, "eval_split": eval_split})
+    metrics = score_run(model, spec, dataset, eval_split, data, eval_config, device, out,
+                        {**training, "eval_split": eval_split})
+    if record is not None:
+        from mrfbench.curve import table_figures
+        from mrfbench.tracking import flat_settings
+
+        record.finish(flat_settings(config), table_figures(metrics, spec),
+                      [out / name for name in (PAIRPLOT_FILE, SAMPLE_GRID_FILE, LOSS_PLOT, CURVE_PLOT)])
+    return metrics
 
 
 def check_split(split: str) -> None:

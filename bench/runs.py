@@ -76,16 +76,39 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda h: h.write(json.dumps(strict_json(obj), indent=2, allow_nan=False).encode()))
 
 
-def write_curves(folder: Path, history: list[dict]) -> None:
-    """Each epoch's losses as TensorBoard scalars in ``folder`` (``tensorboard --logdir`` reads them)."""
-    from tensorboardX import SummaryWriter
+class Curves:
+    """A run's TensorBoard record in ``folder``: each epoch's losses as it ends (on disk within a second, so
+    `tensorboard` shows them live), then its settings as hparams with its final figures, and its pictures."""
 
-    writer = SummaryWriter(str(folder))
-    for record in history:
+    def __init__(self, folder: Path, history: list[dict] = ()):
+        from tensorboardX import SummaryWriter
+
+        self.folder, self.writer = Path(folder), SummaryWriter(str(folder), flush_secs=1)
+        for record in history:  # a continued run's epochs before it stopped
+            self.epoch(record)
+
+    def epoch(self, record: dict) -> None:
         for key, value in record.items():
-            if key != "epoch":
-                writer.add_scalar(key, value, record["epoch"])
-    writer.close()
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, record["epoch"])
+
+    def finish(self, settings: dict[str, str], figures: dict[str, float], pictures: list[Path]) -> None:
+        """The run's settings as hparams beside its final figures, and its pictures; closes the record."""
+        import numpy as np
+        from PIL import Image
+
+        self.writer.add_hparams(settings, {f"final/{k}": v for k, v in figures.items()}, name=".")
+        for picture in pictures:
+            if picture.exists():
+                image = np.asarray(Image.open(picture).convert("RGB"))
+                self.writer.add_image(picture.stem, image, dataformats="HWC")
+        self.writer.close()
+
+
+def write_curves(folder: Path, history: list[dict]) -> Curves:
+    """Each epoch's losses as TensorBoard scalars in ``folder`` (``tensorboard --logdir`` reads them); the
+    record stays open for ``Curves.finish``."""
+    return Curves(folder, history)
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import time
 
 from typer.testing import CliRunner
 
@@ -38,3 +39,30 @@ def test_a_curve_needs_a_positive_period_and_one_run(tmp_path):
     pack = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "b"), *RUN, "--score-every", "1", "--seed", "0,1"])
     assert pack.exit_code == 2 and "--score-every scores one run" in pack.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_runs_tensorboard_record_is_live_and_ends_with_its_settings_figures_and_pictures(tmp_path, read_scalars):
+    from mrfbench.evaluate import EvalConfig
+    from mrfbench.experiment import run_experiment
+    from mrfbench.training import TrainConfig
+
+    seen = {}
+
+    def look(model, epoch, record, snapshot):  # while training: the staged run's record holds this epoch within 1 s
+        (staged,) = tmp_path.glob(".R.partial-*")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            seen[epoch] = [step for step, _ in read_scalars(staged).get("train_loss", [])]
+            if epoch in seen[epoch]:
+                break
+            time.sleep(0.1)
+
+    run_experiment("gmrf", "copula", tmp_path / "R", dataset_options={"n_train": 256, "n_val": 64, "n_test": 32},
+                   train_config=TrainConfig(epochs=2, batch_size=64, device="cpu"),
+                   eval_config=EvalConfig(n_unconditional=2000, n_per_tuple=2),
+                   curves=True, on_epoch=look)
+    assert seen == {1: [1], 2: [1, 2]}
+    scalars = read_scalars(tmp_path / "R")
+    assert [step for step, _ in scalars["val_loss"]] == [1, 2]
+    assert "final/unconditional/wasserstein_mean" in scalars and "final/dependence/kendall_tau_mae" in scalars
+    assert {"pairplot", "curves"} <= set(scalars)  # the pictures, as images
