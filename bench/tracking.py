@@ -47,7 +47,7 @@ def log_run(uri: str, experiment: str, run_dir: Path, name: str, tags: dict | No
                    for k, v in flat_section(values, section).items()}
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=_artefacts(uri))
     run = client.create_run(experiment_id, run_name=name, tags={"mrfbench.run_dir": str(run_dir.resolve()),
                                                                 **(tags or {})})
     run_id = run.info.run_id
@@ -63,6 +63,14 @@ def log_run(uri: str, experiment: str, run_dir: Path, name: str, tags: dict | No
             client.log_artifact(run_id, str(run_dir / artefact))
     client.set_terminated(run_id)
     return run_id
+
+
+def _artefacts(uri: str) -> str | None:
+    """Where a new experiment keeps its artefacts: beside a SQLite store (``mlartifacts/``), rather than in
+    ``./mlruns`` of whatever folder the command ran in; a server's own choice otherwise."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
 
 
 def _metric_name(key: str) -> str:

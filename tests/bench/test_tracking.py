@@ -24,6 +24,7 @@ def test_train_logs_each_run_with_params_curves_figures_and_pictures(tmp_path, m
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
     assert run.data.metrics["unconditional/wasserstein_mean"] > 0
     artefacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert (tmp_path / "mlartifacts").is_dir()  # beside the store, not in the working folder
     assert {"pairplot.png", "curves.png", "metrics.json", "config.json"} <= artefacts
 
 
