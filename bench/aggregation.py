@@ -231,17 +231,25 @@ def figure(row, key: str, best: str) -> str:
     return best.format(text) if bool(row.get(f"{key} best", False)) else text
 
 
+def row_seeds(table: pd.DataFrame, board: pd.DataFrame, key: str) -> list[list[float]]:
+    """For each row of ``board``, the seeds' values of figure ``key`` (its fallback where the row shows one)
+    in the final trials of the row's variant."""
+    final = table[(table["stage"] == "final") & (table["status"] == "ok")]
+    seeds = []
+    for _, row in board.iterrows():
+        source = f"{key.split('/')[0]}/{row[f'{key} source']}" if f"{key} source" in row else key
+        mine = final[(final["model"] == row["model"]) & (final["variant"] == row["variant"]) & (final["metric"] == source)]
+        seeds.append([float(v) for v in mine["value"]])
+    return seeds
+
+
 def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     """Beside each figure's mean, the 95% interval's half-width ('<key> ci95') and whether the model is the
     best or tied with it ('<key> best'), from the seeds of each row's variant (``mrfbench.uncertainty``)."""
-    final = table[(table["stage"] == "final") & (table["status"] == "ok")]
     board = board.copy()
     for column in spec.columns + spec.beyond:
-        key, values = column.key, {}
-        for _, row in board.iterrows():
-            source = f"{key.split('/')[0]}/{row[f'{key} source']}" if f"{key} source" in row else key
-            mine = final[(final["model"] == row["model"]) & (final["variant"] == row["variant"]) & (final["metric"] == source)]
-            values[row["model"]] = [float(v) for v in mine["value"]]
+        key = column.key
+        values = dict(zip(board["model"], row_seeds(table, board, key)))
         tied = tied_with_best(values, column.better)
         board[f"{key} ci95"] = [interval(values[m]) for m in board["model"]]
         board[f"{key} best"] = [m in tied for m in board["model"]]
@@ -251,14 +259,11 @@ def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -
 def chart_panels(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> list[Panel]:
     """The figures behind the score as chart panels: title with unit and direction, means, intervals, each
     row's seeds, the paper's figures and the noise floor ('<section>/floor_<metric>' where the board has it)."""
-    final = table[(table["stage"] == "final") & (table["status"] == "ok")]
     columns = {c.key: c for c in spec.columns + spec.beyond}
     panels = []
     for key in spec.score_parts:
         column, (section, metric) = columns[key], key.split("/")
-        source = [f"{section}/{row[f'{key} source']}" if f"{key} source" in row else key for _, row in board.iterrows()]
-        seeds = [[float(v) for v in final[(final["model"] == row["model"]) & (final["variant"] == row["variant"])
-                                          & (final["metric"] == src)]["value"]] for (_, row), src in zip(board.iterrows(), source)]
+        seeds = row_seeds(table, board, key)
         floor = board[f"{section}/floor_{metric}"].dropna() if f"{section}/floor_{metric}" in board else pd.Series()
         unit = f"{column.unit}, " if column.unit else ""
         panels.append(Panel(f"{column.title} ({unit}{column.better} is better)", list(board[f"{key} mean"]),
