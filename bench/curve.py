@@ -11,7 +11,7 @@ import torch
 
 from mrfbench.evaluate import EvalConfig
 from mrfbench.runs import CURVE_CSV, CURVE_PLOT, LOSS_PLOT
-from mrfbench.sweeps.records import BOOKKEEPING, flat_section
+from mrfbench.sweeps.records import flat_figures
 
 CURVE_PREFIX = "curve/"  # the figures of an epoch's history record that the curve scored
 CURVE_SAMPLES = {"n_unconditional": 100_000, "n_joint": 20_000, "n_tau": 5_000, "n_image_tuples": 2_000}
@@ -39,8 +39,7 @@ def curve_point(model, spec, dataset, data: torch.Tensor, split: str, eval_confi
 def table_figures(scores: dict, spec) -> dict[str, float]:
     """The figures of ``spec``'s table in ``scores`` (an evaluator's sections), a column's fallback where its
     own figure is missing, and those beyond the table, by their flattened keys."""
-    flat = {k: v for name, section in scores.items() if isinstance(section, dict) and name not in BOOKKEEPING
-            for k, v in flat_section(section, name).items()}
+    flat = flat_figures(scores)
     keys = [c.key if c.key in flat else c.fallback for c in spec.columns + spec.beyond]
     return {key: flat[key] for key in keys if key in flat}
 

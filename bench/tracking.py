@@ -37,14 +37,12 @@ def log_run(uri: str, experiment: str, run_dir: Path, name: str, tags: dict | No
     flattened), its pictures and JSON files as artefacts. Returns the MLflow run id."""
     import mlflow
 
-    from mrfbench.sweeps.records import BOOKKEEPING, flat_section
+    from mrfbench.sweeps.records import flat_figures
 
     run_dir = Path(run_dir)
     config = read_json_object(run_dir / CONFIG_FILE)
     if figures is None:
-        metrics = read_json_object(run_dir / METRICS_FILE)
-        figures = {k: v for section, values in metrics.items() if isinstance(values, dict) and section not in BOOKKEEPING
-                   for k, v in flat_section(values, section).items()}
+        figures = flat_figures(read_json_object(run_dir / METRICS_FILE))
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=_artefacts(uri))

@@ -19,7 +19,7 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def flat_section(section: dict, name: str) -> dict[str, float]:
+def _flat_section(section: dict, name: str) -> dict[str, float]:
     """'<name>/<key>' for each number of a metrics section; a nested group G gives '<name>/G_<key>', and the
     noise floors and ceilings of a section or group '<name>/floor_<key>', '<name>/floor_G_<key>'."""
     flat = {}
@@ -35,14 +35,17 @@ def flat_section(section: dict, name: str) -> dict[str, float]:
     return flat
 
 
+def flat_figures(metrics: dict) -> dict[str, float]:
+    """Every number of every figure section of ``metrics`` (an evaluator's scores), by its flattened key."""
+    return {key: value for name, section in metrics.items() if isinstance(section, dict) and name not in BOOKKEEPING
+            for key, value in _flat_section(section, name).items()}
+
+
 def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
     """The scalar figures a trial reports: '<section>/<metric>' for every number of every section of the
     metrics (their floors and ceilings included), ``collapsed``, ``collapse_unreadable`` (a block whose KL
     is not finite), the training time, and ``score`` (what a sweep minimises; see ``Benchmark.score``)."""
-    flat = {}
-    for name, section in metrics.items():
-        if isinstance(section, dict) and name not in BOOKKEEPING:
-            flat.update(flat_section(section, name))
+    flat = flat_figures(metrics)
     flat["collapsed"] = float(metrics["collapse"]["collapsed"])
     kl = metrics["collapse"].get("kl_per_block", [])
     flat["collapse_unreadable"] = float(any(v is None or not math.isfinite(v) for v in kl))
