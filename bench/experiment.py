@@ -35,7 +35,6 @@ from mrfbench.runs import (
     run_lock,
     save_checkpoint,
     staged_run,
-    write_curves,
     write_json,
 )
 from mrfbench.training import Snapshot, TrainConfig, resolve_device, seed_everything, train
@@ -120,7 +119,7 @@ def run_experiment(
         result = train(model, splits["train"], splits["val"], train_config, epoch_done, resume,
                        figures if score_every else None)
         metrics = finish_run(model, result, config, spec, dataset, splits[eval_split], eval_split, eval_config,
-                             device, out, live or False)
+                             device, out, live)
         if saver is not None:
             saver.finished()
         return metrics
@@ -148,13 +147,12 @@ def run_config(model: MultimodalVAE, dataset_name: str, dataset, train_config: T
 
 
 def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: torch.Tensor, eval_split: str,
-               eval_config: EvalConfig, device, out: Path, curves: bool | Curves, extra: dict | None = None) -> dict:
+               eval_config: EvalConfig, device, out: Path, curves: Curves | None, extra: dict | None = None) -> dict:
     """After training: the best state into ``model``, history, checkpoint, then the scores; returns the
-    metrics. ``curves``: the run's TensorBoard record (``True``: written now from the history), finished with
-    its settings, final figures and pictures. ``extra`` goes into the metrics' training section."""
+    metrics. ``curves``: the run's TensorBoard record (None: none), finished with its settings, final figures
+    and pictures. ``extra`` goes into the metrics' training section."""
     model.load_state_dict(result.best_state)
     write_json(out / HISTORY_FILE, result.history)
-    record = write_curves(out, result.history) if curves is True else curves or None
     write_curve(out, result.history)
     write_loss_plot(out, result.history)
     save_checkpoint(out / CHECKPOINT_FILE, {"model_state": result.best_state, "config": config})
@@ -169,11 +167,11 @@ def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: 
     }
     metrics = score_run(model, spec, dataset, eval_split, data, eval_config, device, out,
                         {**training, "eval_split": eval_split})
-    if record is not None:
+    if curves is not None:
         from mrfbench.curve import table_figures
         from mrfbench.tracking import flat_settings
 
-        record.finish(flat_settings(config), table_figures(metrics, spec),
+        curves.finish(flat_settings(config), table_figures(metrics, spec),
                       [out / name for name in (PAIRPLOT_FILE, SAMPLE_GRID_FILE, LOSS_PLOT, CURVE_PLOT)])
     return metrics
 

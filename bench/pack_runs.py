@@ -20,7 +20,7 @@ from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import _build, check_precision, check_split, finish_run, run_config
 from mrfbench.pack import Pack, PackData, free_memory, member_bytes, member_generators, step_times, train_pack
-from mrfbench.runs import CONFIG_FILE, METRICS_FILE, staged_run, write_json
+from mrfbench.runs import CONFIG_FILE, METRICS_FILE, Curves, staged_run, write_json
 from mrfbench.training import TrainConfig, resolve_device, seed_everything
 
 SHARED_TRAINING = ("epochs", "batch_size", "device", "precision")  # what every member of a pack trains with
@@ -136,7 +136,8 @@ def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], 
                 continue
             data = member_data[k]
             metrics = finish_run(models[k], result, configs[k], spec, data, splits[id(data)][eval_split], eval_split,
-                                 member.eval, device, folders[k].work, curves,
+                                 member.eval, device, folders[k].work,
+                                 Curves(folders[k].work, result.history) if curves else None,
                                  {"pack_members": len(members)} if len(members) > 1 else None)
             folders[k].close()
             outcomes.append(MemberOutcome(member.out, metrics=metrics))

@@ -105,12 +105,6 @@ class Curves:
         self.writer.close()
 
 
-def write_curves(folder: Path, history: list[dict]) -> Curves:
-    """Each epoch's losses as TensorBoard scalars in ``folder`` (``tensorboard --logdir`` reads them); the
-    record stays open for ``Curves.finish``."""
-    return Curves(folder, history)
-
-
 def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_write(path, lambda h: torch.save(payload, h))
 
