@@ -316,7 +316,7 @@ def sweep_cost(records: list[dict]) -> str:
         start = a if end is None else max(a, end)
         running += max(0.0, (b - start).total_seconds())
         end = b if end is None else max(end, b)
-    train = sum(float((r.get("metrics") or {}).get("train_wall_time_s") or 0.0) / len(r.get("pack_seeds") or [0])
+    train = sum(float((r.get("metrics") or {}).get("train_wall_time_s") or 0.0) / (r.get("pack_size") or len(r.get("pack_seeds") or [0]))
                 for r in records)  # a pack's members share its training time
     threads = sorted({r["threads"] for r in records if "threads" in r})
     how = ", ".join(f"{n} {status}" for status, n in ended.items())

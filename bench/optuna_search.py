@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 
 from optuna.exceptions import ExperimentalWarning
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 
@@ -41,3 +43,89 @@ class RecordingOptunaSearch(OptunaSearch):
         if result and (result.get("failed") or (score is not None and not math.isfinite(score))):
             result, error = None, True
         super().on_trial_complete(trial_id, result, error)
+
+
+class PackedOptunaSearch(Searcher):
+    """Asks Optuna for up to ``pack_size`` trials at a time and hands them to Tune as packs: the asked trials
+    whose parameters keep the same tensor shapes (``pack_runs.pack_key``) become one Tune trial, a pack of
+    Optuna trials trained together (``sweeps.packs``); one alone is a trial as ``RecordingOptunaSearch``
+    makes it. When a trial ends, each member's score (its ``member_scores/optuna<N>``, or the trial's score)
+    is told to Optuna, a failed member as failed. ``n_trials`` Optuna trials in all; the study lives in
+    ``storage_url`` under ``study_name`` (a restored searcher reopens it there)."""
+
+    def __init__(self, space: dict, fixed: dict, n_trials: int, pack_size: int, sampler, storage_url: str,
+                 study_name: str, start: dict | None = None):
+        super().__init__(metric="score", mode="min")
+        self.space, self.fixed, self.n_trials, self.pack_size = space, fixed, n_trials, pack_size
+        self.sampler, self.storage_url, self.study_name = sampler, storage_url, study_name
+        self.pending: list[list[dict]] = []  # asked trials grouped into packs, not yet handed to Tune
+        self.packs: dict[str, list[int]] = {}  # Tune trial id -> its members' Optuna trial numbers
+        self.asked = 0
+        self._open_study(start)
+
+    def _open_study(self, start: dict | None = None) -> None:
+        import optuna
+
+        self.study = optuna.create_study(storage=self.storage_url, study_name=self.study_name, sampler=self.sampler,
+                                         direction="minimize", load_if_exists=True)
+        with warnings.catch_warnings():  # stable since Optuna 3.2, still flagged experimental
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            self.study.set_metric_names(["score"])
+        if start and not self.study.trials:
+            self.study.enqueue_trial(start)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "study"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open_study()
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__getstate__(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__setstate__(pickle.load(handle))
+
+    def _ask_round(self) -> None:
+        """Ask Optuna for the next round (at most ``pack_size`` trials) and group it into packs."""
+        from mrfbench.pack_runs import pack_key
+
+        groups: dict[str, list[dict]] = {}
+        for _ in range(min(self.pack_size, self.n_trials - self.asked)):
+            trial = self.study.ask(self.space)
+            trial.set_user_attr("seed", 0)
+            groups.setdefault(pack_key({**self.fixed, **trial.params}), []).append(
+                {"number": trial.number, "params": dict(trial.params)})
+            self.asked += 1
+        self.pending.extend(groups.values())
+
+    def suggest(self, trial_id: str):
+        if not self.pending:
+            if self.asked >= self.n_trials:
+                return Searcher.FINISHED
+            self._ask_round()
+        pack = self.pending.pop(0)
+        self.packs[trial_id] = [t["number"] for t in pack]
+        if len(pack) == 1:  # a trial of its own, its values beside its spec (as RecordingOptunaSearch's)
+            return dict(pack[0]["params"])
+        return {"trial": {"pack_trials": pack}}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        import optuna
+
+        numbers = self.packs.pop(trial_id, [])
+        for number in numbers:
+            alone = (result or {}).get("score", math.nan) if len(numbers) == 1 else math.nan
+            score = (result or {}).get(f"member_scores/optuna{number}", alone)
+            failed = error or not isinstance(score, (int, float)) or not math.isfinite(score)
+            with warnings.catch_warnings():  # a member told on an earlier run of a resumed sweep is skipped
+                warnings.simplefilter("ignore", UserWarning)
+                self.study.tell(number, None if failed else float(score), skip_if_finished=True,
+                                state=optuna.trial.TrialState.FAIL if failed else None)
+
+    def finished(self) -> int:
+        """The study's trials told so far (complete or failed)."""
+        return sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))

@@ -24,6 +24,7 @@ from mrfbench.runs import CONFIG_FILE, METRICS_FILE, Curves, staged_run, write_j
 from mrfbench.training import TrainConfig, resolve_device, seed_everything
 
 SHARED_TRAINING = ("epochs", "batch_size", "device", "precision")  # what every member of a pack trains with
+MEMBER_OPTIONS = ("beta", "lr", "lr_schedule", "kl_warmup", "seed")  # what each member of a pack sets for itself
 
 
 @dataclass
@@ -53,6 +54,11 @@ def check_shared_training(members: Sequence[PackMember]) -> None:
         values = sorted({str(getattr(m.train, name)) for m in members})
         if len(values) > 1:
             raise UsageError(f"a pack's members train with one {name.replace('_', ' ')}, got {', '.join(values)}")
+
+
+def pack_key(params: dict) -> str:
+    """What runs with ``params`` must share to train as one pack: every parameter but ``MEMBER_OPTIONS``."""
+    return json.dumps({k: v for k, v in params.items() if k not in MEMBER_OPTIONS}, sort_keys=True, default=str)
 
 
 def check_stackable(models: Sequence) -> None:

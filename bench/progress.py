@@ -15,9 +15,9 @@ from mrfbench.sweeps.records import mark_died, mark_stopped, write_results_table
 
 
 class SweepProgress(Callback):
-    """A line per finished trial (model, stage, seeds, its figures or why it failed, its time, trials done of
-    all and the ETA), printed as it ends, above a compact bar on a terminal and alone in a log; keeps the
-    best score of each model in each stage."""
+    """A line per finished trial (model, stage, seeds, its figures or why it failed, its time, runs done of
+    all, a pack's members each one, and the ETA), printed as it ends, above a compact bar on a terminal and
+    alone in a log; keeps the best score of each model in each stage."""
 
     def __init__(self, progress: Progress, total: int):
         self.progress, self.total, self.done, self.failed = progress, total, 0, 0
@@ -55,15 +55,20 @@ class SweepProgress(Callback):
         self.running[trial.trial_id] = self._label(trial)
         self._show()
 
+    @staticmethod
+    def _runs(trial) -> int:
+        spec = trial.config.get("trial", {})
+        return len(spec.get("pack_trials") or spec.get("pack_seeds") or [None])
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         label = self.running.pop(trial.trial_id, self._label(trial))
         result = trial.last_result or {}
         if result.get("failed"):
-            self.failed += 1
+            self.failed += self._runs(trial)
             self._show()
             self._line(trial, "failed (its reason: trial.json)")
             return
-        self.done += 1
+        self.done += self._runs(trial)
         scored = "train_wall_time_s" in result and math.isfinite(result.get("score", math.nan))
         if scored:  # not stopped by ASHA
             self.best[label] = min(self.best.get(label, math.inf), result["score"])
@@ -72,7 +77,7 @@ class SweepProgress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.pop(trial.trial_id, None)
-        self.failed += 1
+        self.failed += self._runs(trial)
         self._show()
         self._line(trial, "failed (its worker ended)")
 

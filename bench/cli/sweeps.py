@@ -12,8 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mrfbench.cli.common import Address, Device, InceptionWeights, Mlflow, Publish, app, clean_errors, console
 from mrfbench.errors import UsageError
 
-Packs = Annotated[bool, typer.Option(help="train each final config's seeds as one pack (one trial); "
-                                          "--no-packs: a trial per seed")]
+Packs = Annotated[bool, typer.Option(help="train each final config's seeds, and a search's trials of one shape "
+                                          "(--pack-size), as one pack (one trial); --no-packs: a trial per run")]
 
 
 def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = None, given: dict | None = None) -> None:
@@ -28,7 +28,7 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
         if url:
             console.print(dashboard_hint(url, sweep.settings.address, os.environ.get("RAY_AUTH_MODE", "token")))
         with sweep_progress() as progress:
-            sweep.run(callbacks=[SweepProgress(progress, sweep.planned_trials())])
+            sweep.run(callbacks=[SweepProgress(progress, sweep.planned_runs())])
     _print_leaderboard(sweep.out, publish)
 
 
@@ -106,6 +106,9 @@ def sweep(
     checkpoint_every: Annotated[float, typer.Option(
         help="seconds between a trial's saved training states (an interrupted trial resumes from its last)")] = 300.0,
     packs: Packs = True,
+    pack_size: Annotated[int | None, typer.Option(
+        help="Optuna trials a search asks at a time; those of one shape train as one pack \\[4 on CPUs, 32 with "
+             "--gpus-per-trial; 1 with --asha or --no-packs]")] = None,
     mlflow: Mlflow = None,
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` \\[the cache]")] = None,
@@ -129,8 +132,8 @@ def sweep(
     scoring = {"n_unconditional": n_unconditional, "n_per_tuple": n_per_tuple, "n_image_tuples": n_image_tuples}
     options = dict(space=space, trials=trials, seeds=seeds, epochs=epochs, grid=grid, sampler=sampler, asha=asha,
                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, address=address, storage=storage,
-                   dashboard=dashboard, device=device, checkpoint_every_s=checkpoint_every, packs=packs, mlflow=mlflow,
-                   dataset_options={k: v for k, v in sizes.items() if v is not None},
+                   dashboard=dashboard, device=device, checkpoint_every_s=checkpoint_every, packs=packs, pack_size=pack_size,
+                   mlflow=mlflow, dataset_options={k: v for k, v in sizes.items() if v is not None},
                    eval_options={k: v for k, v in scoring.items() if v is not None})
     if resume:
         named = {"checkpoint_every_s": "checkpoint_every"}

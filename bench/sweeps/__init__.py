@@ -21,7 +21,7 @@ resumed, continues each unfinished trial from its last state rather than from it
 import importlib
 
 _HOMES = {  # each public name's module: imported on first use, so that ``plan`` stays free of Ray and torch
-    "driver": ("Sweep", "fit_all", "search_scoring"),
+    "driver": ("Sweep", "fit_all", "require_finished", "search_scoring"),
     "plan": ("Job", "Stage", "final_jobs", "interleave", "plan"),
     "records": ("BOOKKEEPING", "RESULTS_FILE", "TRIAL_FILE", "best_params", "flatten_metrics", "mark_stopped",
                 "results_records", "write_results_table"),

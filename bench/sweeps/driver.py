@@ -148,9 +148,9 @@ class Sweep:
         'final-<a>-<b>' for each set added later."""
         return [(stage.name, list(stage.models)) for stage in self.plan() if stage.kind == "final"]
 
-    def planned_trials(self) -> int:
-        """Tune trials the sweep runs in all."""
-        return sum(stage.trials for stage in self.plan())
+    def planned_runs(self) -> int:
+        """Training runs the sweep makes in all (each member of a pack one)."""
+        return sum(stage.runs for stage in self.plan())
 
     def connect(self) -> str | None:
         """Join (or start) Ray, check that a trial fits its nodes, and write the sweep's settings; returns the
@@ -240,30 +240,39 @@ class Sweep:
         return tune.Tuner(self._trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
     def _search(self, stage: Stage, callbacks) -> dict | None:
-        """Optuna search over the stage's model's space (seed 0, validation scores); returns the best
+        """Optuna search over the stage's model's space (seed 0, validation scores), its suggestions trained
+        one per Tune trial, or asked ``stage.pack_size`` at a time and trained as packs; returns the best
         parameters."""
         import optuna
         from ray import tune
 
+        from mrfbench.optuna_search import PackedOptunaSearch, RecordingOptunaSearch
+
         model, n_trials = stage.models[0], stage.trials
         searched, fixed = self.space.searched(model), self.space.fixed(model)
-        sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=max(1, n_trials // 2)),
+        sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=max(1, n_trials // 2),
+                                                             constant_liar=stage.pack_size > 1),
                    "random": lambda: optuna.samplers.RandomSampler(seed=0),
                    "grid": lambda: optuna.samplers.GridSampler(
                        {k: list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
-        storage = self._storage()
-        from mrfbench.optuna_search import RecordingOptunaSearch
-
         start = self.space.start.get(model)
-        search = RecordingOptunaSearch(space={k: p.optuna_distribution() for k, p in searched.items()},
-                                       points_to_evaluate=[start] if start else None, metric="score", mode="min",
-                                       sampler=sampler, storage=storage, study_name=f"{self.out.name}-{model}")
+        space = {k: p.optuna_distribution() for k, p in searched.items()}
+        study_name = f"{self.out.name}-{model}"
+        if stage.pack_size > 1:
+            search = PackedOptunaSearch(space, fixed, n_trials, stage.pack_size, sampler, self._storage_url(),
+                                        study_name, start)
+        else:
+            search = RecordingOptunaSearch(space=space, points_to_evaluate=[start] if start else None, metric="score",
+                                           mode="min", sampler=sampler, storage=self._storage(), study_name=study_name)
         config = {"trial": _trial(self.settings, self.space, "search", model, fixed, seed=0)}
         tune_config = tune.TuneConfig(
             trial_dirname_creator=trial_dirname, search_alg=search, num_samples=n_trials,
             max_concurrent_trials=self.settings.max_concurrent_trials,
             scheduler=self._asha() if stage.asha else None)
-        fit_all(self._tuner(stage.name, config, tune_config, callbacks), n_trials, self.out)
+        done = fit_all(self._tuner(stage.name, config, tune_config, callbacks), self.out)
+        if stage.pack_size > 1:
+            done = told_trials(self._storage_url(), study_name)
+        require_finished(done, n_trials)
         return best_params(results_records(self.out / stage.name), fixed)
 
     def _asha(self):
@@ -287,14 +296,13 @@ class Sweep:
         config = {"trial": tune.grid_search(trials)}
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
-        fit_all(self._tuner(stage.name, config, tune_config, callbacks), len(trials), self.out)
+        require_finished(fit_all(self._tuner(stage.name, config, tune_config, callbacks), self.out), len(trials))
 
 
-def fit_all(tuner, planned: int, sweep_dir: Path) -> None:
-    """Run a Tune experiment and bring the sweep's results table up to date; a stage that ends before its
-    ``planned`` trials are done (Tune returns normally on Ctrl-C) stops the sweep instead of going on to the
-    next stage with a partial one. A trial whose worker died counts as done: it is recorded as failed, and
-    the sweep goes on (``--resume`` runs it again)."""
+def fit_all(tuner, sweep_dir: Path) -> int:
+    """Run a Tune experiment, bring the sweep's results table up to date and return how many of its trials
+    are done. A trial whose worker died counts as done: it is recorded as failed, and the sweep goes on
+    (``--resume`` runs it again)."""
     done = 0
     for result in tuner.fit():
         if result.error is not None:  # its worker died: recorded as failed (``progress.ResultsTable``)
@@ -303,5 +311,19 @@ def fit_all(tuner, planned: int, sweep_dir: Path) -> None:
             done += 1
             mark_stopped(Path(result.path), result.metrics)
     write_results_table(sweep_dir)
+    return done
+
+
+def require_finished(done: int, planned: int) -> None:
+    """A stage that ended with fewer than its ``planned`` trials done (Tune returns normally on Ctrl-C) stops
+    the sweep instead of going on to the next stage with a partial one."""
     if done < planned:
         raise SweepInterrupted(f"{done} of {planned} trials of this stage finished; continue with --resume")
+
+
+def told_trials(storage_url: str, study_name: str) -> int:
+    """The trials of an Optuna study that have ended (complete or failed)."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))

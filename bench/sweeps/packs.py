@@ -1,6 +1,8 @@
-"""A sweep trial that trains a config's seeds as one pack: each member recorded as a trial of its own
-(``seed<N>/trial.json`` beside its run), so the results table, the leaderboard and the studies read members
-as they read trials; members already recorded as finished are not trained again."""
+"""A sweep trial that trains several runs as one pack: a final config's seeds, or the Optuna trials of a
+search round that share their tensors' shapes. Each member is recorded as a trial of its own
+(``seed<N>/trial.json`` or ``optuna<N>/trial.json`` beside its run), so the results table, the leaderboard
+and the studies read members as they read trials; members already recorded as finished are not trained
+again."""
 
 from __future__ import annotations
 
@@ -25,12 +27,17 @@ if TYPE_CHECKING:
     from mrfbench.sweeps.trial import TrialSpec
 
 
-def member_folder(trial_dir: Path, seed: int) -> Path:
-    return Path(trial_dir) / f"seed{seed}"
+def pack_members(spec: TrialSpec, params: dict) -> list[tuple[str, int, dict]]:
+    """A pack trial's members as (folder name, seed, parameters): a final config over its seeds
+    (``seed<N>``), or the Optuna trials of a search pack, each with its suggested values on the stage's seed
+    (``optuna<N>``, N its trial number in the study)."""
+    if spec.pack_trials:
+        return [(f"optuna{t['number']}", spec.seed, {**params, **t["params"]}) for t in spec.pack_trials]
+    return [(f"seed{seed}", seed, params) for seed in spec.pack_seeds]
 
 
-def _finished(trial_dir: Path, seed: int) -> dict | None:
-    path = member_folder(trial_dir, seed) / TRIAL_FILE
+def _finished(trial_dir: Path, name: str) -> dict | None:
+    path = Path(trial_dir) / name / TRIAL_FILE
     if path.is_file():
         record = read_json_object(path)
         if record.get("status") in ("ok", "failed"):
@@ -39,29 +46,30 @@ def _finished(trial_dir: Path, seed: int) -> dict | None:
 
 
 def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
-    """Train the members of ``spec.pack_seeds`` not yet finished as one pack (as several where the device's
-    memory says so: ``pack_runs.choose_pack_size``; a sweep that packs nothing runs with --no-packs), record
-    each, and return what the trial reports to Tune: the members' mean score (NaN, and ``failed``, when none
-    was scored)."""
+    """Train the members of the pack (``pack_members``) not yet finished as one pack (as several where the
+    device's memory says so: ``pack_runs.choose_pack_size``), record each, and return what the trial reports
+    to Tune: the members' mean score (NaN, and ``failed``, when none was scored) and each member's score
+    (``member_scores``, NaN for a failed one), which a search tells Optuna."""
     from mrfbench.evaluate import EvalConfig
     from mrfbench.pack_runs import MemberOutcome, PackMember, choose_pack_size, run_pack
     from mrfbench.training import TrainConfig
 
-    train_params = {k: v for k, v in params.items() if k in TRAIN_KEYS}
-    model_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
     benchmark = get_benchmark(spec.dataset)
+    names = pack_members(spec, params)
     members, records = [], {}
-    for seed in spec.pack_seeds:
-        if _finished(trial_dir, seed):
+    for name, seed, member_params in names:
+        if _finished(trial_dir, name):
             continue
-        folder = member_folder(trial_dir, seed)
+        folder = Path(trial_dir) / name
         folder.mkdir(parents=True, exist_ok=True)
-        records[seed] = {"model": spec.model, "stage": spec.stage, "seed": seed, "params": params,
-                         "epochs": spec.epochs, **placement(), "pack_seeds": list(spec.pack_seeds),
-                         "status": "running", "started": _now()}
-        write_json(folder / TRIAL_FILE, records[seed])
+        records[name] = {"model": spec.model, "stage": spec.stage, "seed": seed, "params": member_params,
+                         "epochs": spec.epochs, **placement(), "pack_size": len(names), "status": "running",
+                         "started": _now(), **({"pack_seeds": list(spec.pack_seeds)} if spec.pack_seeds else {}),
+                         **({"optuna_trial": int(name.removeprefix("optuna"))} if spec.pack_trials else {})}
+        write_json(folder / TRIAL_FILE, records[name])
+        train_params = {k: v for k, v in member_params.items() if k in TRAIN_KEYS}
         members.append(PackMember(
-            folder / "run", model_params,
+            folder / "run", {k: v for k, v in member_params.items() if k not in TRAIN_KEYS},
             TrainConfig(epochs=spec.epochs, seed=seed, device=spec.device, **train_params),
             EvalConfig(seed=seed, **spec.eval_options), {**spec.dataset_options, "seed": seed}))
     if members:
@@ -70,21 +78,25 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
             outcomes = []
             for start in range(0, len(members), size):
                 outcomes += run_pack(spec.model, spec.dataset, members[start : start + size], overwrite=True,
-                                     eval_split="test", on_epoch=_epoch_reporter(), staging=staging_folder(trial_dir))
+                                     eval_split="val" if spec.stage == "search" else "test",
+                                     on_epoch=_epoch_reporter(), staging=staging_folder(trial_dir))
         except Exception as err:  # noqa: BLE001 - a failure of the whole pack is each member's outcome
             outcomes = [MemberOutcome(m.out, failure=f"{type(err).__name__}: {first_line(err)}") for m in members]
         for member, outcome in zip(members, outcomes):
-            record = records[member.train.seed]
+            name = member.out.parent.name
+            record = records[name]
             if outcome.failure is None:
                 record.update(status="ok", metrics=flatten_metrics(outcome.metrics, benchmark))
             else:
                 record.update(status="failed", error=outcome.failure.strip().splitlines()[0])
-            write_json(member_folder(trial_dir, member.train.seed) / TRIAL_FILE, {**record, "finished": _now()})
-    scored = [r["metrics"] for s in spec.pack_seeds if (r := _finished(trial_dir, s)) and r["status"] == "ok"]
+            write_json(Path(trial_dir) / name / TRIAL_FILE, {**record, "finished": _now()})
+    done = {name: _finished(trial_dir, name) for name, _, _ in names}
+    scores = {name: r["metrics"]["score"] if r and r["status"] == "ok" else math.nan for name, r in done.items()}
+    scored = [r["metrics"] for r in done.values() if r and r["status"] == "ok"]
     if not scored:
-        return {"score": math.nan, "failed": 1.0}
+        return {"score": math.nan, "failed": 1.0, "member_scores": scores}
     return {"score": sum(m["score"] for m in scored) / len(scored), "members_scored": float(len(scored)),
-            "train_wall_time_s": max(m["train_wall_time_s"] for m in scored)}
+            "train_wall_time_s": max(m["train_wall_time_s"] for m in scored), "member_scores": scores}
 
 
 def _epoch_reporter():

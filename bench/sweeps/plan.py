@@ -32,8 +32,11 @@ class Stage:
     kind: Literal["search", "final"]
     models: tuple[str, ...]
     source: Literal["search", "grid", "best"]
-    trials: int  # the Tune trials it runs (at most: a model whose every search trial failed has no final job)
+    trials: int  # the Tune trials it runs, at most (a model whose every search trial failed has no final job;
+    # a search round's packs are fewer where its trials share their shapes)
+    runs: int  # the training runs it makes, at most (a pack's members each one)
     asha: bool = False  # a search stage stopped early by ASHA
+    pack_size: int = 1  # a search stage: Optuna trials asked at a time, those of one shape trained as a pack
 
     @property
     def split(self) -> str:
@@ -50,14 +53,30 @@ def plan(settings, space) -> list[Stage]:
     started, *added = settings.model_groups(space)
     for name, models in [("final", started), *((f"final-{'-'.join(group)}", group) for group in added)]:
         if settings.grid:
-            stages.append(Stage(name, "final", tuple(models), "grid", per_config * sum(space.grid_size(m) for m in models)))
+            configs = sum(space.grid_size(m) for m in models)
+            stages.append(Stage(name, "final", tuple(models), "grid", per_config * configs, seeds * configs))
             continue
         for model in models:
             if space.searched(model):
                 trials = space.grid_size(model) if settings.sampler == "grid" else settings.trials
-                stages.append(Stage(f"search-{model}", "search", (model,), "search", trials, settings.asha))
-        stages.append(Stage(name, "final", tuple(models), "best", per_config * len(models)))
+                stages.append(Stage(f"search-{model}", "search", (model,), "search", trials, trials, settings.asha,
+                                    search_pack_size(settings, trials)))
+        stages.append(Stage(name, "final", tuple(models), "best", per_config * len(models), seeds * len(models)))
     return stages
+
+
+SEARCH_PACK_SIZE = {"cpu": 4, "gpu": 32}  # the default --pack-size of a search, by where its trials run
+
+
+def search_pack_size(settings, trials: int) -> int:
+    """The Optuna trials a search asks at a time (those of one shape then train as one pack): --pack-size,
+    else 4 where trials run on CPUs (TPE's first half of trials is random anyway, so asking for them
+    together costs the search nothing) and 32 where they have GPUs; one (a Tune trial each) with
+    --no-packs or --asha, whose scheduler stops trials one at a time."""
+    if not settings.packs or settings.asha:
+        return 1
+    wanted = settings.pack_size or SEARCH_PACK_SIZE["gpu" if settings.gpus_per_trial > 0 else "cpu"]
+    return max(1, min(wanted, trials))
 
 
 def packs_seeds(packs: bool, seeds: int) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 from mrfbench.runs import atomic_write, read_json_object, write_json
 
 TRIAL_FILE = "trial.json"
-PACK_MEMBER = "seed*"  # the member folders of a pack trial: seed0, seed1, ...
+PACK_MEMBER = "*"  # the member folders of a pack trial: seed<N> (a final config's seeds), optuna<N> (a search pack)
 BOOKKEEPING = ("training", "eval", "collapse", "sampler")  # metrics sections that hold no figure of the table
 RESULTS_FILE = "results.csv"
 

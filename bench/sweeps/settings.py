@@ -44,7 +44,8 @@ class SweepSettings:
     eval_options: dict[str, Any] = field(default_factory=dict)
     search_eval_options: dict[str, Any] | None = None  # None: the data set's (its spec)
     checkpoint_every_s: float = CHECKPOINT_EVERY_S  # a trial saves its training state at most this often
-    packs: bool = True  # the final stage trains each config's seeds as one pack (one Tune trial)
+    packs: bool = True  # the final stage trains each config's seeds as one pack (one Tune trial), a search packs
+    pack_size: int | None = None  # a search's Optuna trials asked at a time (None: by device, plan.search_pack_size)
     mlflow: str | None = None  # an MLflow tracking URI every finished trial is logged to
     layout: int = TRIAL_LAYOUT
 
@@ -73,6 +74,12 @@ class SweepSettings:
             raise UsageError(f"--seeds must be >= 1, got {self.seeds}")
         if self.epochs is not None and self.epochs < 1:
             raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.pack_size is not None and self.pack_size < 1:
+            raise UsageError(f"--pack-size must be >= 1, got {self.pack_size}")
+        if self.pack_size is not None and self.pack_size > 1 and (self.asha or not self.packs):
+            raise UsageError(f"--pack-size {self.pack_size} packs search trials, which "
+                             + ("ASHA stops one at a time: leave out --asha or --pack-size" if self.asha
+                                else "--no-packs does not: leave out one of them"))
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
         from mrfbench.sweeps.plan import plan

@@ -43,6 +43,12 @@ class TrialSpec:
     eval_options: dict[str, Any]
     checkpoint_every_s: float = CHECKPOINT_EVERY_S
     pack_seeds: tuple[int, ...] = ()  # a final-stage pack: these seeds trained as one (``seed`` is the first)
+    pack_trials: tuple[dict, ...] = ()  # a search pack: Optuna trials ({"number", "params"}) trained as one
+
+    @property
+    def runs(self) -> int:
+        """The training runs the trial makes: its pack's members, or one."""
+        return len(self.pack_trials) or len(self.pack_seeds) or 1
 
     @classmethod
     def of(cls, config: dict) -> tuple[TrialSpec, dict[str, Any]]:
@@ -66,7 +72,7 @@ def run_trial(config: dict) -> None:
     torch.set_num_threads(max(1, int(spec.cpus)))
     reuse_freed_memory()
     trial_dir = Path(tune.get_context().get_trial_dir())
-    if spec.pack_seeds:
+    if spec.pack_seeds or spec.pack_trials:
         from mrfbench.sweeps.packs import run_pack_trial
 
         tune.report(run_pack_trial(spec, params, trial_dir))
@@ -102,8 +108,15 @@ def trial_name(config: dict) -> str:
     spec, params = TrialSpec.of(config)
     searched = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in params.items() if k not in spec.params)
+    if spec.pack_trials:
+        return f"{spec.model} {spec.stage} seed {spec.seed} pack of Optuna trials {number_span(spec.pack_trials)}"
     seeds = f"seeds {seed_span(spec.pack_seeds)}" if spec.pack_seeds else f"seed {spec.seed}"
     return f"{spec.model} {spec.stage} {seeds}" + (f" {searched}" if searched else "")
+
+
+def number_span(pack_trials) -> str:
+    """A search pack's Optuna trial numbers as people write them."""
+    return seed_span(sorted(t["number"] for t in pack_trials))
 
 
 def seed_span(seeds) -> str:
@@ -172,7 +185,9 @@ def trial_dirname(trial) -> str:
     """Short, readable, unique trial directory names: model, stage, seed and Tune's id (Ray's default spells
     out the whole config)."""
     spec = trial.config.get("trial", {})
-    if spec.get("pack_seeds"):
+    if spec.get("pack_trials"):
+        seeds = "optuna" + number_span(spec["pack_trials"]).replace(",", "_")
+    elif spec.get("pack_seeds"):
         seeds = "seeds" + seed_span(spec["pack_seeds"]).replace(",", "_")
     else:
         seeds = f"seed{spec.get('seed', '')}"

@@ -32,3 +32,45 @@ def test_a_failed_trial_is_failed_in_the_study():
     search.on_trial_complete("ok", {"score": 1.5})
     failed, done = search._ot_study.trials
     assert failed.state == optuna.trial.TrialState.FAIL and done.state == optuna.trial.TrialState.COMPLETE
+
+
+def packed_search(tmp_path, n_trials=6, pack_size=4, start=None):
+    from mrfbench.optuna_search import PackedOptunaSearch
+
+    space = {"beta": optuna.distributions.FloatDistribution(0.1, 2.0, log=True),
+             "latent_dim": optuna.distributions.CategoricalDistribution([2, 3])}
+    return PackedOptunaSearch(space, {"hidden": 16}, n_trials, pack_size, optuna.samplers.RandomSampler(seed=0),
+                              f"sqlite:///{tmp_path / 'optuna.db'}", "packed", start)
+
+
+def test_a_packed_search_asks_a_round_at_a_time_and_packs_the_trials_of_one_shape(tmp_path):
+    search = packed_search(tmp_path)
+    suggestions = [search.suggest("t0")]
+    assert search.asked == 4  # the first round: four asked at once
+    while (config := search.suggest(f"t{len(suggestions)}")) != "FINISHED":
+        suggestions.append(config)
+    members = [c["trial"]["pack_trials"] if "trial" in c else [{"params": c}] for c in suggestions]
+    assert sum(map(len, members)) == 6 and search.asked == 6 and any(len(pack) > 1 for pack in members)
+    assert all(len({m["params"]["latent_dim"] for m in pack}) == 1 for pack in members)  # one shape a pack
+    for i, config in enumerate(suggestions):  # each member told its own score; a NaN member failed
+        numbers = search.packs[f"t{i}"]
+        scores = {f"member_scores/optuna{n}": (math.nan if n == 5 else float(n)) for n in numbers}
+        search.on_trial_complete(f"t{i}", {"score": 0.0, **scores} if len(numbers) > 1 else
+                                 {"score": math.nan if numbers[0] == 5 else float(numbers[0])})
+    trials = search.study.get_trials()
+    assert [t.value for t in trials[:5]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert trials[5].state == optuna.trial.TrialState.FAIL and search.finished() == 6
+
+
+def test_a_packed_search_survives_its_pickle_and_starts_from_its_start_point(tmp_path):
+    import pickle
+
+    search = packed_search(tmp_path, n_trials=3, pack_size=2, start={"beta": 0.7, "latent_dim": 3})
+    first = search.suggest("a")
+    params = [m["params"] for m in first["trial"]["pack_trials"]] if "trial" in first else [first]
+    assert params[0] == {"beta": 0.7, "latent_dim": 3}
+    restored = pickle.loads(pickle.dumps(search))  # Tune's experiment state, restored on --resume
+    assert restored.asked == 2 and restored.packs == search.packs and restored.study.study_name == "packed"
+    restored.on_trial_complete("a", {"score": 1.0, **{f"member_scores/optuna{n}": 1.0 for n in search.packs["a"]}})
+    assert restored.finished() == len(search.packs["a"])
+    restored.on_trial_complete("a", {"score": 1.0})  # told again on a resumed run: left alone

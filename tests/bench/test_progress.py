@@ -38,16 +38,16 @@ def test_a_sweep_piped_to_a_file_prints_a_line_per_finished_trial_as_it_ends():
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, width=100)
     with Progress(console=console, disable=True) as progress:
-        bar = SweepProgress(progress, 3)
+        bar = SweepProgress(progress, 5)  # runs: a pack's members count one each
         bar.on_trial_complete(0, [], trial("a", "gmrf", "final", SCORED, seeds=(0, 1, 2)))
         assert out.getvalue().splitlines() == [
-            "[1/3] gmrf final seeds 0-2: score 3, unconditional/wasserstein_mean 5.5, "
+            "[3/5] gmrf final seeds 0-2: score 3, unconditional/wasserstein_mean 5.5, "
             "conditional/wasserstein_mean 0.5 (12 s training), ETA 0 s"]
         bar.on_trial_complete(0, [], trial("b", "mvae", "final", {"score": math.nan, "failed": 1.0}))
         bar.on_trial_error(0, [], trial("c", "mopoe", "final"))
     lines = out.getvalue().splitlines()
-    assert lines[1].startswith("[2/3] mvae final seed 0: failed (its reason: trial.json), ETA")
-    assert lines[2] == "[3/3] mopoe final seed 0: failed (its worker ended)"
+    assert lines[1].startswith("[4/5] mvae final seed 0: failed (its reason: trial.json), ETA")
+    assert lines[2] == "[5/5] mopoe final seed 0: failed (its worker ended)"
 
 
 def test_the_terminal_display_fits_80_and_100_columns_with_five_models(monkeypatch):

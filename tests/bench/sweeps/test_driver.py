@@ -76,8 +76,9 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
     space.write_text("dataset: copula\nepochs: 1\nseeds: 2\nparams:\n  beta: {grid: [1.0, 0.5, 0.1]}\n"
                      "models:\n  gmrf:\n    latent_dim: 2\n")
     out = tmp_path / "gridsearch"
-    sweep = Sweep(SweepSettings(out=str(out), space=str(space), sampler="grid", **{**TINY, "trials": 1, "epochs": 3}))
-    assert sweep.planned_trials() == 3 + 1  # the final stage's two seeds train as one pack
+    sweep = Sweep(SweepSettings(out=str(out), space=str(space), sampler="grid", pack_size=1,
+                                **{**TINY, "trials": 1, "epochs": 3}))
+    assert sweep.planned_runs() == 3 + 2  # three searched, then the best over two seeds
     sweep.run()
     records = results_records(out)
     search = [r for r in records if r["stage"] == "search"]
@@ -109,6 +110,32 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
 
 
 @pytest.mark.slow
+def test_a_packed_search_trains_each_rounds_trials_of_one_shape_as_one_pack(local_ray, tmp_path):
+    import optuna
+
+    space = tmp_path / "space.yaml"
+    space.write_text("dataset: copula\nparams:\n  beta: {loguniform: [0.1, 2.0]}\n"
+                     "models:\n  gmrf:\n    latent_dim: {choice: [2, 3]}\n")
+    out = tmp_path / "packed"
+    Sweep(SweepSettings(out=str(out), space=str(space), sampler="random", pack_size=4,
+                        **{**TINY, "trials": 4, "seeds": 1})).run()
+    search = [r for r in results_records(out / "search-gmrf")]
+    assert len(search) == 4 and all(r["status"] == "ok" and r["seed"] == 0 for r in search)
+    trial_dirs = sorted(p for p in (out / "search-gmrf").iterdir() if p.is_dir() and p.name.startswith("gmrf_"))
+    assert len(trial_dirs) == len({r["params"]["latent_dim"] for r in search})  # a Tune trial per shape
+    study = optuna.load_study(study_name="packed-gmrf", storage=f"sqlite:///{out / 'optuna.db'}")
+    values = {t.number: t.value for t in study.trials}
+    assert len(values) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    members = {r["optuna_trial"]: r for r in search if "optuna_trial" in r}
+    assert members and all(values[n] == pytest.approx(r["metrics"]["score"]) for n, r in members.items())
+    assert all(study.trials[n].params == {k: r["params"][k] for k in ("beta", "latent_dim")} for n, r in members.items())
+    best = min(search, key=lambda r: r["metrics"]["score"])["params"]
+    final = [r for r in results_records(out) if r["stage"] == "final"]
+    assert len(final) == 1 and final[0]["params"] == best
+    assert len(pd.read_csv(out / "results.csv")) == 5
+
+
+@pytest.mark.slow
 def test_asha_search_reports_every_epoch_and_starts_from_its_start_point(local_ray, tmp_path):
     import optuna
 
@@ -136,7 +163,7 @@ def test_models_added_to_a_sweep_get_a_final_experiment_of_their_own(tmp_path):
     assert Sweep.resume(tmp_path, ["mvae"]).final_experiments() == [("final", ["gmrf", "mvae"])]
     grown = Sweep.resume(tmp_path, ["nnmrf", "gmrf", "almrf"])
     assert grown.final_experiments() == [("final", ["gmrf", "mvae"]), ("final-nnmrf-almrf", ["nnmrf", "almrf"])]
-    assert grown.planned_trials() == 4  # each model's three seeds train as one pack
+    assert grown.planned_runs() == 12  # each model's three seeds
     with pytest.raises(UsageError, match="vae not in search space copula_paper"):
         Sweep.resume(tmp_path, ["vae"])
 
@@ -167,16 +194,17 @@ def test_a_stage_left_unfinished_stops_the_sweep(tmp_path):
     from types import SimpleNamespace
 
     from mrfbench.errors import SweepInterrupted
-    from mrfbench.sweeps import fit_all
+    from mrfbench.sweeps import fit_all, require_finished
 
     def tuner(*done, error=None):
         return SimpleNamespace(fit=lambda: [SimpleNamespace(metrics={"done": d}, path=str(tmp_path / "none"),
                                                             error=error) for d in done])
 
-    fit_all(tuner(True, True), 2, tmp_path)
-    fit_all(tuner(False, error=RuntimeError("worker died")), 1, tmp_path)  # recorded as failed: done
+    assert fit_all(tuner(True, True), tmp_path) == 2
+    assert fit_all(tuner(False, error=RuntimeError("worker died")), tmp_path) == 1  # recorded as failed: done
+    require_finished(2, 2)
     with pytest.raises(SweepInterrupted, match="1 of 3 trials"):
-        fit_all(tuner(True, False), 3, tmp_path)
+        require_finished(fit_all(tuner(True, False), tmp_path), 3)
 
 
 def test_a_trial_the_scheduler_stopped_is_recorded_as_stopped(tmp_path):
@@ -192,7 +220,7 @@ def test_a_trial_the_scheduler_stopped_is_recorded_as_stopped(tmp_path):
         write_json(stage / name / TRIAL_FILE, {"model": "gmrf", "stage": "search", "status": status})
     results = [SimpleNamespace(metrics={"done": True, "training_iteration": 4}, path=str(stage / name), error=None)
                for name in ("stopped", "scored")]
-    fit_all(SimpleNamespace(fit=lambda: results), 2, tmp_path)
+    fit_all(SimpleNamespace(fit=lambda: results), tmp_path)
     stopped, scored = (read_json_object(stage / name / TRIAL_FILE) for name in ("stopped", "scored"))
     assert (stopped["status"], stopped["stopped_epoch"], scored["status"]) == ("stopped", 4, "ok")
     table = pd.read_csv(tmp_path / "results.csv").set_index("trial")

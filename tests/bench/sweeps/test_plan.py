@@ -17,9 +17,9 @@ def settings(**options) -> SweepSettings:
 
 
 def test_search_then_each_best_config_over_the_seeds_as_one_pack():
-    assert plan(settings(), SPACE) == [Stage("search-gmrf", "search", ("gmrf",), "search", 5),
-                                       Stage("search-mvae", "search", ("mvae",), "search", 5),
-                                       Stage("final", "final", ("gmrf", "mvae"), "best", 2)]
+    assert plan(settings(), SPACE) == [Stage("search-gmrf", "search", ("gmrf",), "search", 5, 5, pack_size=4),
+                                       Stage("search-mvae", "search", ("mvae",), "search", 5, 5, pack_size=4),
+                                       Stage("final", "final", ("gmrf", "mvae"), "best", 2, 6)]
     assert [s.split for s in plan(settings(), SPACE)] == ["val", "val", "test"]
 
 
@@ -33,11 +33,29 @@ def test_asha_stops_the_search_stages_only():
     assert [s.asha for s in stages] == [True, True, False]
 
 
+@pytest.mark.parametrize("options, size", [({}, 4), ({"gpus_per_trial": 0.5}, 5), ({"trials": 40, "gpus_per_trial": 1}, 32),
+                                           ({"pack_size": 2}, 2), ({"asha": True}, 1), ({"packs": False}, 1)])
+def test_a_search_asks_optuna_for_a_pack_at_a_time_by_device_unless_asha_stops_trials(options, size):
+    """Four at a time on CPUs, 32 with GPUs (never more than the trials); one with --asha or --no-packs."""
+    assert plan(settings(**options), SPACE)[0].pack_size == size
+
+
+@pytest.mark.parametrize("options, error", [({"pack_size": 0}, "--pack-size must be >= 1"),
+                                            ({"pack_size": 3, "asha": True}, "ASHA stops one at a time"),
+                                            ({"pack_size": 3, "packs": False}, "--no-packs does not")])
+def test_a_pack_size_the_search_cannot_use_is_refused(options, error):
+    from mrfbench.errors import UsageError
+
+    with pytest.raises(UsageError, match=error):
+        settings(**options).validate(SPACE)
+
+
 def test_a_grid_runs_every_point_over_the_seeds_and_searches_nothing():
     space = load_space("copula_variants")
     models = list(space.params)
     stages = plan(SweepSettings(out="unused", space="copula_variants", grid=True, seeds=3), space)
-    assert stages == [Stage("final", "final", tuple(models), "grid", sum(len(space.grid(m)) for m in models))]
+    configs = sum(len(space.grid(m)) for m in models)
+    assert stages == [Stage("final", "final", tuple(models), "grid", configs, 3 * configs)]
 
 
 def test_the_grid_sampler_searches_each_grid_point_once(tmp_path):
