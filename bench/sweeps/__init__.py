@@ -2,7 +2,7 @@
 
 The modules: ``settings`` (what a sweep is asked to do, checked before Ray starts), ``plan`` (its stages and
 jobs, decided without Ray), ``driver`` (runs the plan through Tune and Optuna), ``trial`` (what a trial
-runs), ``packs`` (a trial that trains a config's seeds as one pack) and ``records`` (what trials leave on
+runs), ``packs`` (a trial that trains several runs as one pack) and ``records`` (what trials leave on
 disk).
 
 A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs nothing else), ``optuna.db``
@@ -12,7 +12,8 @@ models share the cluster. Each trial's directory holds ``trial.json`` (model, st
 node, status and error; a search trial that ASHA stopped early has status "stopped" and the epoch it
 reached) beside the run itself (``run/``: config, metrics, checkpoint, plot). With ``packs`` (the default)
 the final stage trains each config's seeds as one pack (``mrfbench.pack``) in one Tune trial, whose folder
-holds a ``seed<N>/`` per member laid out as a trial's (``trial.json`` and ``run/``); a pack interrupted
+holds a ``seed<N>/`` per member laid out as a trial's (``trial.json`` and ``run/``), and a search trains each
+round's Optuna trials of one shape as one (``optuna<N>/`` per member); a pack interrupted
 midway reruns only its members without a finished ``trial.json``. Every few minutes a trial
 saves its training state as Tune's checkpoint (``checkpoint_*/``, the last one kept): an interrupted sweep,
 resumed, continues each unfinished trial from its last state rather than from its first epoch.
