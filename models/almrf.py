@@ -52,16 +52,12 @@ class ALMRFMVAE(GMRFMVAE):
         loss = -recon.mean() + beta * divergence
         return LossOutput(loss, {"recon": -recon.mean().detach(), "mmd2": mmd.detach()})
 
-    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def moment_matched(config: ALMRFConfig) -> bool:
         """Missing blocks from the prior's generalized hyperbolic conditional (Corollary 1): exactly, through
         GIG mixing variables, or from its moment-matched Gaussian (Eq. 36), which the paper found stabler; with
         ``conditional_missing="mean"``, its mean (which both share)."""
-        conditional = self.prior().condition(observed, z_obs, self.config.latent_dim)
-        if self.config.conditional_missing == "mean":
-            return conditional.moment_matched().mean
-        if self.config.conditional == "exact":
-            return conditional.sample()
-        return conditional.moment_matched().sample()
+        return config.conditional == "moment-matched"
 
     @torch.no_grad()
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:

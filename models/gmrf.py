@@ -48,7 +48,13 @@ class GMRFMVAE(MRFFamilyMVAE):
     def __init__(self, config: GMRFConfig):
         super().__init__(config, CholeskyLayout(config.n_modalities, config.latent_dim, config.sparsity, config.mask_seed),
                          posterior=lambda layout: CholeskyPosterior(config, layout, self.latent_law),
-                         prior=lambda layout: CholeskyPrior(layout, self.latent_law))
+                         prior=lambda layout: CholeskyPrior(layout, self.latent_law, config.conditional_missing,
+                                                            moment_matched=self.moment_matched(config)))
+
+    @staticmethod
+    def moment_matched(config: GMRFConfig) -> bool:
+        """Whether the missing blocks are drawn from the conditional's moment-matched Gaussian."""
+        return False
 
     def prior(self):
         return self.prior_net()
@@ -65,15 +71,6 @@ class GMRFMVAE(MRFFamilyMVAE):
         kl = kl_divergence(q, self.prior())
         loss = (-recon + beta * kl).mean()
         return LossOutput(loss, {"recon": -recon.mean().detach(), "kl": kl.mean().detach()})
-
-    @torch.no_grad()
-    def sample_latents(self, n: int) -> torch.Tensor:
-        return self.prior().sample((n,))
-
-    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
-        """A draw of the prior's Gaussian conditional p(z_miss | z_obs) (Proposition 1), or its mean."""
-        conditional = self.prior().condition(observed, z_obs, self.config.latent_dim)
-        return conditional.mean if self.config.conditional_missing == "mean" else conditional.sample()
 
     @torch.no_grad()
     def kl_per_block(self, x: torch.Tensor) -> torch.Tensor:

@@ -88,7 +88,7 @@ class MRFMVAE(EnergyPriorMVAE):
         c, d = self.config, self.config.latent_dim
         mu, log_scale = self.posterior_net.unary(x)
         zq = self.posterior_net.sample(mu, log_scale, 8, c.mh_burn_in).reshape(-1, self.layout.dim)
-        zp = self.sample_latents(c.collapse_samples, report=False)
+        zp = self.prior_net.sample(c.collapse_samples)[0]
         kl = []
         for i in range(c.n_modalities):
             idx = block_indices([i], d, x.device)

@@ -100,13 +100,20 @@ class MRFFamilyMVAE(MultimodalVAE):
     def sample(self, n: int) -> torch.Tensor:
         return self.decode(self.sample_latents(n))
 
+    @torch.no_grad()
     def sample_latents(self, n: int) -> torch.Tensor:
-        """n prior draws of the latents, (n, D)."""
-        raise NotImplementedError
+        """n prior draws of the latents, (n, D); the prior part's sampler diagnostics are kept in
+        ``sampler_diagnostics``."""
+        z, diagnostics = self.prior_net.sample(n)
+        self.sampler_diagnostics.update(diagnostics)
+        return z
 
     def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
-        """The missing latent blocks given the observed ones, (B, n_per, |o| d) -> (B, n_per, |m| d)."""
-        raise NotImplementedError
+        """The missing latent blocks given the observed ones from the prior part, (B, n_per, |o| d) ->
+        (B, n_per, |m| d)."""
+        z, diagnostics = self.prior_net.sample_missing(observed, z_obs)
+        self.sampler_diagnostics.update(diagnostics)
+        return z
 
     def observed_latents(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
         """The observed blocks' latents (B, n_per, |o| d) from the posterior's unimodal factors (or their
@@ -134,18 +141,6 @@ class EnergyPriorMVAE(MRFFamilyMVAE):
     reported in ``sampler_diagnostics``."""
 
     bf16_refused = "its Metropolis-Hastings chains and log-partition estimates need full precision"
-
-    @torch.no_grad()
-    def sample_latents(self, n: int, report: bool = True) -> torch.Tensor:
-        z, acceptance = self.prior_net.sample(n)
-        if report:
-            self.sampler_diagnostics["mh_acceptance_unconditional"] = round(acceptance, 4)
-        return z
-
-    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
-        draws, acceptance = self.prior_net.sample_missing(observed, z_obs, self.config.conditional_latent == "mean")
-        self.sampler_diagnostics[f"mh_acceptance_given_{'_'.join(map(str, observed))}"] = round(acceptance, 4)
-        return draws
 
     def advance_chains(self, start: torch.Tensor | None = None) -> torch.Tensor:
         return self.prior_net.advance_chains(start)

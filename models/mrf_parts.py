@@ -6,6 +6,8 @@ asymmetric Laplace for the ALMRF) or an energy-based MRF sampled by Metropolis-H
 Posteriors: the masked-Cholesky law whose unary blocks come from each modality's encoder and whose cross
 blocks come from a global encoder (GMRF, ALMRF, NN-MRF), or an energy-based MRF with Gaussian unary
 potentials from the same encoders and neural pairwise potentials (MRF). Each part builds only what it uses.
+Every prior part samples the same way: ``sample(n)`` draws of the latents and ``sample_missing(observed,
+z_obs)``, the missing blocks given the observed ones, each with its sampler's diagnostics (a dict).
 """
 
 from __future__ import annotations
@@ -49,11 +51,14 @@ class UnaryEncoder(nn.Module):
 
 
 class CholeskyPrior(nn.Module):
-    """A learned law (``law(location, scale_tril)``) with the masked Cholesky layout; calling it gives the law."""
+    """A learned law (``law(location, scale_tril)``) with the masked Cholesky layout; calling it gives the law.
+    Its draws are exact (no diagnostics); the missing blocks are a draw of its conditional, or with
+    ``missing="mean"`` its mean, and with ``moment_matched`` a draw of the conditional's moment-matched
+    Gaussian."""
 
-    def __init__(self, layout: CholeskyLayout, law: type):
+    def __init__(self, layout: CholeskyLayout, law: type, missing: str = "sample", moment_matched: bool = False):
         super().__init__()
-        self.layout, self.law = layout, law
+        self.layout, self.law, self.missing, self.moment_matched = layout, law, missing, moment_matched
         self.loc = nn.Parameter(torch.zeros(layout.dim))
         self.log_diag = nn.Parameter(torch.zeros(layout.dim))
         self.within = nn.Parameter(torch.zeros(layout.n_within))
@@ -61,6 +66,18 @@ class CholeskyPrior(nn.Module):
 
     def forward(self):
         return self.law(self.loc, self.layout.scale_tril(self.log_diag, self.within, self.cross))
+
+    @torch.no_grad()
+    def sample(self, n: int) -> tuple[torch.Tensor, dict]:
+        return self().sample((n,)), {}
+
+    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The missing blocks (B, n_per, |m| d) given the observed ones z_obs (B, n_per, |o| d), from the
+        law's conditional (Proposition 1 for a Gaussian, Corollary 1's generalized hyperbolic for the AL)."""
+        conditional = self().condition(observed, z_obs, self.layout.block_dim)
+        if self.missing == "mean":
+            return conditional.mean, {}
+        return (conditional.moment_matched() if self.moment_matched else conditional).sample(), {}
 
 
 class CholeskyPosterior(nn.Module):
@@ -191,7 +208,7 @@ class EnergyPrior(nn.Module):
         return result.samples[:, -1]
 
     @torch.no_grad()
-    def sample(self, n: int) -> tuple[torch.Tensor, float]:
+    def sample(self, n: int) -> tuple[torch.Tensor, dict]:
         """n prior draws (n, D) from min(n, mh_chains) chains started at the base measure, and the
         acceptance rate."""
         like = self.energy.unary[0].weight
@@ -199,14 +216,17 @@ class EnergyPrior(nn.Module):
         result = metropolis_within_gibbs(self.energy.local, self.base_sample(chains, like),
                                          range(self.config.n_modalities), self.config.latent_dim,
                                          math.ceil(n / chains), self._mh())
-        return result.samples.transpose(0, 1).reshape(-1, self.layout.dim)[:n], float(result.acceptance)
+        z = result.samples.transpose(0, 1).reshape(-1, self.layout.dim)[:n]
+        return z, {"mh_acceptance_unconditional": round(float(result.acceptance), 4)}
 
     @torch.no_grad()
-    def sample_missing(self, observed: list[int], z_obs: torch.Tensor, per_tuple: bool) -> tuple[torch.Tensor, float]:
+    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The missing blocks (B, n_per, |m| d) given the observed ones z_obs (B, n_per, |o| d), by
         Metropolis-within-Gibbs with the observed blocks fixed: one chain per tuple kept every ``mh_thin``
-        sweeps (``per_tuple``: from its first draw), or one chain per draw; and the acceptance rate."""
+        sweeps (``conditional_latent="mean"``: from its first draw), or one chain per draw; and the
+        acceptance rate."""
         c = self.config
+        per_tuple = c.conditional_latent == "mean"
         batch, n_per = z_obs.shape[:2]
         missing = [b for b in range(c.n_modalities) if b not in observed]
         starts = z_obs[:, 0] if per_tuple else z_obs.reshape(batch * n_per, -1)
@@ -215,7 +235,7 @@ class EnergyPrior(nn.Module):
         result: MHResult = metropolis_within_gibbs(self.energy.local, init, missing, c.latent_dim,
                                                    n_per if per_tuple else 1, self._mh())
         draws = result.samples.reshape(batch, n_per, -1)[..., block_indices(missing, c.latent_dim, z_obs.device)]
-        return draws, float(result.acceptance)
+        return draws, {f"mh_acceptance_given_{'_'.join(map(str, observed))}": round(float(result.acceptance), 4)}
 
 
 class EnergyPosterior(nn.Module):

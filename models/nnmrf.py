@@ -102,7 +102,7 @@ class NNMRFMVAE(EnergyPriorMVAE):
         """KL(q_i || N(m_i, S_i)) per block, with (m_i, S_i) the moments of Metropolis-Hastings prior samples:
         the prior's block marginals have no closed form, so the collapse report uses their Gaussian fit."""
         q, d = self.posterior(x), self.config.latent_dim
-        z = self.sample_latents(self.config.collapse_samples, report=False)
+        z = self.prior_net.sample(self.config.collapse_samples)[0]
         kl = []
         for i in range(self.config.n_modalities):
             zi = z[:, block_indices([i], d, z.device)]

@@ -246,6 +246,11 @@ class GeneralizedHyperbolic:
         x = FullCovGaussian(torch.zeros_like(self.loc), self.scale_tril).sample()
         return self.loc + self.skew * w + w.sqrt() * x
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """loc + skew E[W]: the mean it shares with its moment-matched Gaussian."""
+        return self.loc + self.skew * self.mixing_moments()[0].unsqueeze(-1)
+
     def mixing_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """E[W] = sqrt(chi / psi) R_lam(s) and Var[W] = (chi / psi) (R_lam R_{lam+1} - R_lam^2)(s),
         s = sqrt(chi psi), with the Bessel ratios R of Eq. 36."""

@@ -45,5 +45,18 @@ def test_losses_and_draws_are_those_recorded(name):
         torch.testing.assert_close(torch.tensor(values), torch.tensor(recorded[key]), rtol=1e-6, atol=1e-6)
 
 
+
+def test_the_family_samples_through_its_prior_parts_alone():
+    """One sampling interface (``sample``, ``sample_missing``) on the prior parts: no member overrides it."""
+    from mrfbench.models.almrf import ALMRFMVAE
+    from mrfbench.models.gmrf import GMRFMVAE
+    from mrfbench.models.mrf import MRFMVAE
+    from mrfbench.models.mrf_family import EnergyPriorMVAE
+    from mrfbench.models.nnmrf import NNMRFMVAE
+
+    for member in (GMRFMVAE, ALMRFMVAE, EnergyPriorMVAE, NNMRFMVAE, MRFMVAE):
+        assert not {"sample_latents", "sample_missing"} & set(vars(member)), member.__name__
+
+
 if __name__ == "__main__" and sys.argv[1:] == []:
     FIXTURE.write_text(json.dumps({name: draws(name) for name in VARIANTS}) + "\n")
