@@ -1,5 +1,5 @@
 """Errors the CLI reports as one clear line (no traceback) with a non-zero exit, and the one check of a
-config's field values against their declared types."""
+config's field values against their declared types and bounds."""
 
 from __future__ import annotations
 
@@ -60,18 +60,53 @@ def _describe(kind) -> str:
             type(None): "none"}.get(kind, getattr(kind, "__name__", str(kind)))
 
 
+BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+          "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def bounded(default, *, ge=None, gt=None, le=None, lt=None, label: str | None = None, why: str | None = None):
+    """A dataclass field whose value ``check_fields`` keeps within its bounds (``ge``: >=, ``gt``: >, ``le``:
+    <=, ``lt``: <); ``label`` names it in the error (its name with spaces by default), ``why`` explains it."""
+    given = {"ge": ge, "gt": gt, "le": le, "lt": lt, "label": label, "why": why}
+    return dataclasses.field(default=default, metadata={k: v for k, v in given.items() if v is not None})
+
+
+def _bounds_text(metadata) -> str:
+    """The bounds of a field as its error says them: ">= 1", "> 0", "in [0, 1)"."""
+    low = next(((k, metadata[k]) for k in ("ge", "gt") if k in metadata), None)
+    high = next(((k, metadata[k]) for k in ("le", "lt") if k in metadata), None)
+    if low and high:
+        return f"in {'[' if low[0] == 'ge' else '('}{low[1]:g}, {high[1]:g}{']' if high[0] == 'le' else ')'}"
+    kind, bound = low or high
+    return f"{BOUNDS[kind][0]} {bound:g}"
+
+
+def _metadata(cls: type, name: str):
+    """A field's bounds and label as the nearest class that declares them has them (a subclass that only
+    changes the default keeps its base's bounds)."""
+    for klass in cls.__mro__:
+        field = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if field is not None and field.metadata:
+            return field.metadata
+    return {}
+
+
 def check_fields(config) -> None:
     """Check every field of the dataclass ``config`` against its declared type (a float must be finite, an
-    int not a bool, a Literal one of its values) and every ``seed`` field against the range seeds take."""
+    int not a bool, a Literal one of its values) and its bounds (``bounded``), and every ``seed`` field
+    against the range seeds take."""
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
-        value, kind = getattr(config, field.name), hints.get(field.name)
-        label = field.name.replace("_", " ")
+        value, kind, metadata = getattr(config, field.name), hints.get(field.name), _metadata(type(config), field.name)
+        label = metadata.get("label", field.name.replace("_", " "))
         if kind is not None and not _matches(value, kind):
             choices = _choices(kind)
             if choices and isinstance(value, str):
                 raise UsageError(f"unknown {label} '{value}'; valid: {', '.join(map(str, choices))}")
             raise UsageError(f"{label} must be {_describe(kind)}, got {value!r}")
+        if value is not None and any(not BOUNDS[k][1](value, metadata[k]) for k in BOUNDS if k in metadata):
+            why = f" ({metadata['why']})" if "why" in metadata else ""
+            raise UsageError(f"{label} must be {_bounds_text(metadata)}{why}, got {value}")
         if field.name.endswith("seed") and isinstance(value, int):
             check_seed(value, label)
 

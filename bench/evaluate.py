@@ -8,28 +8,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mrfbench.errors import UsageError, check_fields
+from mrfbench.errors import bounded, check_fields
 from mrfbench.models import MultimodalVAE
 
 
 @dataclass
 class EvalConfig:
-    n_unconditional: int = 1_000_000
-    n_per_tuple: int = 20  # conditional generations per test tuple
-    n_joint: int = 100_000  # samples for the sliced Wasserstein distance on the joint 8-D law
-    n_projections: int = 200
-    n_tau: int = 20_000  # samples for the Kendall's tau matrices
+    n_unconditional: int = bounded(1_000_000, ge=1)
+    n_per_tuple: int = bounded(20, ge=1)  # conditional generations per test tuple
+    n_joint: int = bounded(100_000, ge=1)  # samples for the sliced Wasserstein distance on the joint 8-D law
+    n_projections: int = bounded(200, ge=1)
+    n_tau: int = bounded(20_000, ge=1)  # samples for the Kendall's tau matrices
     collapse_threshold: float = 0.05  # nats: a latent block whose mean KL is below this carries nothing
-    chunk: int = 100_000
-    n_image_tuples: int = 10_000  # image data: test tuples scored (coherence, SSIM, FID)
+    chunk: int = bounded(100_000, ge=1)
+    n_image_tuples: int = bounded(10_000, ge=1)  # image data: test tuples scored (coherence, SSIM, FID)
     inception_weights: str | None = None  # image data: the standard Inception weights, for the paper's FID
     seed: int = 0
 
     def __post_init__(self):
         check_fields(self)
-        for name in ("n_unconditional", "n_per_tuple", "n_joint", "n_projections", "n_tau", "chunk", "n_image_tuples"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
 
 
 @torch.no_grad()

@@ -13,31 +13,24 @@ from typing import Literal
 
 import torch
 
-from mrfbench.errors import UsageError, check_fields
+from mrfbench.errors import UsageError, bounded, check_fields
 from mrfbench.models import MultimodalVAE
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 256
-    lr: float = 1e-3
+    epochs: int = bounded(200, ge=1)
+    batch_size: int = bounded(256, ge=1)
+    lr: float = bounded(1e-3, gt=0, label="learning rate")
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     seed: int = 0
     device: str = "auto"
-    kl_warmup: float = 0.1  # beta ramps linearly from 0 to its value over this fraction of the steps
+    kl_warmup: float = bounded(0.1, ge=0, lt=1, label="KL warm-up fraction")  # beta ramps linearly from 0 to
+    # its value over this fraction of the steps
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the training step under bfloat16 autocast
 
     def __post_init__(self):
         check_fields(self)
-        if self.epochs < 1:
-            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise UsageError(f"learning rate must be > 0, got {self.lr}")
-        if not 0.0 <= self.kl_warmup < 1.0:
-            raise UsageError(f"KL warm-up fraction must be in [0, 1), got {self.kl_warmup}")
 
 
 @dataclass

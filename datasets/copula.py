@@ -15,25 +15,20 @@ import torch
 from scipy.special import ndtr, ndtri
 
 from mrfbench.datasets.spec import Benchmark, Column, register_benchmark
-from mrfbench.errors import UsageError, check_fields
+from mrfbench.errors import bounded, check_fields
 
 
 @dataclass
 class CopulaConfig:
-    n_train: int = 20_000
-    n_val: int = 5_000
-    n_test: int = 5_000
-    n_modalities: int = 4
-    rho: float = 0.9
+    n_train: int = bounded(20_000, ge=1)
+    n_val: int = bounded(5_000, ge=1)
+    n_test: int = bounded(5_000, ge=1)
+    n_modalities: int = bounded(4, ge=2)
+    rho: float = bounded(0.9, ge=0, lt=1)
     seed: int = 0
 
     def __post_init__(self):
         check_fields(self)
-        for name in ("n_train", "n_val", "n_test"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
-        if self.n_modalities < 2 or not 0.0 <= self.rho < 1.0:
-            raise UsageError(f"the copula needs >= 2 modalities and rho in [0, 1), got {self.n_modalities}, {self.rho}")
 
 
 SAMPLE_ROWS = 1 << 16

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import bounded
 from mrfbench.models.base import LossOutput
 from mrfbench.models.gmrf import GMRFMVAE, GMRFConfig
 from mrfbench.models.latent import AsymmetricLaplace, rbf_mmd2
@@ -27,12 +27,7 @@ from mrfbench.models.registry import register_model
 class ALMRFConfig(GMRFConfig):
     conditional: Literal["moment-matched", "exact"] = "moment-matched"  # missing blocks: Gaussian matching
     # the GH moments (Eq. 36), or exact GH
-    kl_samples: int = 64  # Monte Carlo samples per data point for the per-block KL of the collapse report
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.kl_samples < 1:
-            raise UsageError(f"kl samples must be >= 1, got {self.kl_samples}")
+    kl_samples: int = bounded(64, ge=1)  # Monte Carlo samples per data point for the per-block KL of the collapse report
 
 
 @register_model("almrf")

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mrfbench.errors import UsageError, check_fields
+from mrfbench.errors import UsageError, bounded, check_fields
 
 
 @dataclass
@@ -17,30 +17,22 @@ class ModelConfig:
 
     n_modalities: int = 4
     modality_dim: int = 2
-    latent_dim: int = 2
-    beta: float = 1.0
+    latent_dim: int = bounded(2, ge=1, label="latent dimension")
+    beta: float = bounded(1.0, gt=0)
     likelihood: Literal["gaussian", "laplace"] = "gaussian"
     likelihood_scale: Literal["optimal", "learned", "unit"] = "optimal"  # the batch's maximum-likelihood scale,
     # learned, or 1
     reconstruction: Literal["sum", "mean"] = "sum"  # the log-likelihood summed over a modality's features, or
     # averaged over them (the paper's image beta grid presupposes "mean")
-    hidden: int = 256
+    hidden: int = bounded(256, ge=1)
     architecture: Literal["mlp", "conv"] = "mlp"  # modality encoders/decoders: mlp, or conv for C x 28 x 28 images
-    mlp_layers: int = 3  # linear layers of an mlp encoder (with its heads) and decoder: 3 on the copula
+    mlp_layers: int = bounded(3, ge=2)  # linear layers of an mlp encoder (with its heads) and decoder: 3 on the copula
     # data (Table 3), 4 with hidden 1024 on MNIST-3 (Appendix D.2)
 
     def __post_init__(self):
         check_fields(self)
-        if self.hidden < 1:
-            raise UsageError(f"hidden must be >= 1, got {self.hidden}")
         if self.architecture == "conv" and self.modality_dim % 784:
             raise UsageError(f"the conv architecture needs C x 28 x 28 modalities, got {self.modality_dim} features")
-        if self.mlp_layers < 2:
-            raise UsageError(f"mlp layers must be >= 2, got {self.mlp_layers}")
-        if not self.beta > 0:
-            raise UsageError(f"beta must be > 0, got {self.beta}")
-        if self.latent_dim < 1:
-            raise UsageError(f"latent dimension must be >= 1, got {self.latent_dim}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, bounded
 from mrfbench.models.base import ModelConfig, MultimodalVAE, conditional_output
 from mrfbench.models.latent import factorised, standard
 from mrfbench.models.networks import GroupedMLP, Likelihood, modality_decoder, modality_encoder
@@ -27,13 +27,11 @@ class ExpertsConfig(ModelConfig):
 
     latent_dim: int = 3
     dist: Literal["gaussian", "laplace"] = "gaussian"
-    specific_dim: int = 0
+    specific_dim: int = bounded(0, ge=0, label="specific latent dimension")
     likelihood: Literal["gaussian", "laplace"] | None = None  # always ``dist``'s
 
     def __post_init__(self):
         super().__post_init__()
-        if self.specific_dim < 0:
-            raise UsageError(f"specific latent dimension must be >= 0, got {self.specific_dim}")
         if self.likelihood not in (None, self.dist):
             raise UsageError(f"the likelihood of {self.dist} experts is {self.dist}: set dist, not likelihood "
                              f"(got likelihood {self.likelihood})")

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch.distributions import kl_divergence
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import bounded
 from mrfbench.models.base import LossOutput
 from mrfbench.models.latent import CholeskyLayout, FullCovGaussian
 from mrfbench.models.mrf_family import MRFFamilyConfig, MRFFamilyMVAE
@@ -24,17 +24,12 @@ from mrfbench.models.registry import register_model
 
 @dataclass
 class GMRFConfig(MRFFamilyConfig):
-    sparsity: float = 0.0  # fraction of the strictly-lower entries of L masked to zero
+    sparsity: float = bounded(0.0, ge=0, lt=1, label="masking sparsity")  # fraction of the strictly-lower entries of L masked to zero
     mask_seed: int = 0
     global_hidden: int = 128
     conditional_missing: Literal["sample", "mean"] = "sample"  # missing blocks in conditional generation: a
     # draw of the prior's conditional, or its mean (whose decoding keeps the digit a draw can lose: the
     # Gaussian coupling of two blocks carries little information; see tests/benchmarks/coherence_diagnosis.py)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.sparsity < 1.0:
-            raise UsageError(f"masking sparsity must be in [0, 1), got {self.sparsity}")
 
 
 @register_model("gmrf")

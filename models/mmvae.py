@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch.distributions import Distribution
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import bounded
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors
 from mrfbench.models.latent import dreg_surrogate, gradient_scaled, log_mean_exp, mixture_log_prob, noise, standard
@@ -27,14 +27,13 @@ from mrfbench.models.registry import register_model
 @dataclass
 class MMVAEConfig(ExpertsConfig):
     objective: Literal["elbo", "iwae", "dreg"] = "elbo"
-    n_samples: int | None = None  # K samples per modality; unset: 1 for "elbo", 10 for "iwae" and "dreg"
+    n_samples: int | None = bounded(None, ge=1, label="number of samples")  # K samples per modality; unset: 1
+    # for "elbo", 10 for "iwae" and "dreg"
 
     def __post_init__(self):
         super().__post_init__()
         if self.n_samples is None:
             self.n_samples = 1 if self.objective == "elbo" else 10
-        if self.n_samples < 1:
-            raise UsageError(f"number of samples must be >= 1, got {self.n_samples}")
 
 
 def detached(dist: Distribution) -> Distribution:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import bounded
 from mrfbench.models.base import LossOutput
 from mrfbench.models.latent import CholeskyLayout, block_indices
 from mrfbench.models.mrf_family import EnergyPriorConfig, EnergyPriorMVAE
@@ -31,18 +31,12 @@ from mrfbench.models.registry import register_model
 
 @dataclass
 class MRFConfig(EnergyPriorConfig):
-    n_importance: int = 4  # posterior samples per data point (K >= 2 for the leave-one-out baseline)
-    posterior_burn_in: int = 10  # Metropolis-Hastings sweeps per training step from the posterior means
+    n_importance: int = bounded(4, ge=2, why="the leave-one-out baseline")  # posterior samples per data point
+    posterior_burn_in: int = bounded(10, ge=1, label="posterior burn-in")  # Metropolis-Hastings sweeps per
+    # training step from the posterior means
     pcd_chains: int = 256  # persistent chains for the prior expectation of Eq. 38
     pcd_sweeps: int = 1
     pcd_restart: float = 0.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.posterior_burn_in < 1:
-            raise UsageError("posterior burn-in must be >= 1")
-        if self.n_importance < 2:
-            raise UsageError(f"n importance must be >= 2 (the leave-one-out baseline), got {self.n_importance}")
 
 
 @register_model("mrf")

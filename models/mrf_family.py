@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import bounded
 from mrfbench.models.base import ModelConfig, MultimodalVAE, conditional_output
 from mrfbench.models.latent import CholeskyLayout, block_indices
 from mrfbench.models.networks import Likelihood, modality_decoder
@@ -28,29 +28,17 @@ class EnergyPriorConfig(MRFFamilyConfig):
     """Options of the energy-based prior (``mrf_parts.EnergyPrior``) and its Metropolis-Hastings sampling."""
 
     conditional_latent: Literal["sample", "mean"] = "mean"  # "mean": one chain per tuple, "sample": per draw
-    potential_hidden: int = 32  # width of the potential MLPs (the paper used 1024 for 8-D blocks of images)
-    confinement: float = 1.0  # precision of the Gaussian base measure in the prior energy (0: none)
-    n_importance: int = 8  # posterior samples per data point
-    pcd_chains: int = 512  # persistent chains for E_p[grad E]
-    pcd_sweeps: int = 5  # Metropolis-within-Gibbs sweeps the chains advance per training step
-    pcd_restart: float = 0.05  # fraction of persistent chains restarted from the base measure each step
-    mh_chains: int = 16_384  # parallel chains for prior sampling
-    mh_burn_in: int = 200
-    mh_thin: int = 5
-    mh_step: float = 0.5
-    collapse_samples: int = 20_000  # prior samples for the per-block KL of the collapse report
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.confinement < 0:
-            raise UsageError(f"confinement must be >= 0, got {self.confinement}")
-        if not 0.0 <= self.pcd_restart <= 1.0:
-            raise UsageError(f"pcd restart must be in [0, 1], got {self.pcd_restart}")
-        for name in ("mh_chains", "mh_thin", "potential_hidden", "collapse_samples", "pcd_chains", "pcd_sweeps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
-        if self.mh_burn_in < 0 or not self.mh_step > 0:
-            raise UsageError("mh burn-in must be >= 0 and mh step > 0")
+    potential_hidden: int = bounded(32, ge=1)  # width of the potential MLPs (the paper used 1024 for 8-D blocks of images)
+    confinement: float = bounded(1.0, ge=0)  # precision of the Gaussian base measure in the prior energy (0: none)
+    n_importance: int = bounded(8, ge=1)  # posterior samples per data point
+    pcd_chains: int = bounded(512, ge=1)  # persistent chains for E_p[grad E]
+    pcd_sweeps: int = bounded(5, ge=1)  # Metropolis-within-Gibbs sweeps the chains advance per training step
+    pcd_restart: float = bounded(0.05, ge=0, le=1)  # fraction of persistent chains restarted from the base measure each step
+    mh_chains: int = bounded(16_384, ge=1)  # parallel chains for prior sampling
+    mh_burn_in: int = bounded(200, ge=0, label="mh burn-in")
+    mh_thin: int = bounded(5, ge=1)
+    mh_step: float = bounded(0.5, gt=0)
+    collapse_samples: int = bounded(20_000, ge=1)  # prior samples for the per-block KL of the collapse report
 
 
 LEGACY_KEYS = {  # checkpoint keys written before the family was built from parts -> their parts' keys

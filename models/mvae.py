@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import bounded
 from mrfbench.models.base import LossOutput
 from mrfbench.models.experts import ExpertsConfig, ExpertsVAE, Posteriors, observed_mask
 from mrfbench.models.latent import noise, product_of_experts
@@ -19,12 +19,8 @@ from mrfbench.models.registry import register_model
 
 @dataclass
 class MVAEConfig(ExpertsConfig):
-    n_random_subsets: int = 1  # k subsets of size 2..M-1 drawn each step (the celeba19 code's --approx-m)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.n_random_subsets < 0:
-            raise UsageError(f"number of random subsets must be >= 0, got {self.n_random_subsets}")
+    n_random_subsets: int = bounded(1, ge=0, label="number of random subsets")  # k subsets of size 2..M-1
+    # drawn each step (the celeba19 code's --approx-m)
 
 
 @register_model("mvae")

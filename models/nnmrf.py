@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import bounded
 from mrfbench.models.base import LossOutput
 from mrfbench.models.gmrf import GMRFConfig
 from mrfbench.models.latent import CholeskyLayout, FullCovGaussian, block_indices, log_mean_exp
@@ -37,17 +37,13 @@ from mrfbench.models.registry import register_model
 
 @dataclass
 class NNMRFConfig(GMRFConfig, EnergyPriorConfig):
+    n_importance: int = bounded(8, ge=2, why="with 1 the log-partition term vanishes")  # posterior samples per point
     conditional_latent: Literal["sample", "mean"] = "mean"  # one chain per tuple ("sample": a chain per draw)
     partition: Literal["sampled", "posterior", "batch"] = "sampled"  # gradient of ln Z: from prior samples
     # ("sampled"), or from its importance estimate with each point's posterior (Eq. 15, "posterior") or the
     # batch's aggregate posterior ("batch")
     chain_start: Literal["posterior", "persistent"] = "posterior"  # "sampled" chains start at the batch's
     # posterior draws each step (contrastive divergence), or carry on from the previous step
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.n_importance < 2:
-            raise UsageError(f"n importance must be >= 2 (with 1 the log-partition term vanishes), got {self.n_importance}")
 
 
 @register_model("nnmrf")

@@ -168,3 +168,18 @@ def test_an_unexpected_error_is_one_line_with_its_traceback_logged(tmp_path, mon
     assert "Traceback" in log.read_text() and "in broken" in log.read_text()
     debug = CliRunner().invoke(app, ["--debug", "train", "--out", str(tmp_path / "out"), *TINY])
     assert isinstance(debug.exception, RuntimeError)
+
+
+def test_a_field_keeps_its_bounds_where_a_subclass_changes_its_default():
+    """The baselines' configs set latent 3 over the base's bounded latent size: 0 must still be refused (a
+    re-declared field once lost its bounds and failed deep in the networks with a ZeroDivisionError)."""
+    from mrfbench.errors import UsageError
+    from mrfbench.models import build_model
+
+    for model in ("mopoe", "mmvae", "gmrf", "nnmrf"):
+        with pytest.raises(UsageError, match="latent dimension must be >= 1, got 0"):
+            build_model(model, latent_dim=0)
+    with pytest.raises(UsageError, match=r"n importance must be >= 2 \(with 1 the log-partition term vanishes\)"):
+        build_model("nnmrf", n_importance=1)
+    with pytest.raises(UsageError, match=r"masking sparsity must be in \[0, 1\), got 1.0"):
+        build_model("almrf", sparsity=1.0)
