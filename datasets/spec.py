@@ -13,8 +13,9 @@ from types import ModuleType
 from typing import Literal
 
 from mrfbench.errors import UsageError
+from mrfbench.plugins import Registry
 
-BENCHMARKS: dict[str, Benchmark] = {}
+BENCHMARKS = Registry("data set")  # name -> Benchmark
 
 
 @dataclass(frozen=True)
@@ -81,19 +82,15 @@ class Benchmark:
 
 
 def register_benchmark(spec: Benchmark) -> Benchmark:
-    if spec.name in BENCHMARKS:
-        raise ValueError(f"data set '{spec.name}' is registered twice")
     shown = {c.key for c in spec.columns + spec.beyond}
     if not set(spec.score_parts) <= shown:
         raise ValueError(f"data set '{spec.name}': its score parts {spec.score_parts} must be among its columns")
-    BENCHMARKS[spec.name] = spec
+    BENCHMARKS.add(spec.name, spec)
     return spec
 
 
 def get_benchmark(name: str) -> Benchmark:
-    if name not in BENCHMARKS:
-        raise UsageError(f"unknown data set '{name}'; valid: {', '.join(sorted(BENCHMARKS))}")
-    return BENCHMARKS[name]
+    return BENCHMARKS.named(name)
 
 
 def budget_space(name: str, budget: str) -> str:

@@ -6,8 +6,9 @@ import dataclasses
 
 from mrfbench.errors import UsageError
 from mrfbench.models.base import MultimodalVAE
+from mrfbench.plugins import Registry
 
-MODELS: dict[str, type[MultimodalVAE]] = {}
+MODELS = Registry("model")  # name -> MultimodalVAE subclass
 
 
 def register_model(name: str):
@@ -15,16 +16,14 @@ def register_model(name: str):
 
     def add(cls: type[MultimodalVAE]) -> type[MultimodalVAE]:
         cls.name = name
-        MODELS[name] = cls
+        MODELS.add(name, cls)
         return cls
 
     return add
 
 
 def get_model_class(name: str) -> type[MultimodalVAE]:
-    if name not in MODELS:
-        raise UsageError(f"unknown model '{name}'; valid: {', '.join(sorted(MODELS))}")
-    return MODELS[name]
+    return MODELS.named(name)
 
 
 def build_model(name: str, **options) -> MultimodalVAE:

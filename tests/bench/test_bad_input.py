@@ -183,3 +183,21 @@ def test_a_field_keeps_its_bounds_where_a_subclass_changes_its_default():
         build_model("nnmrf", n_importance=1)
     with pytest.raises(UsageError, match=r"masking sparsity must be in \[0, 1\), got 1.0"):
         build_model("almrf", sparsity=1.0)
+
+
+@pytest.mark.parametrize("source, reason", [(None, "ModuleNotFoundError: No module named 'absent_plugin'"),
+                                            ("raise RuntimeError('boom')", "RuntimeError: boom")])
+def test_a_plugin_that_cannot_be_imported_is_named_with_the_variable(tmp_path, source, reason):
+    import os
+    import subprocess
+    import sys
+
+    name = "absent_plugin" if source is None else "broken_plugin"
+    if source is not None:
+        (tmp_path / f"{name}.py").write_text(source)
+    env = {**os.environ, "MRFBENCH_PLUGINS": f" {name} ", "PYTHONPATH": str(tmp_path)}
+    for command in ("models", "datasets"):
+        proc = subprocess.run([sys.executable, "-m", "mrfbench", command], env=env, capture_output=True, text=True)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip() == (f"error: MRFBENCH_PLUGINS names the module '{name}', which cannot be "
+                                       f"imported ({reason})")

@@ -1,5 +1,6 @@
-"""A data set is one module and its spec: a toy one registered from outside the package runs through train,
-evaluate, an Optuna search (without a per-epoch proxy) and the leaderboard, with no other file edited."""
+"""A data set is one module and its spec, a model one module: a toy data set and a model registered from
+outside the package (``MRFBENCH_PLUGINS``) run through train, evaluate, an Optuna search (without a
+per-epoch proxy) and the leaderboard, with no other file edited."""
 
 import os
 import subprocess
@@ -24,6 +25,8 @@ from scipy.stats import wasserstein_distance
 from mrfbench.datasets import Benchmark, Column, register_benchmark
 from mrfbench.errors import check_fields
 from mrfbench.evaluate import collapse_report
+from mrfbench.models import register_model
+from mrfbench.models.gmrf import GMRFMVAE
 
 RHO = 0.8
 
@@ -84,6 +87,11 @@ def tables(metrics, paper):
     return [table]
 
 
+@register_model("toymrf")
+class ToyMRF(GMRFMVAE):
+    description = "the GMRF, registered by a plugin"
+
+
 register_benchmark(Benchmark(
     name="toygauss", description="two correlated Gaussian modalities", dataset=ToyGaussian, config=ToyConfig,
     evaluator=__name__, architecture="mlp", table="none",
@@ -100,6 +108,8 @@ params:
   beta: {choice: [1.0, 0.5]}
 models:
   gmrf:
+    latent_dim: 1
+  toymrf:
     latent_dim: 1
 """
 
@@ -128,14 +138,15 @@ def test_a_data_set_from_one_module_runs_every_command(tmp_path):
         return proc.stdout
 
     listed = mrfbench("datasets")
-    assert "toygauss" in listed
+    assert "toygauss" in listed and "toymrf" in mrfbench("models")
     trained = mrfbench("train", "--dataset", "toygauss", "--out", tmp_path / "run", "--epochs", "2", "--set",
                        "latent_dim=1", "--n-train", "256", "--device", "cpu")
     assert "on the toy Gaussian" in trained and (tmp_path / "run" / "metrics.json").exists()
     assert "on the toy Gaussian" in mrfbench("evaluate", tmp_path / "run", "--device", "cpu")
     mrfbench("sweep", "--space", tmp_path / "toy.yaml", "--out", tmp_path / "sweep", "--trials", "2", "--device", "cpu")
     board = (tmp_path / "sweep" / "leaderboard.md").read_text()
-    assert board.startswith("# toygauss leaderboard") and "| uncond W1 | cond W1 |" in board and "| gmrf |" in board
+    assert board.startswith("# toygauss leaderboard") and "| uncond W1 | cond W1 |" in board
+    assert "| gmrf |" in board and "| toymrf |" in board
     mrfbench("leaderboard", tmp_path / "sweep")
     assert "needs a per-epoch score" in subprocess.run(
         [sys.executable, "-m", "mrfbench", "sweep", "--space", tmp_path / "toy.yaml", "--out", tmp_path / "asha",
