@@ -19,6 +19,13 @@ class SweepInterrupted(Exception):
     """A sweep stage ended with trials unfinished (Ctrl-C, or a lost worker): the sweep stops, to be resumed."""
 
 
+def first_line(err: BaseException) -> str:
+    """An error's reason in one line: its message's first (a distribution's refusal carries a tensor dump),
+    or its type where it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy and torch accept as a seed
 
 

@@ -11,7 +11,7 @@ import os
 import pkgutil
 from collections.abc import Iterator, Mapping
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, first_line
 
 PLUGINS_ENV = "MRFBENCH_PLUGINS"
 
@@ -59,6 +59,5 @@ def load_plugins() -> None:
         try:
             importlib.import_module(name)
         except Exception as err:  # noqa: BLE001 - whatever a plugin raises, the user needs its name
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UsageError(f"{PLUGINS_ENV} names the module '{name}', which cannot be imported "
-                             f"({type(err).__name__}: {reason})") from None
+                             f"({type(err).__name__}: {first_line(err)})") from None

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mrfbench.errors import ERROR_LOG_PREFIX, SweepInterrupted, UsageError
+from mrfbench.errors import ERROR_LOG_PREFIX, SweepInterrupted, UsageError, first_line
 
 app = typer.Typer(help="Train, sample and score multimodal VAEs (MRF MVAE family and baselines).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -100,8 +100,7 @@ def clean_errors(command):
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except (FloatingPointError, torch_linalg_error()) as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            err_console.print(f"[bold red]numerical failure:[/] {escape(first_line)}; files already written are kept",
+            err_console.print(f"[bold red]numerical failure:[/] {escape(first_line(err))}; files already written are kept",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mrfbench.datasets import get_benchmark
-from mrfbench.errors import SweepInterrupted, UsageError
+from mrfbench.errors import SweepInterrupted, UsageError, first_line
 from mrfbench.runs import write_json
 from mrfbench.spaces import SearchSpace, load_space
 from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, plan
@@ -161,8 +161,12 @@ class Sweep:
         # epochs of a data set without a per-epoch proxy report their losses but no score
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
         if not ray.is_initialized():
-            context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
-                               log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}")
+            try:
+                context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
+                                   log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}")
+            except ConnectionError as err:  # --address auto with no cluster on this machine
+                raise UsageError(f"no Ray cluster to join at --address {self.settings.address} ({first_line(err)}); "
+                                 "start one with `ray start --head`, or leave --address out for a local one") from None
             url = getattr(context, "dashboard_url", None)
             self.dashboard_url = f"http://{url}" if url else None
         self._check_resources()
@@ -212,7 +216,7 @@ class Sweep:
         self._record_final_study()
 
     def _storage_url(self) -> str:
-        return self.settings.storage or f"sqlite:///{self.out / 'optuna.db'}"
+        return self.settings.storage_url()
 
     def _storage(self):
         import optuna

@@ -60,12 +60,6 @@ def epoch_line(epoch: int, figures: dict) -> str:
                                           if isinstance(value, (int, float)))
 
 
-def first_line(err: BaseException) -> str:
-    """An error's reason as a trial records it: its first line (a distribution's refusal carries a tensor dump)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def staging_folder(trial_dir: Path) -> Path:
     """Where a trial writes its runs until they are complete: outside its Tune folder, which Tune copies
     into the sweep folder as it goes (a run half written there would be copied in and never removed), on

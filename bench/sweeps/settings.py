@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mrfbench.datasets import get_benchmark
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, first_line
 from mrfbench.spaces import SearchSpace, load_space, parse_space
 
 SAMPLERS = ("tpe", "random", "grid")  # grid: each grid point of the space once, on seed 0
@@ -55,6 +56,10 @@ class SweepSettings:
 
             self.space = get_benchmark(DEFAULT_DATASET).default_space
 
+    def storage_url(self) -> str:
+        """The Optuna storage: --storage, else the SQLite file ``optuna.db`` in the sweep folder."""
+        return self.storage or f"sqlite:///{Path(self.out).resolve() / 'optuna.db'}"
+
     def model_groups(self, space: SearchSpace) -> list[list[str]]:
         """The models the sweep started with (every model of the space when none were named), then each set
         added later."""
@@ -97,8 +102,7 @@ class SweepSettings:
             resolve_device(self.device)
         else:
             check_address(self.address)
-        if self.storage is not None:
-            check_storage(self.storage)
+        check_storage(self.storage_url(), given=self.storage is not None)
         if self.mlflow is not None:
             from mrfbench.tracking import check_uri
 
@@ -170,12 +174,34 @@ def check_address(address: str, timeout: float = 5.0) -> None:
                          "`ray start --head` or leave --address out for a local one") from None
 
 
-def check_storage(url: str) -> None:
-    """An Optuna storage must be a database URL (sqlite:///path, postgresql://...)."""
+def check_storage(url: str, given: bool = True) -> None:
+    """An Optuna storage must be a database URL (sqlite:///path, postgresql://...) whose driver is installed;
+    a SQLite file's folder must exist (the default's, ``given`` False, is made with the sweep) and a file
+    already there must be a database."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(url)
+        parsed = make_url(url)
     except ArgumentError:
         raise UsageError(f"--storage must be a database URL such as sqlite:///path/optuna.db, got '{url}'") from None
+    try:
+        create_engine(parsed).dispose()  # loads the dialect and its driver; connects to nothing
+    except (ImportError, NoSuchModuleError) as err:
+        raise UsageError(f"--storage {parsed.render_as_string(hide_password=True)}: its database driver is not "
+                         f"installed ({first_line(err)}): install it (PostgreSQL: pip install 'psycopg[binary]')") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    if given and not path.parent.is_dir():
+        raise UsageError(f"--storage {url}: the folder {path.parent} does not exist")
+    if path.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                db.execute("SELECT name FROM sqlite_master").fetchall()
+        except sqlite3.Error as err:
+            raise UsageError(f"the Optuna storage {path} cannot be read ({err}); restore it from a copy, or start the "
+                             "sweep again in another --out") from None

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from mrfbench.datasets import get_benchmark
+from mrfbench.errors import first_line
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS
 from mrfbench.sweeps.records import (
     TRIAL_FILE,
     _now,
     epoch_line,
-    first_line,
     flatten_metrics,
     placement,
     staging_folder,

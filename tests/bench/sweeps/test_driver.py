@@ -630,3 +630,22 @@ def test_a_trial_whose_worker_is_killed_is_recorded_as_failed_and_the_sweep_goes
     (record,) = results_records(sweep.out)
     assert record["status"] == "failed" and record["error"].startswith("its worker process died")
     assert "\n" not in record["error"]
+
+
+def test_a_storage_that_cannot_work_is_refused_before_ray_starts(tmp_path):
+    """A damaged optuna.db on --resume, a PostgreSQL URL without its driver and a SQLite file in a missing
+    folder each failed after Ray had started, with the guard's bare exception and not the file's name."""
+    settings = SweepSettings(out=str(tmp_path / "s"), space="copula_quick", grid=True)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
+    (tmp_path / "s" / "optuna.db").write_bytes(b"not a database, half written" * 100)
+    with pytest.raises(UsageError, match=r"the Optuna storage .*optuna.db cannot be read \(file is not a database\)"):
+        Sweep.resume(tmp_path / "s")
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:  # SQLAlchemy's PostgreSQL driver, absent from the test extras
+        with pytest.raises(UsageError, match=r"postgresql://u:\*\*\*@db/x: its database driver is not installed"):
+            Sweep(SweepSettings(out=str(tmp_path / "p"), space="copula_quick", storage="postgresql://u:pw@db/x"))
+    with pytest.raises(UsageError, match="the folder .*/absent does not exist"):
+        Sweep(SweepSettings(out=str(tmp_path / "q"), space="copula_quick", storage=f"sqlite:///{tmp_path}/absent/o.db"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
