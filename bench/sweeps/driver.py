@@ -153,9 +153,10 @@ class Sweep:
         return sum(stage.runs for stage in self.plan())
 
     def connect(self) -> str | None:
-        """Join (or start) Ray, check that a trial fits its nodes, and write the sweep's settings; returns the
-        dashboard's URL when it has one."""
+        """Join (or start) Ray as a job named after the sweep (the dashboard's Jobs page lists it so), check
+        that a trial fits its nodes, and write the sweep's settings; returns the dashboard's URL when it has one."""
         import ray
+        from ray.job_config import JobConfig
 
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # epochs of a data set without a per-epoch proxy report their losses but no score
@@ -163,7 +164,9 @@ class Sweep:
         if not ray.is_initialized():
             try:
                 context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
-                                   log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}")
+                                   log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}",
+                                   job_config=JobConfig(metadata={"job_name": f"mrfbench sweep {self.out.name}",
+                                                                  "sweep_folder": str(self.out)}))
             except ConnectionError as err:  # --address auto with no cluster on this machine
                 raise UsageError(f"no Ray cluster to join at --address {self.settings.address} ({first_line(err)}); "
                                  "start one with `ray start --head`, or leave --address out for a local one") from None

@@ -501,7 +501,8 @@ def test_grid_jobs_take_every_model_in_turn():
 @pytest.mark.slow
 def test_the_dashboard_lists_running_trials_by_name(tmp_path):
     """`sweep --dashboard` prints the URL before the trials start; the dashboard's API, asked over loopback
-    with the cluster's token while a trial runs, lists that trial's actor by its readable name."""
+    with the cluster's token while a trial runs, lists that trial's actor by its readable name and the sweep's
+    driver as a job named after the sweep."""
     import secrets
     import urllib.request
 
@@ -529,6 +530,11 @@ def test_the_dashboard_lists_running_trials_by_name(tmp_path):
                 pass  # the dashboard is still starting
             time.sleep(0.5)
         assert "gmrf final seed 0" in names, names
+        jobs = urllib.request.Request(f"{url}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(jobs, timeout=10) as answer:
+            listed = json.load(answer)
+        assert {"job_name": "mrfbench sweep sweep", "sweep_folder": str(tmp_path / "sweep")} in [
+            job.get("metadata") for job in listed]  # the Jobs page names the sweep
         rest, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, rest[-2000:]
     finally:
