@@ -353,10 +353,10 @@ Sweep.resume(sys.argv[1]).run() if len(sys.argv) > 2 else Sweep(settings).run()
 
 
 class SweepProcess:
-    """A tiny copula sweep in its own process group, to interrupt with Ctrl-C and resume."""
+    """A tiny copula sweep in its own process group, to interrupt with Ctrl-C (or kill) and resume."""
 
-    def __init__(self, tmp_path, settings: str):
-        self.out, self.script = tmp_path / "sweep", tmp_path / "run.py"
+    def __init__(self, tmp_path, settings: str, name: str = "sweep"):
+        self.out, self.script = tmp_path / name, tmp_path / f"{name}.py"
         self.script.write_text(SWEEP_SCRIPT.format(settings=settings))
         self.env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
         self.proc = subprocess.Popen([sys.executable, str(self.script), str(self.out)], env=self.env,
@@ -370,13 +370,16 @@ class SweepProcess:
             time.sleep(0.2)
         raise AssertionError(f"{what} in time")
 
-    def interrupt(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGINT)  # Ctrl-C
+    def interrupt(self, how: signal.Signals = signal.SIGINT) -> None:
+        os.killpg(self.proc.pid, how)  # Ctrl-C, or kill -9 of the driver and its Ray
         self.proc.wait(timeout=120)
         try:  # anything of the interrupted run still alive; never `ray stop`, which would kill every Ray here
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def finish(self) -> None:
+        assert self.proc.wait(timeout=600) == 0
 
     def resume(self) -> None:
         resumed = subprocess.run([sys.executable, str(self.script), str(self.out), "resume"], env=self.env,
@@ -649,9 +652,45 @@ def test_a_storage_that_cannot_work_is_refused_before_ray_starts(tmp_path):
         Sweep.resume(tmp_path / "s")
     import importlib.util
 
-    if importlib.util.find_spec("psycopg") is None:  # SQLAlchemy's PostgreSQL driver, absent from the test extras
-        with pytest.raises(UsageError, match=r"postgresql://u:\*\*\*@db/x: its database driver is not installed"):
-            Sweep(SweepSettings(out=str(tmp_path / "p"), space="copula_quick", storage="postgresql://u:pw@db/x"))
+    if importlib.util.find_spec("pg8000") is None:  # a PostgreSQL driver SQLAlchemy knows, not installed here
+        with pytest.raises(UsageError, match=r"pg8000://u:\*\*\*@db/x: its database driver is not installed"):
+            Sweep(SweepSettings(out=str(tmp_path / "p"), space="copula_quick", storage="postgresql+pg8000://u:pw@db/x"))
     with pytest.raises(UsageError, match="the folder .*/absent does not exist"):
         Sweep(SweepSettings(out=str(tmp_path / "q"), space="copula_quick", storage=f"sqlite:///{tmp_path}/absent/o.db"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_and_resumed_against_postgresql_loses_no_trial(tmp_path, postgres_url):
+    import optuna
+
+    sweep = SweepProcess(tmp_path, f"trials=3, seeds=2, epochs=1, max_concurrent_trials=1, storage={postgres_url!r}")
+    sweep.wait_for(lambda: any(json.loads(p.read_text())["status"] == "ok"
+                               for p in sweep.out.glob("search-gmrf/*/trial.json")), "no trial finished")
+    sweep.interrupt(signal.SIGKILL)
+    sweep.resume()
+    records = results_records(sweep.out)
+    search = [r for r in records if r["stage"] == "search"]
+    assert len(search) == 3 and all(r["status"] == "ok" for r in records) and len(records) == 5
+    study = optuna.load_study(study_name="sweep-gmrf", storage=postgres_url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3  # each recorded trial told once (one the kill cut off may stay RUNNING)
+    searched = list(complete[0].params)  # the study's trials are the recorded ones
+    assert sorted(json.dumps(t.params, sort_keys=True) for t in complete) == sorted(
+        json.dumps({k: r["params"][k] for k in searched}, sort_keys=True) for r in search)
+    assert not (tmp_path / "sweep" / "optuna.db").exists()
+
+
+@pytest.mark.slow
+def test_two_sweeps_share_one_postgresql_storage_at_once(tmp_path, postgres_url):
+    import optuna
+
+    settings = f"trials=2, seeds=1, epochs=1, max_concurrent_trials=1, storage={postgres_url!r}"
+    sweeps = [SweepProcess(tmp_path, settings, name) for name in ("first", "second")]
+    for sweep in sweeps:
+        sweep.finish()
+    for sweep in sweeps:
+        assert len([r for r in results_records(sweep.out) if r["status"] == "ok"]) == 3
+        study = optuna.load_study(study_name=f"{sweep.out.name}-gmrf", storage=postgres_url)
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert set(optuna.get_all_study_names(postgres_url)) >= {"first-gmrf", "second-gmrf", "first-final", "second-final"}
