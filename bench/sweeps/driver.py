@@ -172,6 +172,10 @@ class Sweep:
                                  "start one with `ray start --head`, or leave --address out for a local one") from None
             url = getattr(context, "dashboard_url", None)
             self.dashboard_url = f"http://{url}" if url else None
+            if self.settings.address is None:  # the Ray this process started ends with it, even killed
+                from mrfbench.sweeps.reaper import start_reaper
+
+                start_reaper()
         self._check_resources()
         try:
             self.out.mkdir(parents=True, exist_ok=True)

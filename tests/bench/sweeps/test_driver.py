@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import json
 import math
@@ -694,3 +695,32 @@ def test_two_sweeps_share_one_postgresql_storage_at_once(tmp_path, postgres_url)
         study = optuna.load_study(study_name=f"{sweep.out.name}-gmrf", storage=postgres_url)
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert set(optuna.get_all_study_names(postgres_url)) >= {"first-gmrf", "second-gmrf", "first-final", "second-final"}
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_ray_process_of_its_own(tmp_path):
+    """Ray's dashboard and runtime-env agents outlived a sweep driver killed with kill -9 by minutes; its
+    watchdog now ends every process the driver started within seconds (and nothing else)."""
+    from mrfbench.sweeps.reaper import descendants
+
+    sweep = SweepProcess(tmp_path, "trials=1, seeds=1, epochs=200")
+    try:
+        started = sweep.wait_for(lambda: len(descendants(sweep.proc.pid)) >= 6 and descendants(sweep.proc.pid),
+                                 "Ray did not start")
+        sweep.wait_for(lambda: list(sweep.out.glob("search-gmrf/*/trial.json")), "no trial started")
+        ours = {**started, **descendants(sweep.proc.pid)}
+        os.kill(sweep.proc.pid, signal.SIGKILL)  # the driver alone, as the out-of-memory killer would
+        sweep.proc.wait(timeout=10)
+
+        def running(pid: int, start: int) -> bool:  # the same process (not a reused PID), not a zombie
+            try:
+                state, *fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return False
+            return state != "Z" and fields[18] == str(start)
+
+        sweep.wait_for(lambda: not any(running(*p) for p in ours.items()), "a process outlived the driver by 30 s",
+                       seconds=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            sweep.interrupt(signal.SIGKILL)
