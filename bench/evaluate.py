@@ -19,7 +19,7 @@ class EvalConfig:
     n_joint: int = bounded(100_000, ge=1)  # samples for the sliced Wasserstein distance on the joint 8-D law
     n_projections: int = bounded(200, ge=1)
     n_tau: int = bounded(20_000, ge=1)  # samples for the Kendall's tau matrices
-    collapse_threshold: float = 0.05  # nats: a latent block whose mean KL is below this carries nothing
+    collapse_threshold: float = bounded(0.05, ge=0)  # nats: a latent block whose mean KL is below this carries nothing
     chunk: int = bounded(100_000, ge=1)
     n_image_tuples: int = bounded(10_000, ge=1)  # image data: test tuples scored (coherence, SSIM, FID)
     inception_weights: str | None = None  # image data: the standard Inception weights, for the paper's FID

@@ -13,7 +13,7 @@ import torch
 
 from mrfbench.datasets.polymnist import MANIFEST, build, load_build
 from mrfbench.datasets.spec import Benchmark, Column, register_benchmark
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, bounded, check_fields
 
 
 def default_build_dir(kind: str, seed: int) -> Path:
@@ -25,9 +25,12 @@ class ImageConfig:
     build_dir: str | None = None  # default: $MRFBENCH_CACHE or ~/.cache/mrfbench, /<kind>-seed<seed>
     build_seed: int = 0  # the build's seed (pairing and crops), which picks the default build directory
     seed: int = 0  # the run's seed: a build is fixed, so it changes nothing here (kept for a uniform interface)
-    n_val: int = 5_000  # held out from the end of the training split
-    n_train: int | None = None  # use only the first n training tuples (None: all)
-    n_test: int | None = None  # use only the first n test tuples (None: all)
+    n_val: int = bounded(5_000, ge=1)  # held out from the end of the training split
+    n_train: int | None = bounded(None, ge=1)  # use only the first n training tuples (None: all)
+    n_test: int | None = bounded(None, ge=1)  # use only the first n test tuples (None: all)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 class ImageDataset:

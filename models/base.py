@@ -15,8 +15,8 @@ from mrfbench.errors import UsageError, bounded, check_fields
 class ModelConfig:
     """Fields every model shares; ``n_modalities`` and ``modality_dim`` come from the data set."""
 
-    n_modalities: int = 4
-    modality_dim: int = 2
+    n_modalities: int = bounded(4, ge=2)
+    modality_dim: int = bounded(2, ge=1)
     latent_dim: int = bounded(2, ge=1, label="latent dimension")
     beta: float = bounded(1.0, gt=0)
     likelihood: Literal["gaussian", "laplace"] = "gaussian"

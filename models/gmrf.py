@@ -26,7 +26,7 @@ from mrfbench.models.registry import register_model
 class GMRFConfig(MRFFamilyConfig):
     sparsity: float = bounded(0.0, ge=0, lt=1, label="masking sparsity")  # fraction of the strictly-lower entries of L masked to zero
     mask_seed: int = 0
-    global_hidden: int = 128
+    global_hidden: int = bounded(128, ge=1)
     conditional_missing: Literal["sample", "mean"] = "sample"  # missing blocks in conditional generation: a
     # draw of the prior's conditional, or its mean (whose decoding keeps the digit a draw can lose: the
     # Gaussian coupling of two blocks carries little information; see tests/benchmarks/coherence_diagnosis.py)

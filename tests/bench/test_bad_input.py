@@ -36,6 +36,9 @@ def workspace(tmp_path_factory):
         (root / name / "trial_0").mkdir(parents=True)
         (root / name / "sweep.json").write_text(settings)
     (root / "EMPTYTRIAL" / "trial_0" / "trial.json").write_text("")
+    (root / "BADDB").mkdir()
+    (root / "BADDB" / "sweep.json").write_text('{"out": "x", "space": "copula_quick", "grid": true}')
+    (root / "BADDB" / "optuna.db").write_bytes(b"half a database" * 50)
     (root / "NOTZIP.npz").write_text("not a zip archive\n")
     (root / "DUPKEY.yaml").write_text("dataset: copula\nmodels:\n  gmrf: {}\nmodels:\n  mvae: {}\n")
     (root / "NOTUTF8.yaml").write_bytes(b"dataset: \xff\xfe\n")
@@ -89,6 +92,9 @@ CASES = [
     ["train", "--out", "R", *TINY, "--threads", "0"],
     ["train", "--out", "R", *TINY, "--set", "latent_dim=[1"],
     ["train", "--out", "R", *TINY, "--score-every", "0"],
+    ["train", "--out", "R", *TINY, "--set", "global_hidden=0"],
+    ["train", "--out", "R", *TINY, "--model", "mopoe", "--set", "latent_dim=0"],
+    ["train", "--out", "R", *TINY, "--model", "mmvaeplus", "--set", "objective=foo"],
     ["evaluate", "RUN", "--seed", "-1"],
     ["evaluate", "EMPTYLIST"],
     ["evaluate", "NULL"],
@@ -114,6 +120,12 @@ CASES = [
     ["sweep", "--out", "SW", "--space", "HUGEGRID.yaml", "--grid"],
     ["sweep", "--out", "SW", "--space", "copula_quick", "--mlflow", "mlruns"],
     ["sweep", "--out", "SW", "--space", "copula_quick", "--cpus-per-trial", "nan"],
+    ["sweep", "--out", "SW", "--space", "copula_quick", "--storage", "postgresql+pg8000://u:pw@db/x"],
+    ["sweep", "--out", "SW", "--space", "copula_quick", "--storage", "sqlite:///ABSENT/optuna.db"],
+    ["sweep", "--out", "BADDB", "--resume"],
+    ["sweep", "--out", "SW", "--space", "copula", "--pack-size", "0"],
+    ["sweep", "--out", "SW", "--space", "copula", "--pack-size", "3", "--asha"],
+    ["sweep", "--out", "SW", "--space", "copula", "--pack-size", "3", "--no-packs"],
     ["sweep", "--out", "SW", "--space", "copula_quick", "--gpus-per-trial", "inf"],
     ["leaderboard", "AFILE"],
     ["leaderboard", "MISSING"],
