@@ -120,7 +120,7 @@ def test_a_packed_search_trains_each_rounds_trials_of_one_shape_as_one_pack(loca
     out = tmp_path / "packed"
     Sweep(SweepSettings(out=str(out), space=str(space), sampler="random", pack_size=4,
                         **{**TINY, "trials": 4, "seeds": 1})).run()
-    search = [r for r in results_records(out / "search-gmrf")]
+    search = results_records(out / "search-gmrf")
     assert len(search) == 4 and all(r["status"] == "ok" and r["seed"] == 0 for r in search)
     trial_dirs = sorted(p for p in (out / "search-gmrf").iterdir() if p.is_dir() and p.name.startswith("gmrf_"))
     assert len(trial_dirs) == len({r["params"]["latent_dim"] for r in search})  # a Tune trial per shape
