@@ -32,7 +32,7 @@ def test_loss_is_reconstruction_plus_beta_log_one_plus_mmd(data):
 
 
 def test_trains_with_falling_loss_and_finite_gradients(data, assert_trains):
-    assert_trains(build_model("almrf"), data)
+    assert_trains(build_model("almrf"), data, epochs=8)  # its learned decoder scale starts at 1
 
 
 @pytest.mark.parametrize("conditional", ["moment-matched", "exact"])
