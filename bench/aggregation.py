@@ -73,7 +73,7 @@ def leaderboard(summary: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
             row[f"{key} paper"] = theirs
             row[f"{key} diff"] = ours["mean"] - theirs if comparable else None
         row.update({bound.key: stat(bound.key) for bound in spec.bounds})
-        for column in spec.beyond:
+        for column in spec.beyond_columns:
             row[f"{column.key} mean"], row[f"{column.key} std"] = stat(column.key), stat(column.key, "std")
         row["train s"] = stat("train_wall_time_s")
         rows.append(row)
@@ -146,9 +146,9 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
              *([budget] if budget else []),
              spec.notes,
              "",
-             "| model | variant | seeds | " + " | ".join(c.title for c in spec.columns + spec.bounds + spec.beyond)
+             "| model | variant | seeds | " + " | ".join(c.title for c in spec.columns + spec.bounds + spec.beyond_columns)
              + " | train s |",
-             "|" + "---|" * (len(spec.columns) + len(spec.bounds) + len(spec.beyond) + 4)]
+             "|" + "---|" * (len(spec.columns) + len(spec.bounds) + len(spec.beyond_columns) + 4)]
     flagged = flagged if flagged is not None else pd.DataFrame(columns=["model", "variant", "seed", "reason"])
 
     def seeds(row):
@@ -158,7 +158,7 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
     for _, row in board.iterrows():
         lines.append(f"| {row['model']} | {row['variant']} | {seeds(row)} | "
                      + " | ".join([cell(row, k) for k in keys] + [bound(row[b.key]) for b in spec.bounds]
-                                  + [ours(row, c.key) for c in spec.beyond])
+                                  + [ours(row, c.key) for c in spec.beyond_columns])
                      + f" | {bound(row['train s'])} |")
     if searched is not None and len(searched):
         parts, titles = spec.score_parts, {c.key: c.title for c in spec.columns}
@@ -247,7 +247,7 @@ def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -
     """Beside each figure's mean, the 95% interval's half-width ('<key> ci95') and whether the model is the
     best or tied with it ('<key> best'), from the seeds of each row's variant (``mrfbench.uncertainty``)."""
     board = board.copy()
-    for column in spec.columns + spec.beyond:
+    for column in spec.columns + spec.beyond_columns:
         key = column.key
         values = dict(zip(board["model"], row_seeds(table, board, key)))
         tied = tied_with_best(values, column.better)
@@ -259,7 +259,7 @@ def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -
 def chart_panels(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> list[Panel]:
     """The figures behind the score as chart panels: title with unit and direction, means, intervals, each
     row's seeds, the paper's figures and the noise floor ('<section>/floor_<metric>' where the board has it)."""
-    columns = {c.key: c for c in spec.columns + spec.beyond}
+    columns = {c.key: c for c in spec.columns + spec.beyond_columns}
     panels = []
     for key in spec.score_parts:
         column, (section, metric) = columns[key], key.split("/")
@@ -276,7 +276,7 @@ def chart_panels(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> l
 def csv_columns(board: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     """The leaderboard with snake_case column names that carry their unit: 'unconditional/wasserstein_dim1
     mean' becomes 'unconditional_wasserstein_dim1_x1000_mean'."""
-    units = {c.key: c.unit for c in spec.columns + spec.bounds + spec.beyond if c.unit}
+    units = {c.key: c.unit for c in spec.columns + spec.bounds + spec.beyond_columns if c.unit}
 
     def name(column: str) -> str:
         if column == "train s":

@@ -40,7 +40,7 @@ def table_figures(scores: dict, spec) -> dict[str, float]:
     """The figures of ``spec``'s table in ``scores`` (an evaluator's sections), a column's fallback where its
     own figure is missing, and those beyond the table, by their flattened keys."""
     flat = flat_figures(scores)
-    keys = [c.key if c.key in flat else c.fallback for c in spec.columns + spec.beyond]
+    keys = [c.key if c.key in flat else c.fallback for c in spec.columns + spec.beyond_columns]
     return {key: flat[key] for key in keys if key in flat}
 
 

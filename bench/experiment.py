@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mrfbench.curve import curve_point, write_curve, write_loss_plot
-from mrfbench.datasets import get_benchmark
+from mrfbench.datasets import added_metrics, get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.models import MultimodalVAE, build_model, get_model_class
@@ -183,9 +183,12 @@ def check_split(split: str) -> None:
 
 def score_run(model: MultimodalVAE, spec, dataset, split: str, data: torch.Tensor, eval_config: EvalConfig, device,
               out: Path, training: dict) -> dict:
-    """Score a trained model with its data set's evaluator (which also draws the run's picture), write
-    metrics.json and return the metrics."""
+    """Score a trained model with its data set's evaluator (which also draws the run's picture) and the
+    metrics plugins added to it, write metrics.json and return the metrics."""
     scores = spec.get_evaluator().score(model, dataset, data, split, eval_config, device, out)
+    for metric in added_metrics(spec.name):
+        scores.setdefault(metric.section, {})[metric.name] = float(metric.compute(model, dataset, data, eval_config,
+                                                                                  device))
     metrics = {"model": model.name, "dataset": spec.name, "capacity": model.capacity, "beta": model.config.beta,
                **scores, **({"sampler": dict(model.sampler_diagnostics)} if model.sampler_diagnostics else {}),
                "eval": dataclasses.asdict(eval_config), "training": training}

@@ -60,6 +60,11 @@ class Benchmark:
     prepare: Callable[..., dict] | None = None  # (data_dir, mnist, status) -> dataset options, before a sweep
     build: Callable[..., dict] | None = None  # `mrfbench data`: (out, seed, mnist, backgrounds) -> manifest, build_dir
 
+    @property
+    def beyond_columns(self) -> tuple[Column, ...]:
+        """Our figures beyond the paper's: the spec's own, then those plugins added (``register_metric``)."""
+        return self.beyond + tuple(metric.column for metric in added_metrics(self.name))
+
     def score(self, flat: dict[str, float]) -> float:
         mean = 0.5 * (flat[self.score_parts[0]] + flat[self.score_parts[1]])
         return mean if self.score_direction == "lower" else 1.0 - mean
@@ -87,6 +92,38 @@ def register_benchmark(spec: Benchmark) -> Benchmark:
         raise ValueError(f"data set '{spec.name}': its score parts {spec.score_parts} must be among its columns")
     BENCHMARKS.add(spec.name, spec)
     return spec
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A figure added to a data set's scoring from outside its evaluator (a plugin module): ``compute(model,
+    dataset, data, eval_config, device) -> float`` runs after the evaluator on the same split, its value is
+    the metrics' ``<section>/<name>``, and the leaderboard shows it among our figures beyond the paper's."""
+
+    dataset: str
+    section: str
+    name: str
+    title: str
+    compute: Callable[..., float]
+    better: Literal["lower", "higher"] = "lower"
+    unit: str = ""
+
+    @property
+    def column(self) -> Column:
+        return Column(f"{self.section}/{self.name}", self.title, unit=self.unit, better=self.better)
+
+
+METRICS = Registry("metric")  # "<data set>:<section>/<name>" -> Metric
+
+
+def register_metric(metric: Metric) -> Metric:
+    METRICS.add(f"{metric.dataset}:{metric.section}/{metric.name}", metric)
+    return metric
+
+
+def added_metrics(dataset: str) -> list[Metric]:
+    """The metrics plugins added to ``dataset``'s scoring."""
+    return [metric for metric in METRICS.values() if metric.dataset == dataset]
 
 
 def get_benchmark(name: str) -> Benchmark:

@@ -66,8 +66,8 @@ def leaderboard_table(board, spec):
 
     from mrfbench.aggregation import UNCERTAINTY, figure
 
-    titles = {c.key: c.title for c in spec.columns + spec.beyond}
-    keys = [*spec.score_parts, *(c.key for c in spec.beyond)]
+    titles = {c.key: c.title for c in spec.columns + spec.beyond_columns}
+    keys = [*spec.score_parts, *(c.key for c in spec.beyond_columns)]
     table = Table("model", "seeds", *(titles.get(k, k) for k in keys), title=f"{spec.name} leaderboard ({spec.table})",
                   caption="\n".join([f"mean ± {UNCERTAINTY}; the paper's figure in parentheses",
                                       *(f"{row.model}: {row.variant}" for row in board.itertuples())]),

@@ -1,7 +1,8 @@
-"""A data set is one module and its spec, a model one module: a toy data set and a model registered from
-outside the package (``MRFBENCH_PLUGINS``) run through train, evaluate, an Optuna search (without a
-per-epoch proxy) and the leaderboard, with no other file edited."""
+"""A data set is one module and its spec, a model one module, a metric one function: a toy data set, a
+model and a metric registered from outside the package (``MRFBENCH_PLUGINS``) run through train, evaluate,
+an Optuna search (without a per-epoch proxy) and the leaderboard, with no other file edited."""
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import torch
 from rich.table import Table
 from scipy.stats import wasserstein_distance
 
-from mrfbench.datasets import Benchmark, Column, register_benchmark
+from mrfbench.datasets import Benchmark, Column, Metric, register_benchmark, register_metric
 from mrfbench.errors import check_fields
 from mrfbench.evaluate import collapse_report
 from mrfbench.models import register_model
@@ -87,6 +88,17 @@ def tables(metrics, paper):
     return [table]
 
 
+@torch.no_grad()
+def correlation_error(model, dataset, data, cfg, device):
+    """|correlation of 2,000 draws - RHO|: a figure added from outside the evaluator."""
+    model.eval()
+    generated = model.sample(2000).reshape(2000, 2).cpu().numpy()
+    return abs(float(np.corrcoef(generated.T)[0, 1]) - RHO)
+
+
+register_metric(Metric("toygauss", "dependence", "corr_error", "corr error", correlation_error))
+
+
 @register_model("toymrf")
 class ToyMRF(GMRFMVAE):
     description = "the GMRF, registered by a plugin"
@@ -142,11 +154,17 @@ def test_a_data_set_from_one_module_runs_every_command(tmp_path):
     trained = mrfbench("train", "--dataset", "toygauss", "--out", tmp_path / "run", "--epochs", "2", "--set",
                        "latent_dim=1", "--n-train", "256", "--device", "cpu")
     assert "on the toy Gaussian" in trained and (tmp_path / "run" / "metrics.json").exists()
+    added = json.loads((tmp_path / "run" / "metrics.json").read_text())["dependence"]["corr_error"]
+    assert 0.0 <= added <= 1.8
     assert "on the toy Gaussian" in mrfbench("evaluate", tmp_path / "run", "--device", "cpu")
     mrfbench("sweep", "--space", tmp_path / "toy.yaml", "--out", tmp_path / "sweep", "--trials", "2", "--device", "cpu")
     board = (tmp_path / "sweep" / "leaderboard.md").read_text()
     assert board.startswith("# toygauss leaderboard") and "| uncond W1 | cond W1 |" in board
     assert "| gmrf |" in board and "| toymrf |" in board
+    header, rule, first = next(board.split("\n")[i : i + 3] for i, line in enumerate(board.split("\n"))
+                               if line.startswith("| model |"))
+    column = [cell.strip() for cell in header.split("|")].index("corr error")
+    assert first.split("|")[column].strip(" *")[0].isdigit()  # the added figure, measured (bold: the best)
     mrfbench("leaderboard", tmp_path / "sweep")
     assert "needs a per-epoch score" in subprocess.run(
         [sys.executable, "-m", "mrfbench", "sweep", "--space", tmp_path / "toy.yaml", "--out", tmp_path / "asha",
