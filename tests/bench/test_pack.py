@@ -20,7 +20,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "single_run_step_losses.json"
 CASES = {
     "gmrf": ("gmrf", {}),
     "gmrf_sparse": ("gmrf", {"sparsity": 0.3}),
-    "almrf": ("almrf", {}),
+    "almrf": ("almrf", {"likelihood_scale": "optimal"}),  # as recorded, before its default became learned
+    "almrf_learned": ("almrf", {}),
     "nnmrf": ("nnmrf", {"pcd_sweeps": 2}),
     "mvae": ("mvae", {}),
     "mvae_factorised": ("mvae", {"specific_dim": 2}),
