@@ -126,6 +126,7 @@ class PackedOptunaSearch(Searcher):
                 self.study.tell(number, None if failed else float(score), skip_if_finished=True,
                                 state=optuna.trial.TrialState.FAIL if failed else None)
 
-    def finished(self) -> int:
-        """The study's trials told so far (complete or failed)."""
-        return sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+
+def told_trials(study) -> int:
+    """The trials of an Optuna study that have ended (complete or failed)."""
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))

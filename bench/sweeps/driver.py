@@ -257,7 +257,7 @@ class Sweep:
         import optuna
         from ray import tune
 
-        from mrfbench.optuna_search import PackedOptunaSearch, RecordingOptunaSearch
+        from mrfbench.optuna_search import PackedOptunaSearch, RecordingOptunaSearch, told_trials
 
         model, n_trials = stage.models[0], stage.trials
         searched, fixed = self.space.searched(model), self.space.fixed(model)
@@ -282,7 +282,7 @@ class Sweep:
             scheduler=self._asha() if stage.asha else None)
         done = fit_all(self._tuner(stage.name, config, tune_config, callbacks), self.out)
         if stage.pack_size > 1:
-            done = told_trials(self._storage_url(), study_name)
+            done = told_trials(optuna.load_study(study_name=study_name, storage=self._storage_url()))
         require_finished(done, n_trials)
         return best_params(results_records(self.out / stage.name), fixed)
 
@@ -331,10 +331,3 @@ def require_finished(done: int, planned: int) -> None:
     if done < planned:
         raise SweepInterrupted(f"{done} of {planned} trials of this stage finished; continue with --resume")
 
-
-def told_trials(storage_url: str, study_name: str) -> int:
-    """The trials of an Optuna study that have ended (complete or failed)."""
-    import optuna
-
-    study = optuna.load_study(study_name=study_name, storage=storage_url)
-    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))

@@ -2,7 +2,7 @@ import math
 
 import optuna
 
-from mrfbench.optuna_search import RecordingOptunaSearch
+from mrfbench.optuna_search import RecordingOptunaSearch, told_trials
 
 
 def test_figures_become_user_attributes_and_a_closed_trial_is_left_alone():
@@ -59,7 +59,7 @@ def test_a_packed_search_asks_a_round_at_a_time_and_packs_the_trials_of_one_shap
                                  {"score": math.nan if numbers[0] == 5 else float(numbers[0])})
     trials = search.study.get_trials()
     assert [t.value for t in trials[:5]] == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert trials[5].state == optuna.trial.TrialState.FAIL and search.finished() == 6
+    assert trials[5].state == optuna.trial.TrialState.FAIL and told_trials(search.study) == 6
 
 
 def test_a_packed_search_survives_its_pickle_and_starts_from_its_start_point(tmp_path):
@@ -72,5 +72,5 @@ def test_a_packed_search_survives_its_pickle_and_starts_from_its_start_point(tmp
     restored = pickle.loads(pickle.dumps(search))  # Tune's experiment state, restored on --resume
     assert restored.asked == 2 and restored.packs == search.packs and restored.study.study_name == "packed"
     restored.on_trial_complete("a", {"score": 1.0, **{f"member_scores/optuna{n}": 1.0 for n in search.packs["a"]}})
-    assert restored.finished() == len(search.packs["a"])
+    assert told_trials(restored.study) == len(search.packs["a"])
     restored.on_trial_complete("a", {"score": 1.0})  # told again on a resumed run: left alone
