@@ -57,8 +57,9 @@ class SweepProgress(Callback):
 
     @staticmethod
     def _runs(trial) -> int:
-        spec = trial.config.get("trial", {})
-        return len(spec.get("pack_trials") or spec.get("pack_seeds") or [None])
+        from mrfbench.sweeps.trial import TrialSpec
+
+        return TrialSpec(**trial.config["trial"]).runs if "trial" in trial.config else 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         label = self.running.pop(trial.trial_id, self._label(trial))
