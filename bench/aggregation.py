@@ -11,10 +11,11 @@ import pandas as pd
 
 from mrfbench.datasets import Benchmark, get_benchmark
 from mrfbench.errors import UsageError
+from mrfbench.evaluators import get_evaluator, run_figures
 from mrfbench.paper import paper_rows
 from mrfbench.plots import Panel, leaderboard_chart
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
-from mrfbench.sweeps import SWEEP_FILE, flatten_metrics, results_records
+from mrfbench.sweeps import SWEEP_FILE, results_records
 from mrfbench.uncertainty import interval, tied_with_best
 
 TIDY_COLUMNS = ["model", "variant", "config", "seed", "stage", "status", "error", "metric", "value"]
@@ -53,13 +54,13 @@ def leaderboard(summary: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     the paper's figure and the difference (ours - paper) beside each column. An image FID column holds the
     Inception ``fid`` when the runs had its weights, else ``fid_suite`` (then no difference is taken)."""
     paper = {(r["model"], f"{r['setting']}/{r['metric']}"): float(r["value"]) for r in paper_rows() if r["dataset"] == spec.name}
-    rows = []
+    evaluator, rows = get_evaluator(spec.name), []
     for _, best in best_variants(summary).iterrows():
         mine = summary[(summary["model"] == best["model"]) & (summary["variant"] == best["variant"])
                        & (summary["stage"] == "final")].set_index("metric")
         stat = lambda metric, column="mean": mine.loc[metric, column] if metric in mine.index else None  # noqa: E731
         row = {"model": best["model"], "variant": best["variant"], "seeds": int(mine.loc["score", "n"])}
-        for column in spec.columns:
+        for column in evaluator.paper:
             key = source = column.key
             if source not in mine.index and column.fallback is not None:
                 source = column.fallback
@@ -72,8 +73,8 @@ def leaderboard(summary: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
             row[f"{key} fallback"] = source != key
             row[f"{key} paper"] = theirs
             row[f"{key} diff"] = ours["mean"] - theirs if comparable else None
-        row.update({bound.key: stat(bound.key) for bound in spec.bounds})
-        for column in spec.beyond_columns:
+        row.update({bound.key: stat(bound.key) for bound in evaluator.bounds})
+        for column in evaluator.beyond_columns:
             row[f"{column.key} mean"], row[f"{column.key} std"] = stat(column.key), stat(column.key, "std")
         row["train s"] = stat("train_wall_time_s")
         rows.append(row)
@@ -116,7 +117,7 @@ def search_scores(summary: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     table = search.pivot_table(index=["model", "variant"], columns="metric", values="mean")
     if table.empty:
         return table
-    table = table.reindex(columns=["score", *spec.score_parts])
+    table = table.reindex(columns=["score", *get_evaluator(spec.name).score_parts])
     table["seeds"] = search[search["metric"] == "score"].set_index(["model", "variant"])["n"]
     return table.reset_index().sort_values(["model", "score"]).reset_index(drop=True)
 
@@ -137,7 +138,9 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
     def bound(value):
         return "-" if value is None or pd.isna(value) else f"{value:.3g}"
 
-    keys = [column.key for column in spec.columns]
+    evaluator = get_evaluator(spec.name)
+    shown = evaluator.paper + evaluator.bounds + evaluator.beyond_columns
+    keys = [column.key for column in evaluator.paper]
     lines = [f"# {spec.name} leaderboard",
              "",
              "Ours: mean over seeds of each model's best variant (lowest mean score among its variants with the most",
@@ -146,9 +149,8 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
              *([budget] if budget else []),
              spec.notes,
              "",
-             "| model | variant | seeds | " + " | ".join(c.title for c in spec.columns + spec.bounds + spec.beyond_columns)
-             + " | train s |",
-             "|" + "---|" * (len(spec.columns) + len(spec.bounds) + len(spec.beyond_columns) + 4)]
+             "| model | variant | seeds | " + " | ".join(c.title for c in shown) + " | train s |",
+             "|" + "---|" * (len(shown) + 4)]
     flagged = flagged if flagged is not None else pd.DataFrame(columns=["model", "variant", "seed", "reason"])
 
     def seeds(row):
@@ -157,12 +159,12 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
 
     for _, row in board.iterrows():
         lines.append(f"| {row['model']} | {row['variant']} | {seeds(row)} | "
-                     + " | ".join([cell(row, k) for k in keys] + [bound(row[b.key]) for b in spec.bounds]
-                                  + [ours(row, c.key) for c in spec.beyond_columns])
+                     + " | ".join([cell(row, k) for k in keys] + [bound(row[b.key]) for b in evaluator.bounds]
+                                  + [ours(row, c.key) for c in evaluator.beyond_columns])
                      + f" | {bound(row['train s'])} |")
     if searched is not None and len(searched):
-        parts, titles = spec.score_parts, {c.key: c.title for c in spec.columns}
-        how = "their mean" if spec.score_direction == "lower" else "1 - their mean"
+        parts, titles = evaluator.score_parts, {c.key: c.title for c in evaluator.paper}
+        how = "their mean" if evaluator.score_direction == "lower" else "1 - their mean"
         lines += ["", f"Search stage, scored on the validation split (score: {how}; lower is better):", "",
                   "| model | variant | seeds | score | " + " | ".join(titles.get(p, p) for p in parts) + " |",
                   "|" + "---|" * (4 + len(parts))]
@@ -198,7 +200,7 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
             stage = "search" if metrics.get("training", {}).get("eval_split") == "val" else "final"
             record = {"model": config["model"], "params": params, "seed": config["train"]["seed"],
                       "stage": stage, "status": "ok",
-                      "metrics": flatten_metrics(metrics, get_benchmark(config["dataset"]))}
+                      "metrics": run_figures(metrics, config["dataset"])}
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"run {metrics_file.parent} is not a complete mrfbench run "
                              f"({type(err).__name__}: {err}); move it out of {directory}") from None
@@ -246,8 +248,8 @@ def row_seeds(table: pd.DataFrame, board: pd.DataFrame, key: str) -> list[list[f
 def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     """Beside each figure's mean, the 95% interval's half-width ('<key> ci95') and whether the model is the
     best or tied with it ('<key> best'), from the seeds of each row's variant (``mrfbench.uncertainty``)."""
-    board = board.copy()
-    for column in spec.columns + spec.beyond_columns:
+    board, evaluator = board.copy(), get_evaluator(spec.name)
+    for column in evaluator.paper + evaluator.beyond_columns:
         key = column.key
         values = dict(zip(board["model"], row_seeds(table, board, key)))
         tied = tied_with_best(values, column.better)
@@ -259,9 +261,10 @@ def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -
 def chart_panels(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> list[Panel]:
     """The figures behind the score as chart panels: title with unit and direction, means, intervals, each
     row's seeds, the paper's figures and the noise floor ('<section>/floor_<metric>' where the board has it)."""
-    columns = {c.key: c for c in spec.columns + spec.beyond_columns}
+    evaluator = get_evaluator(spec.name)
+    columns = {c.key: c for c in evaluator.paper + evaluator.beyond_columns}
     panels = []
-    for key in spec.score_parts:
+    for key in evaluator.score_parts:
         column, (section, metric) = columns[key], key.split("/")
         seeds = row_seeds(table, board, key)
         floor = board[f"{section}/floor_{metric}"].dropna() if f"{section}/floor_{metric}" in board else pd.Series()
@@ -276,7 +279,7 @@ def chart_panels(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> l
 def csv_columns(board: pd.DataFrame, spec: Benchmark) -> pd.DataFrame:
     """The leaderboard with snake_case column names that carry their unit: 'unconditional/wasserstein_dim1
     mean' becomes 'unconditional_wasserstein_dim1_x1000_mean'."""
-    units = {c.key: c.unit for c in spec.columns + spec.bounds + spec.beyond_columns if c.unit}
+    units = {c.key: c.unit for c in get_evaluator(spec.name).declared if c.unit}
 
     def name(column: str) -> str:
         if column == "train s":

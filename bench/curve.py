@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from mrfbench.evaluate import EvalConfig
+from mrfbench.evaluators import get_evaluator
 from mrfbench.runs import CURVE_CSV, CURVE_PLOT, LOSS_PLOT
-from mrfbench.sweeps.records import flat_figures
 
 CURVE_PREFIX = "curve/"  # the figures of an epoch's history record that the curve scored
 CURVE_SAMPLES = {"n_unconditional": 100_000, "n_joint": 20_000, "n_tau": 5_000, "n_image_tuples": 2_000}
@@ -30,17 +30,18 @@ def curve_point(model, spec, dataset, data: torch.Tensor, split: str, eval_confi
     training's random streams are left as they were, so a run with a curve trains as one without."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), tempfile.TemporaryDirectory() as picture_dir:
-        scores = spec.get_evaluator().score(model, dataset, data, split, curve_config(eval_config), device,
-                                            Path(picture_dir))
+        scores = get_evaluator(spec.name).score(model, dataset, data, split, curve_config(eval_config), device,
+                                                Path(picture_dir))
     model.train()
-    return {CURVE_PREFIX + key: value for key, value in table_figures(scores, spec).items()}
+    return {CURVE_PREFIX + key: value for key, value in table_figures(scores, spec.name).items()}
 
 
-def table_figures(scores: dict, spec) -> dict[str, float]:
-    """The figures of ``spec``'s table in ``scores`` (an evaluator's sections), a column's fallback where its
-    own figure is missing, and those beyond the table, by their flattened keys."""
-    flat = flat_figures(scores)
-    keys = [c.key if c.key in flat else c.fallback for c in spec.columns + spec.beyond_columns]
+def table_figures(scores: dict, dataset: str) -> dict[str, float]:
+    """The figures of data set ``dataset``'s table in ``scores`` (its evaluator's sections), a column's
+    fallback where its own figure is missing, and those beyond the table, by key."""
+    evaluator = get_evaluator(dataset)
+    flat = evaluator.figures(scores)
+    keys = [c.key if c.key in flat else c.fallback for c in evaluator.paper + evaluator.beyond_columns]
     return {key: flat[key] for key in keys if key in flat}
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from mrfbench.curve import curve_point, write_curve, write_loss_plot
-from mrfbench.datasets import added_metrics, get_benchmark
+from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
+from mrfbench.evaluators import added_metrics, get_evaluator
 from mrfbench.models import MultimodalVAE, build_model, get_model_class
 from mrfbench.resume import StateSaver, load_state
 from mrfbench.runs import (
@@ -171,7 +172,7 @@ def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: 
         from mrfbench.curve import table_figures
         from mrfbench.tracking import flat_settings
 
-        curves.finish(flat_settings(config), table_figures(metrics, spec),
+        curves.finish(flat_settings(config), table_figures(metrics, spec.name),
                       [out / name for name in (PAIRPLOT_FILE, SAMPLE_GRID_FILE, LOSS_PLOT, CURVE_PLOT)])
     return metrics
 
@@ -185,7 +186,7 @@ def score_run(model: MultimodalVAE, spec, dataset, split: str, data: torch.Tenso
               out: Path, training: dict) -> dict:
     """Score a trained model with its data set's evaluator (which also draws the run's picture) and the
     metrics plugins added to it, write metrics.json and return the metrics."""
-    scores = spec.get_evaluator().score(model, dataset, data, split, eval_config, device, out)
+    scores = get_evaluator(spec.name).score(model, dataset, data, split, eval_config, device, out)
     for metric in added_metrics(spec.name):
         scores.setdefault(metric.section, {})[metric.name] = float(metric.compute(model, dataset, data, eval_config,
                                                                                   device))

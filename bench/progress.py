@@ -92,10 +92,10 @@ def _describe(trial) -> str:
 
 def _figures(trial, result: dict) -> str:
     """The score and the figures behind it, and the training time."""
-    from mrfbench.datasets import get_benchmark
+    from mrfbench.evaluators import get_evaluator
 
-    spec = get_benchmark(trial.config["trial"]["dataset"])
-    parts = [f"{key} {result[key]:.4g}" for key in spec.score_parts if key in result]
+    parts = [f"{key} {result[key]:.4g}" for key in get_evaluator(trial.config["trial"]["dataset"]).score_parts
+             if key in result]
     return ", ".join([f"score {result['score']:.4g}", *parts]) + f" ({_duration(result['train_wall_time_s'])} training)"
 
 

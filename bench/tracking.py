@@ -33,16 +33,16 @@ def flat_settings(config: dict) -> dict[str, str]:
 def log_run(uri: str, experiment: str, run_dir: Path, name: str, tags: dict | None = None,
             figures: dict[str, float] | None = None) -> str:
     """Log the finished run in ``run_dir`` to MLflow at ``uri`` under ``experiment`` as ``name``: params from
-    its config, each epoch's losses at their epoch, ``figures`` (default: every number of its metrics,
-    flattened), its pictures and JSON files as artefacts. Returns the MLflow run id."""
+    its config, each epoch's losses at their epoch, ``figures`` (default: its figures,
+    ``run_figures``), its pictures and JSON files as artefacts. Returns the MLflow run id."""
     import mlflow
 
-    from mrfbench.sweeps.records import flat_figures
+    from mrfbench.evaluators import run_figures
 
     run_dir = Path(run_dir)
     config = read_json_object(run_dir / CONFIG_FILE)
     if figures is None:
-        figures = flat_figures(read_json_object(run_dir / METRICS_FILE))
+        figures = run_figures(read_json_object(run_dir / METRICS_FILE), config["dataset"])
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=_artefacts(uri))

@@ -6,16 +6,7 @@ Every module of this package is imported, so a new data set is one new module th
 
 from __future__ import annotations
 
-from mrfbench.datasets.spec import (
-    BENCHMARKS,
-    Benchmark,
-    Column,
-    Metric,
-    added_metrics,
-    get_benchmark,
-    register_benchmark,
-    register_metric,
-)
+from mrfbench.datasets.spec import BENCHMARKS, Benchmark, get_benchmark, register_benchmark
 from mrfbench.plugins import PLUGINS_ENV, discover
 
 DEFAULT_DATASET = "copula"
@@ -28,5 +19,5 @@ def get_dataset(name: str, **options):
     return get_benchmark(name).make(**options)
 
 
-__all__ = ["BENCHMARKS", "DEFAULT_DATASET", "PLUGINS_ENV", "Benchmark", "Column", "Metric", "added_metrics",
-           "get_benchmark", "get_dataset", "register_benchmark", "register_metric"]
+__all__ = ["BENCHMARKS", "DEFAULT_DATASET", "PLUGINS_ENV", "Benchmark", "get_benchmark", "get_dataset",
+           "register_benchmark"]

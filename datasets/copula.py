@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.special import ndtr, ndtri
 
-from mrfbench.datasets.spec import Benchmark, Column, register_benchmark
+from mrfbench.datasets.spec import Benchmark, register_benchmark
 from mrfbench.errors import bounded, check_fields
 
 
@@ -105,17 +105,7 @@ class CopulaDataset:
 register_benchmark(Benchmark(
     name="copula",
     description="4 modalities x 2-D, Uniform(0,1) marginals tied by Gaussian copulas (paper Sec. 4.2)",
-    dataset=CopulaDataset, config=CopulaConfig, evaluator="mrfbench.evaluators.copula", architecture="mlp",
-    table="Table 2",
-    score_parts=("unconditional/wasserstein_mean", "conditional/wasserstein_mean"), score_direction="lower",
-    columns=tuple(Column(f"{setting}/wasserstein_{d}", f"{short} {d}", unit="x1000")
-                  for setting, short in (("unconditional", "uncond"), ("conditional", "cond")) for d in ("dim1", "dim2", "mean")),
-    bounds=(Column("unconditional/floor_wasserstein_mean", "floor uncond", unit="x1000"),
-            Column("conditional/floor_wasserstein_mean", "floor cond", unit="x1000"),
-            Column("conditional/floor_per_tuple_wasserstein_mean", "floor per-tuple", unit="x1000")),
-    beyond=(Column("conditional/per_tuple_wasserstein_mean", "cond per-tuple", unit="x1000"),
-            Column("dependence/kendall_tau_mae", "Kendall tau MAE"),
-            Column("dependence/sliced_wasserstein_x1000", "joint SW")),
+    dataset=CopulaDataset, config=CopulaConfig, architecture="mlp", table="Table 2",
     notes="Wasserstein-1 x1000, lower is better; floors are the same metric on exact samples. Beyond the paper "
           "(per-coordinate W1, pooled over test tuples when conditional, barely sees whether modalities depend on "
           "each other): the conditional W1 x1000 of each tuple's generations against its own exact conditional "

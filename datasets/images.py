@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mrfbench.datasets.polymnist import MANIFEST, build, load_build
-from mrfbench.datasets.spec import Benchmark, Column, register_benchmark
+from mrfbench.datasets.spec import Benchmark, register_benchmark
 from mrfbench.errors import UsageError, bounded, check_fields
 
 
@@ -117,16 +117,6 @@ IMAGE_NOTES = ("Coherence and SSIM higher, FID lower is better. FID marked * is 
                "of the suite's digit classifiers, not the Inception FID of the paper (whose figure stands beside it "
                "for reference only; no difference is taken). Floor: the FID between two halves of the real test "
                "images; ceiling: the classifiers' test accuracy.")
-IMAGE_BOUNDS = (Column("unconditional/floor_fid_suite", "fid_suite floor"),
-                Column("conditional/ceiling_coherence", "coherence ceiling", better="higher"))
-
-
-def _image_columns(with_ssim: bool) -> tuple[Column, ...]:
-    columns = [Column(f"{setting}/{metric}", f"{short} {metric}", f"{setting}/fid_suite" if metric == "fid" else None,
-                      better="lower" if metric == "fid" else "higher")
-               for setting, short in (("unconditional", "uncond"), ("conditional", "cond")) for metric in ("fid", "coherence")]
-    return tuple(columns + ([Column("conditional/ssim", "cond ssim", better="higher")] if with_ssim else []))
-
 
 for _cls, _description, _table, _notes in (
     (PolyMNISTDataset, "5 modalities of 3x28x28 digits on photo backgrounds (Sutter et al. 2021); "
@@ -135,10 +125,7 @@ for _cls, _description, _table, _notes in (
      "Table 4", " MNIST-3 coherence counts modalities 1 and 2 (the third digit is random)."),
 ):
     register_benchmark(Benchmark(
-        name=_cls.kind, description=_description, dataset=_cls, config=ImageConfig,
-        evaluator="mrfbench.evaluators.images", architecture="conv", table=_table,
-        score_parts=("unconditional/coherence", "conditional/coherence"), score_direction="higher",
-        columns=_image_columns(with_ssim=_table == "Table 1"), bounds=IMAGE_BOUNDS, notes=IMAGE_NOTES + _notes,
-        beyond=() if _table == "Table 1" else (Column("conditional/ssim", "cond ssim", better="higher"),),
+        name=_cls.kind, description=_description, dataset=_cls, config=ImageConfig, architecture="conv",
+        table=_table, notes=IMAGE_NOTES + _notes,
         budgets={budget: f"{_cls.kind}_{budget}" for budget in _cls.budgets},
         default_space=f"{_cls.kind}_paper", prepare=functools.partial(prepare, _cls.kind), build=_builder(_cls.kind)))

@@ -120,10 +120,10 @@ def clean_errors(command):
 
 def print_results(metrics: dict) -> None:
     """A run's figures as its data set's evaluator lays them out, the paper's beside them."""
-    from mrfbench.datasets import get_benchmark
+    from mrfbench.evaluators import get_evaluator
     from mrfbench.paper import paper_figures
 
-    for table in get_benchmark(metrics["dataset"]).get_evaluator().tables(
+    for table in get_evaluator(metrics["dataset"]).tables(
             metrics, paper_figures(metrics["dataset"], metrics["model"])):
         console.print(table)
 
@@ -159,16 +159,14 @@ def parse_set_values(pairs: list[str]) -> dict[str, list]:
 
 def print_pack_outcomes(outcomes: list) -> None:
     """One line per member of a pack: its folder and headline figures, or why it failed."""
-    from mrfbench.datasets import get_benchmark
-    from mrfbench.sweeps import flatten_metrics
+    from mrfbench.evaluators import get_evaluator, run_figures
 
     for outcome in outcomes:
         if outcome.failure:
             console.print(f"[red]failed[/] {outcome.out.name}: {escape(outcome.failure)}", highlight=False)
             continue
         metrics = outcome.metrics
-        spec = get_benchmark(metrics["dataset"])
-        flat = flatten_metrics(metrics, spec)
-        figures = ", ".join(f"{key} {flat[key]:.4g}" for key in spec.score_parts)
+        flat = run_figures(metrics, metrics["dataset"])
+        figures = ", ".join(f"{key} {flat[key]:.4g}" for key in get_evaluator(metrics["dataset"]).score_parts)
         console.print(f"{outcome.out.name}: best epoch {metrics['training']['best_epoch']}, "
                       f"val loss {metrics['training']['best_val_loss']:.4g}; {figures}", highlight=False)

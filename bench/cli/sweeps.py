@@ -65,9 +65,11 @@ def leaderboard_table(board, spec):
     from rich.table import Table
 
     from mrfbench.aggregation import UNCERTAINTY, figure
+    from mrfbench.evaluators import get_evaluator
 
-    titles = {c.key: c.title for c in spec.columns + spec.beyond_columns}
-    keys = [*spec.score_parts, *(c.key for c in spec.beyond_columns)]
+    evaluator = get_evaluator(spec.name)
+    titles = {c.key: c.title for c in evaluator.paper + evaluator.beyond_columns}
+    keys = [*evaluator.score_parts, *(c.key for c in evaluator.beyond_columns)]
     table = Table("model", "seeds", *(titles.get(k, k) for k in keys), title=f"{spec.name} leaderboard ({spec.table})",
                   caption="\n".join([f"mean ± {UNCERTAINTY}; the paper's figure in parentheses",
                                       *(f"{row.model}: {row.variant}" for row in board.itertuples())]),

@@ -12,7 +12,8 @@ import torch
 from rich.table import Table
 
 from mrfbench.evaluate import EvalConfig, collapse_report, generate_conditional, generate_unconditional
-from mrfbench.metrics import kendall_tau_matrix, sliced_wasserstein, w1_to_reference, w1_to_uniform
+from mrfbench.evaluators.figures import Evaluator, Figure, register_evaluator
+from mrfbench.evaluators.metrics import kendall_tau_matrix, sliced_wasserstein, w1_to_reference, w1_to_uniform
 from mrfbench.models import MultimodalVAE
 from mrfbench.plots import copula_pair_plot
 from mrfbench.runs import PAIRPLOT_FILE
@@ -155,3 +156,40 @@ def tables(metrics: dict, paper: dict) -> list[Table]:
     for name, value in metrics.get("sampler", {}).items():
         beyond.add_row(name.replace("_", " "), f"{value:.3f}", "")
     return [table, beyond]
+
+
+
+def _w1(key: str, title: str, source: tuple[str, ...] = ()) -> Figure:
+    return Figure(key, title, source, unit="x1000")
+
+
+def _floor(setting: str, d: str, title: str = "") -> Figure:
+    return _w1(f"{setting}/floor_wasserstein_{d}", title or f"floor {setting} {d}", (setting, "floor", f"wasserstein_{d}"))
+
+
+def _per_tuple(d: str, title: str = "", floor: bool = False) -> Figure:
+    return _w1(f"conditional/{'floor_' if floor else ''}per_tuple_wasserstein_{d}",
+               title or f"{'floor ' if floor else ''}per-tuple {d}",
+               ("conditional", "per_tuple", *(("floor",) if floor else ()), f"wasserstein_{d}"))
+
+
+_SETTINGS = (("unconditional", "uncond"), ("conditional", "cond"))
+
+register_evaluator(Evaluator(
+    dataset="copula", score=score, tables=tables, proxy=proxy,
+    paper=tuple(_w1(f"{setting}/wasserstein_{d}", f"{short} {d}") for setting, short in _SETTINGS
+                for d in ("dim1", "dim2", "mean")),
+    score_parts=("unconditional/wasserstein_mean", "conditional/wasserstein_mean"), score_direction="lower",
+    bounds=(_floor("unconditional", "mean", "floor uncond"), _floor("conditional", "mean", "floor cond"),
+            _per_tuple("mean", "floor per-tuple", floor=True)),
+    beyond=(_per_tuple("mean", "cond per-tuple"), Figure("dependence/kendall_tau_mae", "Kendall tau MAE"),
+            _w1("dependence/sliced_wasserstein_x1000", "joint SW")),
+    recorded=(*(_floor(setting, d) for setting, _ in _SETTINGS for d in ("dim1", "dim2")),
+              *(_per_tuple(d, floor=floor) for floor in (False, True) for d in ("dim1", "dim2")),
+              _w1("dependence/sliced_wasserstein_floor_x1000", "joint SW floor"),
+              Figure("dependence/kendall_tau_max_error", "Kendall tau max error"),
+              Figure("dependence/kendall_tau_mae_floor", "Kendall tau MAE floor"),
+              Figure("unconditional/n", "unconditional samples"), Figure("conditional/n_test", "conditioning tuples"),
+              Figure("conditional/n_per_tuple", "generations per tuple"), Figure("dependence/n_joint", "joint samples"),
+              Figure("dependence/n_tau", "Kendall tau samples")),
+))

@@ -1,5 +1,5 @@
 """The image evaluator (PolyMNIST, MNIST-3; the paper's Tables 1 and 4): coherence through the digit
-classifiers the suite trains, FID (``mrfbench.fid``), SSIM (``mrfbench.ssim``), the posterior-collapse
+classifiers the suite trains, FID (``evaluators.fid``), SSIM (``evaluators.ssim``), the posterior-collapse
 report, and a grid of conditional generations."""
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from rich.table import Table
 
 from mrfbench.datasets.classifiers import CLASSIFIERS_DIR, DigitClassifier, modality_classifiers, predict
 from mrfbench.evaluate import EvalConfig, collapse_report
-from mrfbench.fid import fid
+from mrfbench.evaluators.fid import fid
+from mrfbench.evaluators.figures import Evaluator, Figure, register_evaluator
+from mrfbench.evaluators.ssim import ssim
 from mrfbench.models.latent import nonempty_subsets
 from mrfbench.plots import image_grid
 from mrfbench.runs import SAMPLE_GRID_FILE
-from mrfbench.ssim import ssim
-
-proxy = None  # no per-epoch score: coherence and FID need the full test pass
 
 
 def conditional_coherence(generate: Callable[[torch.Tensor, list[int]], torch.Tensor], x: torch.Tensor,
@@ -158,3 +157,35 @@ def tables(metrics: dict, paper: dict) -> list[Table]:
     if paper_cells:
         table.caption = "paper: " + ", ".join(paper_cells)
     return [table]
+
+
+SETTINGS = (("unconditional", "uncond"), ("conditional", "cond"))
+
+
+def _evaluator(dataset: str, n_modalities: int, ssim_in_paper: bool) -> Evaluator:
+    """Coherence and FID as the paper's columns (FID: the Inception one, else fid_suite, marked), SSIM in
+    the paper's table (PolyMNIST) or beyond it (MNIST-3). No per-epoch proxy: coherence and FID need the full
+    test pass."""
+    ssim_figure = Figure("conditional/ssim", "cond ssim", better="higher")
+    by_size = tuple(Figure(f"conditional/coherence_by_size_{size}", f"cond coherence, {size}",
+                           ("conditional", "coherence_by_size", size), better="higher", optional=True)
+                    for size in (*(f"size_{k}" for k in range(1, n_modalities)), "mean"))
+    return Evaluator(
+        dataset=dataset, score=score, tables=tables,
+        paper=tuple(figure for setting, short in SETTINGS for figure in (
+            Figure(f"{setting}/fid", f"{short} fid", fallback=f"{setting}/fid_suite", optional=True),
+            Figure(f"{setting}/coherence", f"{short} coherence", better="higher"))) + ((ssim_figure,) if ssim_in_paper else ()),
+        score_parts=("unconditional/coherence", "conditional/coherence"), score_direction="higher",
+        bounds=(Figure("unconditional/floor_fid_suite", "fid_suite floor", ("unconditional", "floor", "fid_suite")),
+                Figure("conditional/ceiling_coherence", "coherence ceiling", ("conditional", "ceiling", "coherence"),
+                       better="higher")),
+        beyond=() if ssim_in_paper else (ssim_figure,),
+        recorded=(Figure("unconditional/fid_suite", "uncond fid_suite"), Figure("conditional/fid_suite", "cond fid_suite"),
+                  Figure("unconditional/floor_fid", "FID floor", ("unconditional", "floor", "fid"), optional=True),
+                  Figure("conditional/floor_fid_suite", "cond fid_suite floor", ("conditional", "floor", "fid_suite")),
+                  Figure("conditional/floor_fid", "cond FID floor", ("conditional", "floor", "fid"), optional=True),
+                  *by_size))
+
+
+for _dataset, _modalities, _ssim_in_paper in (("polymnist", 5, True), ("mnist3", 3, False)):
+    register_evaluator(_evaluator(_dataset, _modalities, _ssim_in_paper))

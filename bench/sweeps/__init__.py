@@ -25,8 +25,7 @@ import importlib
 _HOMES = {  # each public name's module: imported on first use, so that ``plan`` stays free of Ray and torch
     "driver": ("Sweep", "fit_all", "require_finished", "search_scoring"),
     "plan": ("Job", "Stage", "final_jobs", "interleave", "plan"),
-    "records": ("BOOKKEEPING", "RESULTS_FILE", "TRIAL_FILE", "best_params", "flatten_metrics", "mark_stopped",
-                "results_records", "write_results_table"),
+    "records": ("RESULTS_FILE", "TRIAL_FILE", "best_params", "mark_stopped", "results_records", "write_results_table"),
     "settings": ("SAMPLERS", "SWEEP_FILE", "SweepSettings", "check_address", "check_storage", "recorded_settings"),
     "trial": ("TrialSpec", "run_trial", "trial_dirname", "trial_name"),
 }

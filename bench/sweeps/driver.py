@@ -14,6 +14,7 @@ from typing import Any
 
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import SweepInterrupted, UsageError, first_line
+from mrfbench.evaluators import get_evaluator
 from mrfbench.runs import write_json
 from mrfbench.spaces import SearchSpace, load_space
 from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, plan
@@ -73,7 +74,7 @@ class Sweep:
         self.space = sweep_space(settings.space, settings.space_text)
         settings.space_text = self.space.text
         settings.validate(self.space)
-        if settings.asha and get_benchmark(self.space.dataset).get_evaluator().proxy is None:
+        if settings.asha and get_evaluator(self.space.dataset).proxy is None:
             raise UsageError(f"--asha needs a per-epoch score, which the {self.space.dataset} data set's evaluator "
                              f"does not have (space {self.space.name})")
         self.out = Path(settings.out).resolve()

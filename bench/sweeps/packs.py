@@ -10,15 +10,14 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mrfbench.datasets import get_benchmark
 from mrfbench.errors import first_line
+from mrfbench.evaluators import run_figures
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.spaces import TRAIN_KEYS
 from mrfbench.sweeps.records import (
     TRIAL_FILE,
     _now,
     epoch_line,
-    flatten_metrics,
     placement,
     staging_folder,
 )
@@ -54,7 +53,6 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
     from mrfbench.pack_runs import MemberOutcome, PackMember, choose_pack_size, run_pack
     from mrfbench.training import TrainConfig
 
-    benchmark = get_benchmark(spec.dataset)
     names = pack_members(spec, params)
     members, records = [], {}
     for name, seed, member_params in names:
@@ -86,7 +84,7 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
             name = member.out.parent.name
             record = records[name]
             if outcome.failure is None:
-                record.update(status="ok", metrics=flatten_metrics(outcome.metrics, benchmark))
+                record.update(status="ok", metrics=run_figures(outcome.metrics, spec.dataset))
             else:
                 record.update(status="failed", error=outcome.failure.strip().splitlines()[0])
             write_json(Path(trial_dir) / name / TRIAL_FILE, {**record, "finished": _now()})

@@ -1,5 +1,5 @@
-"""What a sweep leaves on disk about its trials: each trial's ``trial.json``, the figures it reports (flat),
-the results table, and reading them back."""
+"""What a sweep leaves on disk about its trials: each trial's ``trial.json`` (with the figures it reports,
+``evaluators.run_figures``), the results table, and reading them back."""
 
 from __future__ import annotations
 
@@ -11,47 +11,7 @@ from mrfbench.runs import atomic_write, read_json_object, write_json
 
 TRIAL_FILE = "trial.json"
 PACK_MEMBER = "*"  # the member folders of a pack trial: seed<N> (a final config's seeds), optuna<N> (a search pack)
-BOOKKEEPING = ("training", "eval", "collapse", "sampler")  # metrics sections that hold no figure of the table
 RESULTS_FILE = "results.csv"
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _flat_section(section: dict, name: str) -> dict[str, float]:
-    """'<name>/<key>' for each number of a metrics section; a nested group G gives '<name>/G_<key>', and the
-    noise floors and ceilings of a section or group '<name>/floor_<key>', '<name>/floor_G_<key>'."""
-    flat = {}
-    for key, value in section.items():
-        if _number(value):
-            flat[f"{name}/{key}"] = float(value)
-        elif isinstance(value, dict):
-            for inner, number in value.items():
-                if _number(number):
-                    flat[f"{name}/{key}_{inner}"] = float(number)
-                elif isinstance(number, dict) and inner in ("floor", "ceiling"):
-                    flat.update({f"{name}/{inner}_{key}_{k}": float(v) for k, v in number.items() if _number(v)})
-    return flat
-
-
-def flat_figures(metrics: dict) -> dict[str, float]:
-    """Every number of every figure section of ``metrics`` (an evaluator's scores), by its flattened key."""
-    return {key: value for name, section in metrics.items() if isinstance(section, dict) and name not in BOOKKEEPING
-            for key, value in _flat_section(section, name).items()}
-
-
-def flatten_metrics(metrics: dict, spec) -> dict[str, float]:
-    """The scalar figures a trial reports: '<section>/<metric>' for every number of every section of the
-    metrics (their floors and ceilings included), ``collapsed``, ``collapse_unreadable`` (a block whose KL
-    is not finite), the training time, and ``score`` (what a sweep minimises; see ``Benchmark.score``)."""
-    flat = flat_figures(metrics)
-    flat["collapsed"] = float(metrics["collapse"]["collapsed"])
-    kl = metrics["collapse"].get("kl_per_block", [])
-    flat["collapse_unreadable"] = float(any(v is None or not math.isfinite(v) for v in kl))
-    flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
-    flat["score"] = spec.score(flat)
-    return flat
 
 
 def epoch_line(epoch: int, figures: dict) -> str:

@@ -8,15 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mrfbench.datasets import get_benchmark
 from mrfbench.errors import first_line
+from mrfbench.evaluators import get_evaluator, run_figures
 from mrfbench.runs import write_json
 from mrfbench.spaces import TRAIN_KEYS
 from mrfbench.sweeps.records import (
     TRIAL_FILE,
     _now,
     epoch_line,
-    flatten_metrics,
     placement,
     staging_folder,
 )
@@ -94,7 +93,7 @@ def run_trial(config: dict) -> None:
             on_epoch=_epoch_reporter(spec.dataset, spec.stage == "search", spec.checkpoint_every_s),
             resume=resume, staging=staging_folder(trial_dir),
         )
-        result = flatten_metrics(metrics, get_benchmark(spec.dataset))
+        result = run_figures(metrics, spec.dataset)
         record.update(status="ok", metrics=result)
     except Exception as err:  # noqa: BLE001 - any failure is the trial's outcome, recorded with its reason
         result = {"score": math.nan, "failed": 1.0}
@@ -149,7 +148,7 @@ def _epoch_reporter(dataset: str, with_proxy: bool, checkpoint_every_s: float):
     import torch
     from ray import tune
 
-    proxy = get_benchmark(dataset).get_evaluator().proxy if with_proxy else None
+    proxy = get_evaluator(dataset).proxy if with_proxy else None
     saved = time.monotonic()
 
     def report(model, epoch: int, record: dict, snapshot) -> None:

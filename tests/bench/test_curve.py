@@ -7,7 +7,7 @@ import time
 from typer.testing import CliRunner
 
 from mrfbench.cli import app
-from mrfbench.datasets import get_benchmark
+from mrfbench.evaluators import get_evaluator
 
 RUN = ["--epochs", "3", "--n-train", "256", "--n-val", "64", "--n-test", "32", "--batch-size", "64",
        "--n-unconditional", "2000", "--n-per-tuple", "2", "--device", "cpu", "--threads", "1"]
@@ -22,13 +22,13 @@ def test_a_curve_scores_every_nth_and_the_last_epoch_and_leaves_training_as_it_w
     assert losses == json.loads((tmp_path / "plain" / "history.json").read_text())
     with open(tmp_path / "scored" / "learning_curve.csv") as handle:
         rows = list(csv.DictReader(handle))
-    spec = get_benchmark("copula")
+    evaluator = get_evaluator("copula")
     assert [r["epoch"] for r in rows] == ["2", "3"]
-    assert set(rows[0]) - {"epoch"} == {c.key for c in spec.columns + spec.beyond} & set(rows[0])
-    assert {c.key for c in spec.columns} <= set(rows[0])
+    assert set(rows[0]) - {"epoch"} == {c.key for c in evaluator.paper + evaluator.beyond} & set(rows[0])
+    assert {c.key for c in evaluator.paper} <= set(rows[0])
     assert all(float(v) > 0 for r in rows for v in r.values())
     assert (tmp_path / "scored" / "learning_curve.png").stat().st_size > 0
-    key = f"curve/{spec.columns[0].key}"
+    key = f"curve/{evaluator.paper[0].key}"
     assert [step for step, _ in read_scalars(tmp_path / "scored")[key]] == [2, 3]
     assert not (tmp_path / "plain" / "learning_curve.csv").exists()
 

@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from mrfbench.datasets import get_benchmark
-from mrfbench.sweeps import flatten_metrics
+from mrfbench.evaluators import get_evaluator, run_figures
 
 SEEDS = (0, 1, 2)
 
@@ -35,9 +34,8 @@ def train(args: list[str], out: Path, threads: int) -> float:
 
 def figures(run: Path) -> dict[str, float]:
     metrics = json.loads((run / "metrics.json").read_text())
-    spec = get_benchmark(metrics["dataset"])
-    flat = flatten_metrics(metrics, spec)
-    return {c.title: flat[c.key] for c in spec.columns + spec.beyond}
+    evaluator, flat = get_evaluator(metrics["dataset"]), run_figures(metrics, metrics["dataset"])
+    return {c.title: flat[c.key] for c in evaluator.paper + evaluator.beyond}
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ from mrfbench.datasets.classifiers import modality_classifiers, predict
 from mrfbench.datasets.mnist import MNIST
 from mrfbench.datasets.polymnist import build, load_build
 from mrfbench.errors import UsageError
+from mrfbench.evaluators.fid import fid
 from mrfbench.evaluators.images import conditional_coherence, unconditional_coherence
-from mrfbench.fid import fid
 
 
 def easy_mnist(n_train=3000, n_test=300, seed=0) -> MNIST:

@@ -276,24 +276,24 @@ def image_metrics(coherence: float, inception: bool = False) -> dict:
 @pytest.mark.parametrize(("kl", "unreadable"), [([3.0, 4.0], 0.0), ([None, 4.0], 1.0), ([3.0, math.inf], 1.0)])
 def test_a_collapse_report_with_a_kl_it_could_not_read_is_recorded(kl, unreadable):
     """An ALMRF seed's block KL came back NaN (null in its metrics.json) while its report said no collapse."""
-    from mrfbench.sweeps import flatten_metrics
+    from mrfbench.evaluators import run_figures
 
     metrics = {**image_metrics(0.8), "collapse": {"collapsed": False, "kl_per_block": kl}}
-    assert flatten_metrics(metrics, get_benchmark("polymnist"))["collapse_unreadable"] == unreadable
+    assert run_figures(metrics, "polymnist")["collapse_unreadable"] == unreadable
 
 
 @pytest.mark.parametrize("inception", [False, True])
 def test_image_leaderboard_keeps_fid_suite_apart_from_the_papers_fid(inception):
     from mrfbench.aggregation import leaderboard, to_markdown
     from mrfbench.datasets import get_benchmark
-    from mrfbench.sweeps import flatten_metrics
+    from mrfbench.evaluators import run_figures
 
     polymnist = get_benchmark("polymnist")
-    flat = flatten_metrics(image_metrics(0.8, inception), polymnist)
+    flat = run_figures(image_metrics(0.8, inception), "polymnist")
     assert flat["score"] == pytest.approx(1 - 0.5 * (0.4 + 0.8))
     assert flat["conditional/ceiling_coherence"] == 0.96 and flat["unconditional/floor_fid_suite"] == 0.5
     records = [{"model": "gmrf", "params": {"beta": b}, "seed": s, "stage": "final", "status": "ok",
-                "metrics": flatten_metrics(image_metrics(c + 0.02 * s, inception), polymnist)}
+                "metrics": run_figures(image_metrics(c + 0.02 * s, inception), "polymnist")}
                for b, c in ((1e-3, 0.8), (1e-4, 0.6)) for s in (0, 1)]
     board = leaderboard(aggregate(tidy(records)), polymnist).iloc[0]
     assert board["variant"] == "beta=0.001" and board["conditional/coherence mean"] == pytest.approx(0.81)

@@ -3,7 +3,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from mrfbench.datasets.classifiers import as_float
-from mrfbench.ssim import TAPS, gaussian_taps, ssim, window_matrix
+from mrfbench.evaluators.ssim import TAPS, gaussian_taps, ssim, window_matrix
 
 
 @pytest.mark.parametrize("shape", [(6, 1, 28, 28), (4, 3, 28, 28), (3, 2, 17, 23)])

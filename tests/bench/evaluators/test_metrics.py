@@ -3,7 +3,7 @@ import ot
 import pytest
 import torch
 
-from mrfbench.metrics import (
+from mrfbench.evaluators.metrics import (
     kendall_tau_matrix,
     random_directions,
     sliced_wasserstein,
