@@ -124,7 +124,7 @@ def _check_values(where: str, model: str, params: dict[str, Param]) -> None:
 
 
 SWEEP_KEYS = ("grid", "sampler", "trials", "asha", "seeds", "models", "dataset_options", "eval_options",
-              "search_eval_options", "max_concurrent_trials")
+              "search_eval_options", "max_concurrent_trials", "score_every")
 
 
 def _sweep_settings(label: str, sweep: Any) -> dict[str, Any]:

@@ -74,7 +74,7 @@ class ImageDataset:
 
 class PolyMNISTDataset(ImageDataset):
     kind = "polymnist"
-    budgets = ("quick", "paper")  # `mrfbench reproduce polymnist --budget B` runs search_spaces/polymnist_B.yaml
+    budgets = ("quick", "cpu", "paper")  # `mrfbench reproduce polymnist --budget B` runs search_spaces/polymnist_B.yaml
 
 
 class MNIST3Dataset(ImageDataset):

@@ -112,6 +112,9 @@ def sweep(
         help="Optuna trials a search asks at a time; those of one shape train as one pack \\[4 on CPUs, 32 with "
              "--gpus-per-trial; 1 with --asha or --no-packs]")] = None,
     mlflow: Mlflow = None,
+    score_every: Annotated[int | None, typer.Option(
+        help="each trial scores its weights every N epochs too (a learning curve per run; its runs train one by one, "
+             "not as packs)")] = None,
     publish: Publish = None,
     data_dir: Annotated[Path | None, typer.Option(help="image spaces: a build of `mrfbench data` \\[the cache]")] = None,
     n_train: Annotated[int | None, typer.Option(help="training tuples \\[the data set's]", rich_help_panel="Sizes")] = None,
@@ -135,7 +138,7 @@ def sweep(
     options = dict(space=space, trials=trials, seeds=seeds, epochs=epochs, grid=grid, sampler=sampler, asha=asha,
                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, address=address, storage=storage,
                    dashboard=dashboard, device=device, checkpoint_every_s=checkpoint_every, packs=packs, pack_size=pack_size,
-                   mlflow=mlflow, dataset_options={k: v for k, v in sizes.items() if v is not None},
+                   mlflow=mlflow, score_every=score_every, dataset_options={k: v for k, v in sizes.items() if v is not None},
                    eval_options={k: v for k, v in scoring.items() if v is not None})
     if resume:
         named = {"checkpoint_every_s": "checkpoint_every"}

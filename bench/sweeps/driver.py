@@ -56,7 +56,7 @@ def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, 
         epochs=settings.epochs or space.epochs, device=settings.device, cpus=settings.cpus_per_trial,
         dataset_options=settings.dataset_options,
         eval_options={**settings.eval_options, **(search_scoring(settings, space) if stage == "search" else {})},
-        checkpoint_every_s=settings.checkpoint_every_s, pack_seeds=tuple(pack_seeds)))
+        checkpoint_every_s=settings.checkpoint_every_s, pack_seeds=tuple(pack_seeds), score_every=settings.score_every))
 
 
 def search_scoring(settings: SweepSettings, space: SearchSpace) -> dict[str, Any]:
@@ -219,7 +219,7 @@ class Sweep:
                 configs = interleave({model: self.space.grid(model) for model in stage.models})
             else:
                 configs = [(m, best[m] if m in best else self.space.fixed(m)) for m in stage.models]
-            jobs = final_jobs([(m, p) for m, p in configs if p is not None], self.seeds, self.settings.packs)
+            jobs = final_jobs([(m, p) for m, p in configs if p is not None], self.seeds, self.settings.packing)
             self._final(stage, jobs, callbacks)
         self._record_final_study()
 

@@ -48,7 +48,7 @@ def plan(settings, space) -> list[Stage]:
     models (those it started with, then each set added on --resume), the search of each searched model and
     then the group's final stage; with --grid, the group's grid x seeds alone."""
     seeds = settings.seeds or space.seeds
-    per_config = 1 if packs_seeds(settings.packs, seeds) else seeds
+    per_config = 1 if packs_seeds(settings.packing, seeds) else seeds
     stages = []
     started, *added = settings.model_groups(space)
     for name, models in [("final", started), *((f"final-{'-'.join(group)}", group) for group in added)]:
@@ -72,8 +72,8 @@ def search_pack_size(settings, trials: int) -> int:
     """The Optuna trials a search asks at a time (those of one shape then train as one pack): --pack-size,
     else 4 where trials run on CPUs (TPE's first half of trials is random anyway, so asking for them
     together costs the search nothing) and 32 where they have GPUs; one (a Tune trial each) with
-    --no-packs or --asha, whose scheduler stops trials one at a time."""
-    if not settings.packs or settings.asha:
+    --no-packs, --asha (whose scheduler stops trials one at a time) or learning curves (--score-every)."""
+    if not settings.packing or settings.asha:
         return 1
     wanted = settings.pack_size or SEARCH_PACK_SIZE["gpu" if settings.gpus_per_trial > 0 else "cpu"]
     return max(1, min(wanted, trials))

@@ -48,6 +48,7 @@ class SweepSettings:
     packs: bool = True  # the final stage trains each config's seeds as one pack (one Tune trial), a search packs
     pack_size: int | None = None  # a search's Optuna trials asked at a time (None: by device, plan.search_pack_size)
     mlflow: str | None = None  # an MLflow tracking URI every finished trial is logged to
+    score_every: int | None = None  # each trial scores its weights every N epochs too: a learning curve per run
     layout: int = TRIAL_LAYOUT
 
     def __post_init__(self):
@@ -55,6 +56,11 @@ class SweepSettings:
             from mrfbench.datasets import DEFAULT_DATASET
 
             self.space = get_benchmark(DEFAULT_DATASET).default_space
+
+    @property
+    def packing(self) -> bool:
+        """Whether runs train as packs: asked for, and no learning curve (a curve scores one run at a time)."""
+        return self.packs and self.score_every is None
 
     def storage_url(self) -> str:
         """The Optuna storage: --storage, else the SQLite file ``optuna.db`` in the sweep folder."""
@@ -81,10 +87,13 @@ class SweepSettings:
             raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
         if self.pack_size is not None and self.pack_size < 1:
             raise UsageError(f"--pack-size must be >= 1, got {self.pack_size}")
-        if self.pack_size is not None and self.pack_size > 1 and (self.asha or not self.packs):
+        if self.score_every is not None and self.score_every < 1:
+            raise UsageError(f"--score-every must be >= 1, got {self.score_every}")
+        if self.pack_size is not None and self.pack_size > 1 and (self.asha or not self.packing):
             raise UsageError(f"--pack-size {self.pack_size} packs search trials, which "
                              + ("ASHA stops one at a time: leave out --asha or --pack-size" if self.asha
-                                else "--no-packs does not: leave out one of them"))
+                                else "--no-packs does not: leave out one of them" if not self.packs
+                                else "a learning curve (--score-every) scores one run at a time: leave out one of them"))
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")
         from mrfbench.sweeps.plan import plan

@@ -43,6 +43,7 @@ class TrialSpec:
     checkpoint_every_s: float = CHECKPOINT_EVERY_S
     pack_seeds: tuple[int, ...] = ()  # a final-stage pack: these seeds trained as one (``seed`` is the first)
     pack_trials: tuple[dict, ...] = ()  # a search pack: Optuna trials ({"number", "params"}) trained as one
+    score_every: int | None = None  # score the weights every N epochs too (the run's learning curve)
 
     @property
     def runs(self) -> int:
@@ -91,7 +92,7 @@ def run_trial(config: dict) -> None:
             eval_config=EvalConfig(seed=spec.seed, **spec.eval_options),
             overwrite=True, eval_split="val" if spec.stage == "search" else "test",
             on_epoch=_epoch_reporter(spec.dataset, spec.stage == "search", spec.checkpoint_every_s),
-            resume=resume, staging=staging_folder(trial_dir),
+            resume=resume, staging=staging_folder(trial_dir), score_every=spec.score_every,
         )
         result = run_figures(metrics, spec.dataset)
         record.update(status="ok", metrics=result)

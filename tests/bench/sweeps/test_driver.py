@@ -111,6 +111,25 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
 
 
 @pytest.mark.slow
+def test_a_budget_with_learning_curves_scores_every_run_as_it_trains(local_ray, tmp_path):
+    """A budget's ``score_every`` (or --score-every): each run keeps its curve, so its seeds train one by one."""
+    from mrfbench.spaces import load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("dataset: copula\nepochs: 2\nseeds: 2\nsweep:\n  grid: true\n  score_every: 1\n"
+                     "params:\n  beta: 1.0\nmodels:\n  gmrf:\n    latent_dim: 2\n")
+    out = tmp_path / "curves"
+    budget = load_space(str(space)).sweep
+    Sweep(SweepSettings(out=str(out), space=str(space), **{**TINY, "epochs": 2, **budget})).run()
+    records = results_records(out)
+    assert sorted(r["seed"] for r in records) == [0, 1] and all(r.get("pack_size") is None for r in records)
+    curves = sorted(out.glob("final/*/run/learning_curve.csv"))
+    assert len(curves) == 2
+    rows = pd.read_csv(curves[0])
+    assert list(rows["epoch"]) == [1, 2] and "conditional/wasserstein_mean" in rows
+
+
+@pytest.mark.slow
 def test_a_packed_search_trains_each_rounds_trials_of_one_shape_as_one_pack(local_ray, tmp_path):
     import optuna
 

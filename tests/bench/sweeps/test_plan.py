@@ -28,6 +28,12 @@ def test_without_packs_a_trial_per_seed():
     assert plan(settings(seeds=1), SPACE)[-1].trials == 2  # one seed: nothing to pack
 
 
+def test_learning_curves_train_every_run_alone():
+    """A curve scores one run's weights as it trains, so no stage packs."""
+    stages = plan(settings(score_every=5), SPACE)
+    assert [s.pack_size for s in stages] == [1, 1, 1] and stages[-1].trials == 6
+
+
 def test_asha_stops_the_search_stages_only():
     stages = plan(settings(asha=True), SPACE)
     assert [s.asha for s in stages] == [True, True, False]
@@ -42,7 +48,9 @@ def test_a_search_asks_optuna_for_a_pack_at_a_time_by_device_unless_asha_stops_t
 
 @pytest.mark.parametrize("options, error", [({"pack_size": 0}, "--pack-size must be >= 1"),
                                             ({"pack_size": 3, "asha": True}, "ASHA stops one at a time"),
-                                            ({"pack_size": 3, "packs": False}, "--no-packs does not")])
+                                            ({"pack_size": 3, "packs": False}, "--no-packs does not"),
+                                            ({"pack_size": 3, "score_every": 2}, "scores one run at a time"),
+                                            ({"score_every": 0}, "--score-every must be >= 1")])
 def test_a_pack_size_the_search_cannot_use_is_refused(options, error):
     from mrfbench.errors import UsageError
 
@@ -91,3 +99,20 @@ def test_interleave_takes_each_models_points_in_turn():
 def test_the_plan_imports_neither_ray_nor_torch(module):
     code = f"import sys, {module}; print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def shipped_budgets() -> list[tuple[str, str]]:
+    from mrfbench.datasets import BENCHMARKS
+
+    return [(name, budget) for name, spec in BENCHMARKS.items() for budget in spec.budgets]
+
+
+@pytest.mark.parametrize("dataset, budget", shipped_budgets())
+def test_every_shipped_budget_is_a_plan_of_its_models(dataset, budget):
+    """`reproduce DATASET --budget B` reads its space's sweep: section as the sweep's settings."""
+    from mrfbench.datasets.spec import budget_space
+
+    space = load_space(budget_space(dataset, budget))
+    stages = plan(SweepSettings(out="unused", space=space.name, **space.sweep), space)
+    assert space.dataset == dataset and {m for s in stages for m in s.models} == set(space.params)
+    assert all(s.runs >= s.trials >= 1 for s in stages)
