@@ -30,21 +30,26 @@ class EvalConfig:
 
 
 @torch.no_grad()
-def generate_unconditional(model: MultimodalVAE, n: int, device: torch.device, chunk: int) -> np.ndarray:
-    """n prior generations as a NumPy array (n, M, F), produced in chunks to bound memory."""
+def generate_unconditional(model: MultimodalVAE, n: int, device: torch.device, chunk: int,
+                           diagnostics: dict | None = None) -> np.ndarray:
+    """n prior generations as a NumPy array (n, M, F), produced in chunks to bound memory; the sampler's
+    figures (``MultimodalVAE.sample``) go into ``diagnostics``."""
     model.eval()
-    parts = [model.sample(min(chunk, n - s)).cpu() for s in range(0, n, chunk)]
+    parts = [model.sample(min(chunk, n - s), diagnostics).cpu() for s in range(0, n, chunk)]
     return torch.cat(parts).numpy()
 
 
 @torch.no_grad()
 def generate_conditional(
-    model: MultimodalVAE, x: torch.Tensor, observed: list[int], n_per: int, device: torch.device, chunk: int
+    model: MultimodalVAE, x: torch.Tensor, observed: list[int], n_per: int, device: torch.device, chunk: int,
+    diagnostics: dict | None = None,
 ) -> np.ndarray:
-    """n_per generations per tuple of x given its ``observed`` modalities, (B, n_per, M, F)."""
+    """n_per generations per tuple of x given its ``observed`` modalities, (B, n_per, M, F); the sampler's
+    figures go into ``diagnostics``."""
     model.eval()
     step = max(1, chunk // n_per)
-    parts = [model.conditional_sample(x[s : s + step].to(device), observed, n_per).cpu() for s in range(0, len(x), step)]
+    parts = [model.conditional_sample(x[s : s + step].to(device), observed, n_per, diagnostics).cpu()
+             for s in range(0, len(x), step)]
     return torch.cat(parts).numpy()
 
 

@@ -191,7 +191,7 @@ def score_run(model: MultimodalVAE, spec, dataset, split: str, data: torch.Tenso
         scores.setdefault(metric.section, {})[metric.name] = float(metric.compute(model, dataset, data, eval_config,
                                                                                   device))
     metrics = {"model": model.name, "dataset": spec.name, "capacity": model.capacity, "beta": model.config.beta,
-               **scores, **({"sampler": dict(model.sampler_diagnostics)} if model.sampler_diagnostics else {}),
+               **scores,
                "eval": dataclasses.asdict(eval_config), "training": training}
     write_json(out / METRICS_FILE, metrics)
     return metrics

@@ -56,7 +56,6 @@ class MultimodalVAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.sampler_diagnostics: dict[str, float] = {}  # filled by MCMC samplers (acceptance rates), reported
 
     def loss(self, x: torch.Tensor, beta_scale: float = 1.0) -> LossOutput:
         """Training objective on a batch (negative beta-ELBO or the model's own), with the KL weight
@@ -69,13 +68,16 @@ class MultimodalVAE(nn.Module):
         return self.loss(x, beta_scale)
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """n unconditional generations, (n, M, F)."""
+    def sample(self, n: int, diagnostics: dict | None = None) -> torch.Tensor:
+        """n unconditional generations, (n, M, F). A model whose sampler has figures of its own (MCMC
+        acceptance rates) adds them to ``diagnostics`` when given."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
-        """n_per generations per tuple given the ``observed`` modalities of x: (B, n_per, M, F).
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int,
+                           diagnostics: dict | None = None) -> torch.Tensor:
+        """n_per generations per tuple given the ``observed`` modalities of x: (B, n_per, M, F); its
+        sampler's figures go into ``diagnostics`` as ``sample``'s do.
 
         Only the observed columns of x are read; they are copied into the output unchanged."""
         raise NotImplementedError

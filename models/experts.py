@@ -98,7 +98,7 @@ class ExpertsVAE(MultimodalVAE):
         return standard(self.config.dist, ref).sample()
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, diagnostics: dict | None = None) -> torch.Tensor:
         c = self.config
         z = self.prior_sample((n,), c.latent_dim)
         w = self.prior_sample((n, c.n_modalities), c.specific_dim) if self.factorised else None

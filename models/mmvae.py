@@ -95,7 +95,8 @@ class MMVAE(ExpertsVAE):
         return LossOutput(loss, {"bound": log_mean_exp(log_w.detach(), 0).mean().detach()})
 
     @torch.no_grad()
-    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int,
+                           diagnostics: dict | None = None) -> torch.Tensor:
         """z from the mixture of the observed experts (one observed modality drawn per sample);
         w_m as in ``fill_specific``."""
         post = self.encode(x)

@@ -63,7 +63,8 @@ class MoPoE(ExpertsVAE):
         return LossOutput(loss, {"recon": -recon.mean().detach(), "kl": kl.mean().detach()})
 
     @torch.no_grad()
-    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int,
+                           diagnostics: dict | None = None) -> torch.Tensor:
         """z from the observed subset's product of experts; w_m as in ``fill_specific``."""
         mask = observed_mask(observed, self.config.n_modalities, x.device)
         post = self.encode(x)

@@ -85,22 +85,23 @@ class MRFFamilyMVAE(MultimodalVAE):
         return self.decoders(blocks if modalities is None else blocks[..., modalities, :], modalities)
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        return self.decode(self.sample_latents(n))
+    def sample(self, n: int, diagnostics: dict | None = None) -> torch.Tensor:
+        return self.decode(self.sample_latents(n, diagnostics))
 
     @torch.no_grad()
-    def sample_latents(self, n: int) -> torch.Tensor:
-        """n prior draws of the latents, (n, D); the prior part's sampler diagnostics are kept in
-        ``sampler_diagnostics``."""
-        z, diagnostics = self.prior_net.sample(n)
-        self.sampler_diagnostics.update(diagnostics)
+    def sample_latents(self, n: int, diagnostics: dict | None = None) -> torch.Tensor:
+        """n prior draws of the latents, (n, D); the prior part's sampler figures go into ``diagnostics``."""
+        z, found = self.prior_net.sample(n)
+        if diagnostics is not None:
+            diagnostics.update(found)
         return z
 
-    def sample_missing(self, observed: list[int], z_obs: torch.Tensor) -> torch.Tensor:
+    def sample_missing(self, observed: list[int], z_obs: torch.Tensor, diagnostics: dict | None = None) -> torch.Tensor:
         """The missing latent blocks given the observed ones from the prior part, (B, n_per, |o| d) ->
-        (B, n_per, |m| d)."""
-        z, diagnostics = self.prior_net.sample_missing(observed, z_obs)
-        self.sampler_diagnostics.update(diagnostics)
+        (B, n_per, |m| d); the prior part's sampler figures go into ``diagnostics``."""
+        z, found = self.prior_net.sample_missing(observed, z_obs)
+        if diagnostics is not None:
+            diagnostics.update(found)
         return z
 
     def observed_latents(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
@@ -109,7 +110,8 @@ class MRFFamilyMVAE(MultimodalVAE):
         return self.posterior_net.observed_latents(x, observed, n_per, self.config.conditional_latent == "mean")
 
     @torch.no_grad()
-    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int,
+                           diagnostics: dict | None = None) -> torch.Tensor:
         """Generate the missing modalities given the observed ones: the observed blocks from the posterior's
         unimodal factors (the cross blocks of q need every modality, so q itself is unavailable), the missing
         blocks from the prior's conditional given them (Proposition 1 for the GMRF): the prior is the model's
@@ -120,13 +122,13 @@ class MRFFamilyMVAE(MultimodalVAE):
         z_obs = self.observed_latents(x, observed, n_per)
         z = torch.empty(*z_obs.shape[:2], self.layout.dim, device=x.device, dtype=x.dtype)
         z[..., block_indices(observed, c.latent_dim, x.device)] = z_obs
-        z[..., block_indices(missing, c.latent_dim, x.device)] = self.sample_missing(observed, z_obs)
+        z[..., block_indices(missing, c.latent_dim, x.device)] = self.sample_missing(observed, z_obs, diagnostics)
         return conditional_output(x, missing, self.decode(z, missing))
 
 
 class EnergyPriorMVAE(MRFFamilyMVAE):
-    """A family member whose prior is the energy-based MRF: sampled by Metropolis-Hastings, acceptance rates
-    reported in ``sampler_diagnostics``."""
+    """A family member whose prior is the energy-based MRF: sampled by Metropolis-Hastings, its acceptance
+    rates the sampler figures of ``sample`` and ``conditional_sample``."""
 
     bf16_refused = "its Metropolis-Hastings chains and log-partition estimates need full precision"
 

@@ -79,7 +79,8 @@ class MVAE(ExpertsVAE):
         return LossOutput(loss, {"recon": -recon.mean().detach(), "kl": kl.mean().detach()})
 
     @torch.no_grad()
-    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int,
+                           diagnostics: dict | None = None) -> torch.Tensor:
         """z from the product of the prior and the observed experts; w_m as in ``fill_specific``."""
         mask = observed_mask(observed, self.config.n_modalities, x.device)
         post = self.encode(x)

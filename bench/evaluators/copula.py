@@ -32,9 +32,9 @@ def _by_coordinate(per_coordinate: np.ndarray) -> dict[str, float]:
     }
 
 
-def _unconditional(model, dataset, cfg, rng, device) -> tuple[dict, np.ndarray]:
+def _unconditional(model, dataset, cfg, rng, device, sampler: dict | None = None) -> tuple[dict, np.ndarray]:
     n, m = cfg.n_unconditional, dataset.n_modalities
-    generated = generate_unconditional(model, n, device, cfg.chunk)
+    generated = generate_unconditional(model, n, device, cfg.chunk, sampler)
     exact = dataset.law.sample(n, rng)
     per_coord = w1_to_uniform(generated.reshape(n, -1)).reshape(m, -1)
     floor = w1_to_uniform(exact.reshape(n, -1)).reshape(m, -1)
@@ -44,7 +44,7 @@ def _unconditional(model, dataset, cfg, rng, device) -> tuple[dict, np.ndarray]:
     return result, generated
 
 
-def _conditional(model, dataset, test, cfg, rng, device) -> dict:
+def _conditional(model, dataset, test, cfg, rng, device, sampler: dict | None = None) -> dict:
     """Each modality observed in turn from the test set; only the generated columns are scored, against
     exact conditional samples for the same conditioning values (pooled over tuples, as the paper: this sees
     little beyond the marginals, so ``per_tuple`` also scores each tuple's generations against its own)."""
@@ -53,7 +53,7 @@ def _conditional(model, dataset, test, cfg, rng, device) -> dict:
     for k in range(m):
         others = [i for i in range(m) if i != k]
         observed = test[:, k].numpy()
-        generated = generate_conditional(model, test, [k], s, device, cfg.chunk)[:, :, others]
+        generated = generate_conditional(model, test, [k], s, device, cfg.chunk, sampler)[:, :, others]
         exact = dataset.law.conditional_sample(observed, k, s, rng)[:, :, others]
         exact_again = dataset.law.conditional_sample(observed, k, s, rng)[:, :, others]
         samples = (exact, generated, exact_again)  # each (B, s, M-1, F)
@@ -97,17 +97,19 @@ def _dependence(dataset, generated: np.ndarray, cfg, rng) -> dict:
 def evaluate_copula(
     model: MultimodalVAE, dataset, test: torch.Tensor, cfg: EvalConfig, device: torch.device
 ) -> tuple[dict, np.ndarray]:
-    """All copula metrics of ``model``; also returns the unconditional generations (for plots)."""
+    """All copula metrics of ``model`` (its sampler's figures, such as MCMC acceptance rates, as "sampler");
+    also returns the unconditional generations (for plots)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
-    unconditional, generated = _unconditional(model, dataset, cfg, rng, device)
+    sampler = {}
+    unconditional, generated = _unconditional(model, dataset, cfg, rng, device, sampler)
     metrics = {
         "unconditional": unconditional,
-        "conditional": _conditional(model, dataset, test, cfg, rng, device),
+        "conditional": _conditional(model, dataset, test, cfg, rng, device, sampler),
         "dependence": _dependence(dataset, generated, cfg, rng),
         "collapse": collapse_report(model, test, cfg.collapse_threshold, device),
     }
-    return metrics, generated
+    return {**metrics, **({"sampler": sampler} if sampler else {})}, generated
 
 
 def score(model: MultimodalVAE, dataset, data: torch.Tensor, split: str, cfg: EvalConfig, device, out: Path) -> dict:

@@ -79,13 +79,14 @@ def evaluate_images(model, dataset, test: torch.Tensor, labels: torch.Tensor, n_
     shape, n = dataset.modality_shape, min(n_tuples, len(test))
     x, y = test[:n], labels[:n]
     truth = to_images(x, shape)
-    samples = torch.cat([to_images(model.sample(min(chunk, n - s)).cpu(), shape) for s in range(0, n, chunk)])
+    sampler = {}  # the model's sampler figures (MCMC acceptance rates), where it has any
+    samples = torch.cat([to_images(model.sample(min(chunk, n - s), sampler).cpu(), shape) for s in range(0, n, chunk)])
     subsets = proper_subsets(truth.shape[1])
     leaving_out = {m: [i for i, o in enumerate(subsets) if m not in o] for m in range(truth.shape[1])}
     pooled, similarities = torch.empty_like(truth), []
 
     def generate(data: torch.Tensor, observed: list[int]) -> torch.Tensor:
-        parts = [model.conditional_sample(data[s : s + chunk].to(device), observed, 1)[:, 0].cpu()
+        parts = [model.conditional_sample(data[s : s + chunk].to(device), observed, 1, sampler)[:, 0].cpu()
                  for s in range(0, len(data), chunk)]
         generated = to_images(torch.cat(parts), shape)
         missing = [m for m in range(data.shape[1]) if m not in observed]
@@ -117,6 +118,7 @@ def evaluate_images(model, dataset, test: torch.Tensor, labels: torch.Tensor, n_
         "conditional": {"coherence": coherence["mean"], "coherence_by_size": coherence, **fids(pooled, truth),
                         "ssim": float(np.mean(similarities)), "floor": floor,
                         "ceiling": {"coherence": float(np.mean([accuracies[m] for m in sharing]))}},
+        **({"sampler": sampler} if sampler else {}),
     }
     return metrics, samples
 

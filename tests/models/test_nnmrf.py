@@ -59,12 +59,13 @@ def test_trains_with_falling_loss(data, assert_trains):
 def test_sampling_shapes_acceptance_and_observed_copies(data, conditional_latent):
     model = build_model("nnmrf", conditional_latent=conditional_latent, **FAST_MH)
     x = data["test"][:5]
-    assert model.sample(300).shape == (300, 4, 2)
-    assert 0.1 < model.sampler_diagnostics["mh_acceptance_unconditional"] < 0.7
-    out = model.conditional_sample(x, [1, 3], 6)
+    diagnostics = {}
+    assert model.sample(300, diagnostics).shape == (300, 4, 2)
+    assert 0.1 < diagnostics["mh_acceptance_unconditional"] < 0.7
+    out = model.conditional_sample(x, [1, 3], 6, diagnostics)
     assert out.shape == (5, 6, 4, 2) and torch.isfinite(out).all()
     torch.testing.assert_close(out[:, :, [1, 3]], x[:, None, [1, 3]].expand(-1, 6, -1, -1))
-    assert "mh_acceptance_given_1_3" in model.sampler_diagnostics
+    assert 0.1 < diagnostics["mh_acceptance_given_1_3"] < 0.9 and not vars(model).get("sampler_diagnostics")
     kl = model.kl_per_block(x)
     assert kl.shape == (4,) and torch.isfinite(kl).all()
 
@@ -201,7 +202,7 @@ def test_experimental_mrf_conditions_only_on_parts_its_loss_trains(data, monkeyp
     d, x = model.config.latent_dim, data["test"][:4]
     assert model.posterior_net.encoder.heads(torch.zeros(1, 4, model.config.hidden)).shape == (1, 4, 2 * d)
     drawn = []
-    monkeypatch.setattr(model, "sample_missing", lambda observed, z_obs: drawn.append(z_obs) or z_obs[..., :4])
+    monkeypatch.setattr(model, "sample_missing", lambda observed, z_obs, diagnostics=None: drawn.append(z_obs) or z_obs[..., :4])
     torch.manual_seed(1)
     assert model.conditional_sample(x, [0, 2], 3).shape == (4, 3, 4, 2)
     x_in = torch.zeros_like(x)

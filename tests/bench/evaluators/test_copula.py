@@ -14,7 +14,7 @@ class LawSampler(torch.nn.Module):
         super().__init__()
         self.law, self.uses_observed, self.rng = law, uses_observed, np.random.default_rng(1)
 
-    def conditional_sample(self, x, observed, n_per):
+    def conditional_sample(self, x, observed, n_per, diagnostics=None):
         (k,) = observed
         if self.uses_observed:
             out = self.law.conditional_sample(x[:, k].numpy(), k, n_per, self.rng)
@@ -35,3 +35,22 @@ def test_per_tuple_conditional_w1_sees_what_the_pooled_one_cannot():
     assert abs(exact["per_tuple"]["wasserstein_mean"] - floor) < 0.1 * floor
     assert ignoring["per_tuple"]["wasserstein_mean"] > 3 * floor
     assert ignoring["wasserstein_mean"] - exact["wasserstein_mean"] < 3 * exact["floor"]["wasserstein_mean"]
+
+
+def test_the_scores_of_an_mcmc_model_hold_its_samplers_acceptance_rates():
+    """The NN-MRF's Metropolis-Hastings acceptance, unconditional and given each modality, comes back with
+    the scores it was drawn for (nothing is left on the model); a model without MCMC reports none."""
+    from mrfbench.evaluators.copula import evaluate_copula
+    from mrfbench.models import build_model
+
+    dataset = get_dataset("copula", n_train=16, n_val=16, n_test=20, seed=0)
+    test, config = dataset.splits()["test"], EvalConfig(n_unconditional=500, n_per_tuple=2, n_joint=500, n_tau=200,
+                                                         n_projections=10)
+    shape = {"n_modalities": 4, "modality_dim": 2}
+    torch.manual_seed(0)
+    nnmrf = build_model("nnmrf", **shape, mh_chains=64, mh_burn_in=10, mh_thin=1, collapse_samples=64)
+    scores, _ = evaluate_copula(nnmrf, dataset, test, config, torch.device("cpu"))
+    assert set(scores["sampler"]) == {"mh_acceptance_unconditional", *(f"mh_acceptance_given_{k}" for k in range(4))}
+    assert all(0 < rate <= 1 for rate in scores["sampler"].values()) and not hasattr(nnmrf, "sampler_diagnostics")
+    scores, _ = evaluate_copula(build_model("gmrf", **shape), dataset, test, config, torch.device("cpu"))
+    assert "sampler" not in scores

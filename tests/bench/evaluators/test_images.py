@@ -88,10 +88,11 @@ class OracleModel:
     def eval(self):
         return self
 
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, diagnostics: dict | None = None) -> torch.Tensor:
         return self.test[torch.randperm(len(self.test))[:n]]
 
-    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int) -> torch.Tensor:
+    def conditional_sample(self, x: torch.Tensor, observed: list[int], n_per: int,
+                           diagnostics: dict | None = None) -> torch.Tensor:
         return x[:, None].expand(-1, n_per, -1, -1)
 
 
