@@ -71,10 +71,15 @@ def test_sampling_shapes_acceptance_and_observed_copies(data, conditional_latent
 
 
 def test_conditional_sampling_keeps_the_observed_latents_fixed():
+    """Every state the conditional chains evaluate holds the given observed blocks (0 and 2) unchanged."""
     model = build_model("nnmrf", **FAST_MH)
-    z_obs = torch.randn(3, 1, 4)
-    draws = model.sample_missing([0, 2], z_obs.expand(-1, 5, -1))
-    assert draws.shape == (3, 5, 4)
+    z_obs = torch.randn(3, 1, 4).expand(-1, 5, -1)
+    local, held = model.prior_net.energy.local, []
+    model.prior_net.energy.local = lambda z, block: held.append(z[..., [0, 1, 4, 5]].clone()) or local(z, block)
+    draws = model.sample_missing([0, 2], z_obs)
+    assert draws.shape == (3, 5, 4) and len(held) > 10
+    assert all(torch.equal(state, z_obs[:, 0].repeat_interleave(len(state) // 3, 0)) for state in held)
+    assert not torch.equal(draws[:, 0], draws[:, 1])  # the missing blocks do move
 
 
 def test_prior_sampler_recovers_a_quadratic_energy():
