@@ -60,3 +60,20 @@ def test_the_family_samples_through_its_prior_parts_alone():
 
 if __name__ == "__main__" and sys.argv[1:] == []:
     FIXTURE.write_text(json.dumps({name: draws(name) for name in VARIANTS}) + "\n")
+
+
+@pytest.mark.parametrize("name", ["gmrf", "nnmrf"])
+def test_a_checkpoint_from_before_the_parts_loads(name):
+    """State dicts saved before the family was built from parts (``LEGACY_KEYS``) load into the parts."""
+    from mrfbench.models.mrf_family import LEGACY_KEYS
+
+    torch.manual_seed(0)
+    saved = build_model(name).state_dict()
+    renamed = {}
+    for key, value in saved.items():
+        old = next((o for o, n in LEGACY_KEYS.items() if key.startswith(n)), None)
+        renamed[key if old is None else old + key[len(LEGACY_KEYS[old]):]] = value
+    assert set(renamed) != set(saved)
+    model = build_model(name)
+    model.load_state_dict(renamed)
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in saved.items())
