@@ -17,6 +17,7 @@ from mrfbench.errors import SweepInterrupted, UsageError, first_line
 from mrfbench.evaluators import get_evaluator
 from mrfbench.runs import write_json
 from mrfbench.spaces import SearchSpace, load_space
+from mrfbench.sweeps.cluster import check_resources, check_shared_folder
 from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, plan
 from mrfbench.sweeps.records import best_params, mark_stopped, results_records, write_results_table
 from mrfbench.sweeps.settings import (
@@ -177,25 +178,20 @@ class Sweep:
                 from mrfbench.sweeps.reaper import start_reaper
 
                 start_reaper()
-        self._check_resources()
+        check_resources(self.settings.cpus_per_trial, self.settings.gpus_per_trial)
+        created = not self.out.exists()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            if self.settings.address is not None:  # a cluster's other nodes must write into this folder
+                check_shared_folder(self.out)
             write_json(self.out / SWEEP_FILE, dataclasses.asdict(self.settings))
+        except UsageError:
+            if created:
+                self.out.rmdir()
+            raise
         except OSError as err:
             raise UsageError(f"cannot write the sweep directory {self.out}: {err.strerror or err}") from None
         return getattr(self, "dashboard_url", None)
-
-    def _check_resources(self) -> None:
-        """A trial must fit one node of the cluster (Tune would otherwise wait for it forever)."""
-        import ray
-
-        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-        for flag, asked, kind in (("--cpus-per-trial", self.settings.cpus_per_trial, "CPU"),
-                                  ("--gpus-per-trial", self.settings.gpus_per_trial, "GPU")):
-            most = max((node.get(kind, 0.0) for node in nodes), default=0.0)
-            if asked > most:
-                raise UsageError(f"{flag} {asked:g} is more than any node of the Ray cluster has ({most:g} {kind}s): "
-                                 "no trial could start")
 
     def run(self, callbacks: list | None = None) -> None:
         """Run every stage of every model; finished trials are never repeated on a resumed sweep. The results

@@ -5,6 +5,7 @@ beside it is still alive afterwards."""
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -54,9 +55,18 @@ def stop_ray_under(temp_dir: str, timeout: float = 30.0) -> None:
             time.sleep(0.2)
 
 
-def start_node(temp_dir: str, env: dict, *args: str) -> None:
-    subprocess.run([*RAY_CLI, "start", f"--temp-dir={temp_dir}", *args],
+def start_node(temp_dir: str, env: dict, *args: str, hiding: Path | None = None) -> None:
+    """`ray start`; with ``hiding``, in a mount namespace of its own where that folder is an empty tmpfs: a
+    node that does not share the folder's filesystem with this one, as another machine would not."""
+    prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", f'mount -t tmpfs none "{hiding}" && exec "$@"',
+              "sh"] if hiding else []
+    subprocess.run([*prefix, *RAY_CLI, "start", f"--temp-dir={temp_dir}", *args],
                    check=True, capture_output=True, env=env, timeout=180)
+
+
+def can_hide_folders() -> bool:
+    """Whether this process may make mount namespaces (root, or CAP_SYS_ADMIN)."""
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
 
 
 @pytest.mark.slow
@@ -125,6 +135,30 @@ def test_a_sweep_on_two_nodes_with_declared_gpus_places_packs_on_them_and_falls_
             assert metrics["training"]["device"] == "cpu"
         spans = sorted({(r["started"], r["finished"]) for r in records})
         assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) <= 8  # the declared GPUs' limit
+    finally:
+        stop_ray_under(ours)
+        shutil.rmtree(ours, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not can_hide_folders(), reason="a node without the shared folder needs a mount namespace (root)")
+def test_a_sweep_refuses_a_cluster_whose_nodes_do_not_share_its_folder(tmp_path):
+    """A worker node that sees another filesystem at the sweep folder's path (here: a mount namespace with an
+    empty tmpfs there) would write its trials where the driver never reads them: refused in one line before
+    any trial, and the folder the sweep would have made is not left behind."""
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    ours, port = tempfile.mkdtemp(prefix="mrfnfs-"), free_port()
+    address = f"127.0.0.1:{port}"
+    try:
+        start_node(ours, env, "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
+        start_node(ours, env, f"--address={address}", "--num-cpus=1", hiding=tmp_path)
+        out = tmp_path / "sweep"
+        proc = subprocess.run(
+            [sys.executable, "-m", "mrfbench", "sweep", "--out", str(out), "--space", "copula_quick", "--grid",
+             "--address", address, "--epochs", "1"], capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert re.search(f"the sweep folder {out} is not shared with the Ray node.s. at [0-9.]+: ", proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
     finally:
         stop_ray_under(ours)
         shutil.rmtree(ours, ignore_errors=True)
