@@ -18,7 +18,7 @@ from mrfbench.evaluators import get_evaluator
 from mrfbench.runs import write_json
 from mrfbench.spaces import SearchSpace, load_space
 from mrfbench.sweeps.cluster import check_resources, check_shared_folder
-from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, plan
+from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, longest_first, packs_seeds, plan
 from mrfbench.sweeps.records import best_params, mark_stopped, results_records, write_results_table
 from mrfbench.sweeps.settings import (
     SWEEP_FILE,
@@ -215,9 +215,26 @@ class Sweep:
                 configs = interleave({model: self.space.grid(model) for model in stage.models})
             else:
                 configs = [(m, best[m] if m in best else self.space.fixed(m)) for m in stage.models]
-            jobs = final_jobs([(m, p) for m, p in configs if p is not None], self.seeds, self.settings.packing)
+            configs = [(m, p) for m, p in configs if p is not None]
+            jobs = final_jobs(longest_first(configs, self._epoch_seconds(configs)), self.seeds, self.settings.packing)
             self._final(stage, jobs, callbacks)
         self._record_final_study()
+
+    def _epoch_seconds(self, configs: list[tuple[str, dict]]) -> dict[str, float]:
+        """Each model's epoch time (its first config's), measured here where the stage's jobs outnumber the
+        trials that run at once and more than one model shares it; else nothing (the order is moot)."""
+        import ray
+
+        firsts = {model: params for model, params in reversed(configs)}
+        asked = {"CPU": self.settings.cpus_per_trial, "GPU": self.settings.gpus_per_trial}
+        total = ray.cluster_resources()
+        slots = min(int(total.get(kind, 0) // need) for kind, need in asked.items() if need > 0)
+        jobs = len(configs) * (1 if packs_seeds(self.settings.packing, self.seeds) else self.seeds)
+        if len(firsts) < 2 or jobs <= min(slots, self.settings.max_concurrent_trials or slots):
+            return {}
+        from mrfbench.sweeps.costs import epoch_seconds
+
+        return epoch_seconds(self.space.dataset, self.settings.dataset_options, firsts)
 
     def _storage_url(self) -> str:
         return self.settings.storage_url()

@@ -5,6 +5,7 @@ Tune. A job is one Tune trial: one config over one seed, or over several seeds a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,3 +98,15 @@ def interleave(grids: dict[str, list[dict]]) -> list[tuple[str, dict]]:
     running) has covered every model, at the first values of each grid, rather than the first models."""
     depth = max((len(grid) for grid in grids.values()), default=0)
     return [(model, grid[i]) for i in range(depth) for model, grid in grids.items() if i < len(grid)]
+
+
+def longest_first(configs: list[tuple[str, dict]], epoch_seconds: Mapping[str, float]) -> list[tuple[str, dict]]:
+    """``configs`` (each model's i-th config in turn, as ``interleave`` orders them) with each round's models
+    ordered by their ``epoch_seconds``, longest first: where a stage's jobs outnumber its slots, a long job
+    started last would run alone at the end while the other slots idle."""
+    rounds: list[list[tuple[str, dict]]] = []
+    for model, params in configs:
+        if not rounds or model in {m for m, _ in rounds[-1]}:
+            rounds.append([])
+        rounds[-1].append((model, params))
+    return [config for part in rounds for config in sorted(part, key=lambda c: -epoch_seconds.get(c[0], 0.0))]

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from mrfbench.spaces import load_space
-from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, plan
+from mrfbench.sweeps.plan import Job, Stage, final_jobs, interleave, longest_first, plan
 from mrfbench.sweeps.settings import SweepSettings
 
 SPACE = load_space("copula")  # searched ranges for every model
@@ -116,3 +116,13 @@ def test_every_shipped_budget_is_a_plan_of_its_models(dataset, budget):
     stages = plan(SweepSettings(out="unused", space=space.name, **space.sweep), space)
     assert space.dataset == dataset and {m for s in stages for m in s.models} == set(space.params)
     assert all(s.runs >= s.trials >= 1 for s in stages)
+
+
+def test_each_round_of_configs_starts_its_longest_model_first():
+    """Each model's i-th config in turn (``interleave``), a round's models by their epoch time, longest first:
+    a stopped grid has still covered every model's first values."""
+    grids = {"gmrf": [{"beta": 1}, {"beta": 2}], "nnmrf": [{"beta": 1}, {"beta": 2}], "mvae": [{"beta": 1}]}
+    ordered = longest_first(interleave(grids), {"gmrf": 1.0, "nnmrf": 5.0, "mvae": 2.0})
+    assert ordered == [("nnmrf", {"beta": 1}), ("mvae", {"beta": 1}), ("gmrf", {"beta": 1}),
+                       ("nnmrf", {"beta": 2}), ("gmrf", {"beta": 2})]
+    assert longest_first(interleave(grids), {}) == interleave(grids)  # nothing measured: the order as it was
