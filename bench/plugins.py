@@ -1,8 +1,8 @@
-"""Registries filled by discovery, one idiom for models and data sets: importing a registry's package
-imports each of its modules, where a model or data set registers itself (``register_model``,
-``register_benchmark``); the registry's first lookup imports the modules named in ``$MRFBENCH_PLUGINS``
-(comma-separated, importable), for models and data sets kept outside the package, in this process and in
-sweep trials alike (at lookup, not import, so that a plugin may import any part of mrfbench)."""
+"""Registries filled by discovery, one idiom for models, data sets, evaluators and metrics: importing a
+registry's package imports each of its modules, where each registers itself (``register_model``,
+``register_benchmark``, ``register_evaluator``); the registry's first lookup imports the modules named in
+``$MRFBENCH_PLUGINS`` (comma-separated, importable), for those kept outside the package, in this process and
+in sweep trials alike (at lookup, not import, so that a plugin may import any part of mrfbench)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def discover(package: str, path) -> None:
 
 
 class Registry(Mapping):
-    """Name -> registered thing (a model class, a data set's spec); reading it loads the plugins first."""
+    """Name -> registered thing (a model class, a data set's spec, an evaluator); reading it loads the plugins first."""
 
     def __init__(self, kind: str):
         self.kind, self._items = kind, {}

@@ -110,7 +110,7 @@ def sweep(
     packs: Packs = True,
     pack_size: Annotated[int | None, typer.Option(
         help="Optuna trials a search asks at a time; those of one shape train as one pack \\[4 on CPUs, 32 with "
-             "--gpus-per-trial; 1 with --asha or --no-packs]")] = None,
+             "--gpus-per-trial; 1 with --asha, --no-packs or --score-every]")] = None,
     mlflow: Mlflow = None,
     score_every: Annotated[int | None, typer.Option(
         help="each trial scores its weights every N epochs too (a learning curve per run; its runs train one by one, "

@@ -10,6 +10,7 @@ from mrfbench.evaluators.figures import (
     Figure,
     Metric,
     added_metrics,
+    get_evaluator,
     register_evaluator,
     register_metric,
     run_figures,
@@ -17,12 +18,6 @@ from mrfbench.evaluators.figures import (
 from mrfbench.plugins import discover
 
 discover(__name__, __path__)
-
-
-def get_evaluator(dataset: str) -> Evaluator:
-    """The evaluator of data set ``dataset``."""
-    return EVALUATORS.named(dataset)
-
 
 __all__ = ["EVALUATORS", "Evaluator", "Figure", "Metric", "added_metrics", "get_evaluator", "register_evaluator",
            "register_metric", "run_figures"]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from mrfbench.errors import UsageError
 from mrfbench.plugins import Registry
 
 EVALUATORS = Registry("evaluator")  # data set name -> Evaluator
@@ -34,12 +35,15 @@ class Figure:
     optional: bool = False
 
     def read(self, metrics: dict) -> float | None:
-        """The figure in ``metrics`` (None where it is absent); a value that is not a number is refused."""
+        """The figure in ``metrics`` (None where it is absent; NaN where it was written as null, as JSON
+        writes NaN); a value that is not a number is refused."""
         value = metrics
         for part in self.source or tuple(self.key.split("/")):
             if not isinstance(value, dict) or part not in value:
                 return None
             value = value[part]
+        if value is None:
+            return math.nan
         if not _number(value):
             raise ValueError(f"figure {self.key} is not a number: {value!r}")
         return float(value)
@@ -140,15 +144,24 @@ def register_evaluator(evaluator: Evaluator) -> Evaluator:
     return evaluator
 
 
+def get_evaluator(dataset: str) -> Evaluator:
+    """The evaluator of data set ``dataset`` (importing ``mrfbench.evaluators`` registers the package's own)."""
+    if dataset not in EVALUATORS:
+        raise UsageError(f"data set '{dataset}' has no evaluator: its module registers one with register_evaluator "
+                         f"(registered: {', '.join(sorted(EVALUATORS))})")
+    return EVALUATORS[dataset]
+
+
 def run_figures(metrics: dict, dataset: str) -> dict[str, float]:
     """The scalar figures a finished run on ``dataset`` reports (a trial's record): its evaluator's declared
     figures, then ``collapsed`` and ``collapse_unreadable`` (a block whose KL is not finite) from its collapse
-    report, the training time and ``score`` (what a sweep minimises)."""
-    evaluator = EVALUATORS.named(dataset)
+    report where it has one, the training time and ``score`` (what a sweep minimises)."""
+    evaluator = get_evaluator(dataset)
     flat = evaluator.figures(metrics)
-    flat["collapsed"] = float(metrics["collapse"]["collapsed"])
-    kl = metrics["collapse"].get("kl_per_block", [])
-    flat["collapse_unreadable"] = float(any(v is None or not math.isfinite(v) for v in kl))
+    if "collapse" in metrics:
+        flat["collapsed"] = float(metrics["collapse"]["collapsed"])
+        kl = metrics["collapse"].get("kl_per_block", [])
+        flat["collapse_unreadable"] = float(any(v is None or not math.isfinite(v) for v in kl))
     flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
     flat["score"] = evaluator.objective(flat)
     return flat

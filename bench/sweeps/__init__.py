@@ -3,8 +3,10 @@
 The modules: ``settings`` (what a sweep is asked to do, checked before Ray starts), ``plan`` (its stages and
 jobs, decided without Ray), ``driver`` (runs the plan through Tune and Optuna), ``trial`` (what a trial
 runs), ``packs`` (a trial that trains several runs as one pack), ``cluster`` (what the sweep needs of its
-Ray cluster: a node a trial fits, a sweep folder every node shares), ``reaper`` (the watchdog that ends the
-local Ray of a driver killed outright) and ``records`` (what trials leave on disk).
+Ray cluster: a node a trial fits, a sweep folder every node shares), ``costs`` (each model's time per
+training tuple, so a stage starts its longest jobs first), ``studies`` (the final stage's Optuna study),
+``reaper`` (the watchdog that ends the local Ray of a driver killed outright) and ``records`` (what trials
+leave on disk).
 
 A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs nothing else), ``optuna.db``
 (the Optuna studies, open it with optuna-dashboard), one Ray Tune experiment per searched model

@@ -8,7 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
-from mrfbench.errors import UsageError
+from mrfbench.errors import UsageError, first_line
 
 SHARED_CHECK_TIMEOUT_S = 120.0
 
@@ -51,6 +51,9 @@ def check_shared_folder(folder: Path) -> None:
         except ray.exceptions.GetTimeoutError:
             raise UsageError(f"the Ray cluster's nodes did not answer within {SHARED_CHECK_TIMEOUT_S:.0f} s whether "
                              f"they see the sweep folder {folder}") from None
+        except ray.exceptions.RayError as err:  # e.g. mrfbench not importable on a node
+            raise UsageError(f"a Ray node could not check that it sees the sweep folder {folder} "
+                             f"({type(err).__name__}: {first_line(err)})") from None
     finally:
         probe.unlink(missing_ok=True)
     blind = [node["NodeManagerAddress"] for node, text in zip(nodes, seen) if text != token]

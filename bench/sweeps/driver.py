@@ -216,25 +216,31 @@ class Sweep:
             else:
                 configs = [(m, best[m] if m in best else self.space.fixed(m)) for m in stage.models]
             configs = [(m, p) for m, p in configs if p is not None]
-            jobs = final_jobs(longest_first(configs, self._epoch_seconds(configs)), self.seeds, self.settings.packing)
+            jobs = final_jobs(longest_first(configs, self._job_costs(stage, configs)), self.seeds, self.settings.packing)
             self._final(stage, jobs, callbacks)
         self._record_final_study()
 
-    def _epoch_seconds(self, configs: list[tuple[str, dict]]) -> dict[str, float]:
-        """Each model's epoch time (its first config's), measured here where the stage's jobs outnumber the
-        trials that run at once and more than one model shares it; else nothing (the order is moot)."""
+    def _job_costs(self, stage: Stage, configs: list[tuple[str, dict]]) -> dict[str, float]:
+        """Each model's time per training tuple (its first config's), measured here where the stage's jobs
+        outnumber the trials that run at once, more than one model shares it and it is not resumed (Tune
+        keeps its order); else nothing (the order is moot)."""
         import ray
+        from ray import tune
 
         firsts = {model: params for model, params in reversed(configs)}
         asked = {"CPU": self.settings.cpus_per_trial, "GPU": self.settings.gpus_per_trial}
         total = ray.cluster_resources()
         slots = min(int(total.get(kind, 0) // need) for kind, need in asked.items() if need > 0)
         jobs = len(configs) * (1 if packs_seeds(self.settings.packing, self.seeds) else self.seeds)
-        if len(firsts) < 2 or jobs <= min(slots, self.settings.max_concurrent_trials or slots):
+        if len(firsts) < 2 or jobs <= min(slots, self.settings.max_concurrent_trials or slots) \
+                or tune.Tuner.can_restore(str(self.out / stage.name)):
             return {}
-        from mrfbench.sweeps.costs import epoch_seconds
+        from mrfbench.sweeps.costs import tuple_seconds
 
-        return epoch_seconds(self.space.dataset, self.settings.dataset_options, firsts)
+        costs, skipped = tuple_seconds(self.space.dataset, self.settings.dataset_options, firsts)
+        if skipped:
+            print(f"could not time {', '.join(skipped)}: started in the space's order", flush=True)
+        return costs
 
     def _storage_url(self) -> str:
         return self.settings.storage_url()

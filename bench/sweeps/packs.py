@@ -82,11 +82,14 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
             outcomes = [MemberOutcome(m.out, failure=f"{type(err).__name__}: {first_line(err)}") for m in members]
         for member, outcome in zip(members, outcomes):
             name = member.out.parent.name
-            record = records[name]
-            if outcome.failure is None:
-                record.update(status="ok", metrics=run_figures(outcome.metrics, spec.dataset))
-            else:
-                record.update(status="failed", error=outcome.failure.strip().splitlines()[0])
+            record, failure = records[name], outcome.failure
+            if failure is None:
+                try:
+                    record.update(status="ok", metrics=run_figures(outcome.metrics, spec.dataset))
+                except (KeyError, ValueError) as err:  # the evaluator's metrics lack a declared figure
+                    failure = f"{type(err).__name__}: {first_line(err)}"
+            if failure is not None:
+                record.update(status="failed", error=failure.strip().splitlines()[0])
             write_json(Path(trial_dir) / name / TRIAL_FILE, {**record, "finished": _now()})
     done = {name: _finished(trial_dir, name) for name, _, _ in names}
     scores = {name: r["metrics"]["score"] if r and r["status"] == "ok" else math.nan for name, r in done.items()}

@@ -100,13 +100,14 @@ def interleave(grids: dict[str, list[dict]]) -> list[tuple[str, dict]]:
     return [(model, grid[i]) for i in range(depth) for model, grid in grids.items() if i < len(grid)]
 
 
-def longest_first(configs: list[tuple[str, dict]], epoch_seconds: Mapping[str, float]) -> list[tuple[str, dict]]:
+def longest_first(configs: list[tuple[str, dict]], costs: Mapping[str, float]) -> list[tuple[str, dict]]:
     """``configs`` (each model's i-th config in turn, as ``interleave`` orders them) with each round's models
-    ordered by their ``epoch_seconds``, longest first: where a stage's jobs outnumber its slots, a long job
-    started last would run alone at the end while the other slots idle."""
+    ordered by their ``costs`` (time per training tuple), longest first: where a stage's jobs outnumber its
+    slots, a long job started last would run alone at the end while the other slots idle. A model without a
+    cost keeps its place after those with one."""
     rounds: list[list[tuple[str, dict]]] = []
     for model, params in configs:
         if not rounds or model in {m for m, _ in rounds[-1]}:
             rounds.append([])
         rounds[-1].append((model, params))
-    return [config for part in rounds for config in sorted(part, key=lambda c: -epoch_seconds.get(c[0], 0.0))]
+    return [config for part in rounds for config in sorted(part, key=lambda c: -costs.get(c[0], 0.0))]

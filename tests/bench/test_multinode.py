@@ -66,7 +66,7 @@ def start_node(temp_dir: str, env: dict, *args: str, hiding: Path | None = None)
 
 def can_hide_folders() -> bool:
     """Whether this process may make mount namespaces (root, or CAP_SYS_ADMIN)."""
-    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
 
 
 @pytest.mark.slow
