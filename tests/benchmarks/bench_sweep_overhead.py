@@ -31,9 +31,9 @@ def main() -> None:
         Sweep(settings).run()
         wall = time.perf_counter() - start
         records = [r for r in results_records(settings.out) if r["status"] == "ok"]
-        train = sum(r["metrics"]["train_wall_time_s"] for r in records)
-        runs = sum(json.loads((p.parent / "result.json").read_text().splitlines()[-1])["time_total_s"]
-                   for p in Path(settings.out).glob("**/trial.json"))
+        train = sum(r["metrics"]["train_wall_time_s"] / (r.get("pack_size") or 1) for r in records)  # a pack's, shared
+        runs = sum(json.loads(p.read_text().splitlines()[-1])["time_total_s"]
+                   for p in Path(settings.out).glob("*/*/result.json"))  # each Tune trial (a pack is one)
     print(f"{space.name}: {len(records)} trials of {space.epochs} epochs, models {', '.join(settings.models or space.params)}")
     print(f"sweep wall time            {wall:8.1f} s (including ray.init)")
     print(f"sum of trial training time {train:8.1f} s")
