@@ -141,7 +141,7 @@ def test_bad_train_input_is_one_clear_line(tmp_path, args, message):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["cifar"], "unknown data set 'cifar'; valid: copula, mnist3, polymnist"),
-    (["polymnist", "--budget", "huge"], "unknown budget 'huge' for polymnist; valid: quick, paper"),
+    (["polymnist", "--budget", "huge"], "unknown budget 'huge' for polymnist; valid: quick, cpu, paper"),
     (["copula", "--models", "gmrf,vae"], "model(s) vae not in search space copula_quick"),
 ])
 def test_bad_reproduce_input_is_one_clear_line(tmp_path, args, message):

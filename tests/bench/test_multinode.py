@@ -21,6 +21,7 @@ import pytest
 from mrfbench.sweeps import results_records
 
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
+SMALL = ["--n-train", "256", "--n-val", "64", "--n-test", "32", "--n-unconditional", "2000", "--n-per-tuple", "2"]
 
 
 def free_port() -> int:
@@ -88,7 +89,7 @@ def test_sweep_runs_trials_on_two_nodes(tmp_path):
         out = tmp_path / "sweep"
         proc = subprocess.run(
             [sys.executable, "-m", "mrfbench", "sweep", "--out", str(out), "--space", str(space), "--grid",
-             "--address", address, "--cpus-per-trial", "1", "--no-packs"],
+             "--address", address, "--cpus-per-trial", "1", "--no-packs", *SMALL],
             capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         nodes = {r["node_id"] for r in results_records(out)}
@@ -122,8 +123,7 @@ def test_a_sweep_on_two_nodes_with_declared_gpus_places_packs_on_them_and_falls_
         out = tmp_path / "sweep"
         proc = subprocess.run(
             [sys.executable, "-m", "mrfbench", "sweep", "--out", str(out), "--space", str(space), "--grid",
-             "--address", address, "--cpus-per-trial", "0.25", "--gpus-per-trial", "0.5", "--device", "auto",
-             "--n-train", "256", "--n-val", "64", "--n-test", "32", "--n-unconditional", "2000", "--n-per-tuple", "2"],
+             "--address", address, "--cpus-per-trial", "0.25", "--gpus-per-trial", "0.5", "--device", "auto", *SMALL],
             capture_output=True, text=True, env=env, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         records = results_records(out)
