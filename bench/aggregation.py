@@ -260,14 +260,14 @@ def add_uncertainty(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -
 
 def chart_panels(board: pd.DataFrame, table: pd.DataFrame, spec: Benchmark) -> list[Panel]:
     """The figures behind the score as chart panels: title with unit and direction, means, intervals, each
-    row's seeds, the paper's figures and the noise floor ('<section>/floor_<metric>' where the board has it)."""
+    row's seeds, the paper's figures and the noise floor (the figure's declared floor, where the board has it)."""
     evaluator = get_evaluator(spec.name)
     columns = {c.key: c for c in evaluator.paper + evaluator.beyond_columns}
     panels = []
     for key in evaluator.score_parts:
-        column, (section, metric) = columns[key], key.split("/")
+        column = columns[key]
         seeds = row_seeds(table, board, key)
-        floor = board[f"{section}/floor_{metric}"].dropna() if f"{section}/floor_{metric}" in board else pd.Series()
+        floor = board[column.floor].dropna() if column.floor in board else pd.Series()
         unit = f"{column.unit}, " if column.unit else ""
         panels.append(Panel(f"{column.title} ({unit}{column.better} is better)", list(board[f"{key} mean"]),
                             list(board.get(f"{key} ci95", [None] * len(board))), seeds,

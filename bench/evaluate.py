@@ -61,3 +61,12 @@ def collapse_report(model: MultimodalVAE, test: torch.Tensor, threshold: float, 
     collapsed = [int(i) for i in np.flatnonzero(kl < threshold)]
     return {"kl_per_block": kl.round(4).tolist(), "threshold": threshold, "collapsed_blocks": collapsed,
             "collapsed": bool(collapsed)}
+
+
+def report_rows(metrics: dict) -> list[tuple[str, str]]:
+    """A run's collapse report and its sampler's own figures, as (what, value) rows for the terminal."""
+    collapse = metrics.get("collapse")
+    rows = [] if collapse is None else [
+        ("KL per latent block (nats)", ", ".join("-" if v is None else f"{v:.2f}" for v in collapse["kl_per_block"])),
+        ("posterior collapse", f"YES: blocks {collapse['collapsed_blocks']}" if collapse["collapsed"] else "no")]
+    return rows + [(name.replace("_", " "), f"{value:.3f}") for name, value in metrics.get("sampler", {}).items()]

@@ -121,10 +121,12 @@ def clean_errors(command):
 def print_results(metrics: dict) -> None:
     """A run's figures as its data set's evaluator lays them out, the paper's beside them."""
     from mrfbench.evaluators import get_evaluator
+    from mrfbench.evaluators.figures import figure_table
     from mrfbench.paper import paper_figures
 
-    for table in get_evaluator(metrics["dataset"]).tables(
-            metrics, paper_figures(metrics["dataset"], metrics["model"])):
+    evaluator = get_evaluator(metrics["dataset"])
+    console.print(figure_table(evaluator, metrics, paper_figures(metrics["dataset"], metrics["model"])))
+    for table in evaluator.details(metrics) if evaluator.details else []:
         console.print(table)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from mrfbench.evaluate import EvalConfig, collapse_report, generate_conditional, generate_unconditional
+from mrfbench.evaluate import EvalConfig, collapse_report, generate_conditional, generate_unconditional, report_rows
 from mrfbench.evaluators.figures import Evaluator, Figure, register_evaluator
 from mrfbench.evaluators.metrics import kendall_tau_matrix, sliced_wasserstein, w1_to_reference, w1_to_uniform
 from mrfbench.models import MultimodalVAE
@@ -130,39 +130,22 @@ def proxy(model: MultimodalVAE) -> float:
     return float(np.mean(w1_to_uniform(samples)) * SCALE)
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def details(metrics: dict) -> list[Table]:
+    """What the figures do not say: the sample sizes behind them, the largest Kendall tau error, the collapse
+    report and the sampler's own figures."""
+    unconditional, conditional, dependence = metrics["unconditional"], metrics["conditional"], metrics["dependence"]
+    table = Table("", "value", title=f"{metrics['model']}: sample sizes, dependence, collapse")
+    table.add_row("unconditional samples", f"{unconditional['n']:,}")
+    table.add_row("conditional generations", f"{conditional['n_test']:,} tuples x {conditional['n_per_tuple']}")
+    table.add_row("joint law and Kendall tau samples", f"{dependence['n_joint']:,}, {dependence['n_tau']:,}")
+    table.add_row("Kendall tau max abs error", f"{dependence['kendall_tau_max_error']:.4f}")
+    for row in report_rows(metrics):
+        table.add_row(*row)
+    return [table]
 
 
-def tables(metrics: dict, paper: dict) -> list[Table]:
-    """The paper's figures with their noise floors and the paper's own, then the dependence and collapse."""
-    table = Table("setting", "dim 1", "dim 2", "mean", "noise floor (mean)", "paper (mean)",
-                  title=f"{metrics['model']}, beta={metrics['beta']}, capacity {metrics['capacity']}"
-                  " (Wasserstein-1 x1000, lower is better)")
-    for setting, label in (("unconditional", "unconditional, n={n:,}"),
-                           ("conditional", "conditional, {n_test:,} {split} tuples x {n_per_tuple}")):
-        m = metrics[setting]
-        split = metrics.get("training", {}).get("eval_split", "test")
-        table.add_row(label.format(split=split, **m), _fmt(m["wasserstein_dim1"]), _fmt(m["wasserstein_dim2"]),
-                      _fmt(m["wasserstein_mean"]), _fmt(m["floor"]["wasserstein_mean"]),
-                      _fmt(paper.get((setting, "wasserstein_mean"))))
-    dep, col = metrics["dependence"], metrics["collapse"]
-    beyond = Table("dependence and collapse", "value", "noise floor", title="beyond the paper's marginal metric")
-    beyond.add_row(f"sliced W2 x1000, joint law (n={dep['n_joint']:,})", _fmt(dep["sliced_wasserstein_x1000"]),
-                   _fmt(dep["sliced_wasserstein_floor_x1000"]))
-    beyond.add_row(f"Kendall tau mean abs error (n={dep['n_tau']:,})", f"{dep['kendall_tau_mae']:.4f}",
-                   f"{dep['kendall_tau_mae_floor']:.4f}")
-    beyond.add_row("Kendall tau max abs error", f"{dep['kendall_tau_max_error']:.4f}", "")
-    beyond.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in col["kl_per_block"]), "")
-    beyond.add_row("posterior collapse", "YES: blocks " + str(col["collapsed_blocks"]) if col["collapsed"] else "no", "")
-    for name, value in metrics.get("sampler", {}).items():
-        beyond.add_row(name.replace("_", " "), f"{value:.3f}", "")
-    return [table, beyond]
-
-
-
-def _w1(key: str, title: str, source: tuple[str, ...] = ()) -> Figure:
-    return Figure(key, title, source, unit="x1000")
+def _w1(key: str, title: str, source: tuple[str, ...] = (), floor: str | None = None) -> Figure:
+    return Figure(key, title, source, unit="x1000", floor=floor)
 
 
 def _floor(setting: str, d: str, title: str = "") -> Figure:
@@ -172,20 +155,22 @@ def _floor(setting: str, d: str, title: str = "") -> Figure:
 def _per_tuple(d: str, title: str = "", floor: bool = False) -> Figure:
     return _w1(f"conditional/{'floor_' if floor else ''}per_tuple_wasserstein_{d}",
                title or f"{'floor ' if floor else ''}per-tuple {d}",
-               ("conditional", "per_tuple", *(("floor",) if floor else ()), f"wasserstein_{d}"))
+               ("conditional", "per_tuple", *(("floor",) if floor else ()), f"wasserstein_{d}"),
+               None if floor else f"conditional/floor_per_tuple_wasserstein_{d}")
 
 
 _SETTINGS = (("unconditional", "uncond"), ("conditional", "cond"))
 
 register_evaluator(Evaluator(
-    dataset="copula", score=score, tables=tables, proxy=proxy,
-    paper=tuple(_w1(f"{setting}/wasserstein_{d}", f"{short} {d}") for setting, short in _SETTINGS
-                for d in ("dim1", "dim2", "mean")),
+    dataset="copula", score=score, details=details, proxy=proxy,
+    paper=tuple(_w1(f"{setting}/wasserstein_{d}", f"{short} {d}", floor=f"{setting}/floor_wasserstein_{d}")
+                for setting, short in _SETTINGS for d in ("dim1", "dim2", "mean")),
     score_parts=("unconditional/wasserstein_mean", "conditional/wasserstein_mean"), score_direction="lower",
     bounds=(_floor("unconditional", "mean", "floor uncond"), _floor("conditional", "mean", "floor cond"),
             _per_tuple("mean", "floor per-tuple", floor=True)),
-    beyond=(_per_tuple("mean", "cond per-tuple"), Figure("dependence/kendall_tau_mae", "Kendall tau MAE"),
-            _w1("dependence/sliced_wasserstein_x1000", "joint SW")),
+    beyond=(_per_tuple("mean", "cond per-tuple"),
+            Figure("dependence/kendall_tau_mae", "Kendall tau MAE", floor="dependence/kendall_tau_mae_floor"),
+            _w1("dependence/sliced_wasserstein_x1000", "joint SW", floor="dependence/sliced_wasserstein_floor_x1000")),
     recorded=(*(_floor(setting, d) for setting, _ in _SETTINGS for d in ("dim1", "dim2")),
               *(_per_tuple(d, floor=floor) for floor in (False, True) for d in ("dim1", "dim2")),
               _w1("dependence/sliced_wasserstein_floor_x1000", "joint SW floor"),

@@ -24,7 +24,9 @@ def _number(value) -> bool:
 class Figure:
     """A scalar a run reports: ``key`` ('<section>/<name>') names it in trial records, ``results.csv`` and
     leaderboards; ``source`` is its path in the run's metrics (default: the key's parts). A leaderboard
-    column shows ``fallback``, marked *, where a run lacks ``key``; an ``optional`` figure may be absent."""
+    column shows ``fallback``, marked *, where a run lacks ``key``; an ``optional`` figure may be absent.
+    ``floor`` and ``ceiling`` name the declared figures that bound it (the same metric on exact data, the
+    best a model can score)."""
 
     key: str
     title: str
@@ -33,6 +35,8 @@ class Figure:
     better: Literal["lower", "higher"] = "lower"
     fallback: str | None = None
     optional: bool = False
+    floor: str | None = None
+    ceiling: str | None = None
 
     def read(self, metrics: dict) -> float | None:
         """The figure in ``metrics`` (None where it is absent; NaN where it was written as null, as JSON
@@ -87,15 +91,15 @@ class Evaluator:
 
     ``score(model, dataset, data, split, eval_config, device, out) -> dict`` returns the metrics sections of
     ``data`` (the ``split`` of the data set), writing the run's picture into ``out``; ``proxy(model) ->
-    float`` is a per-epoch score for ASHA (lower is better; None where there is none); ``tables(metrics,
-    paper) -> list`` lays a run out for the terminal. The figures: ``paper`` (the paper's table), ``bounds``
+    float`` is a per-epoch score for ASHA (lower is better; None where there is none); ``details(metrics)
+    -> list`` lays out for the terminal what a run's figures do not say (``figure_table`` shows those).
+    The figures: ``paper`` (the paper's table), ``bounds``
     (noise floors and ceilings beside it), ``beyond`` (ours beyond the paper's) and ``recorded`` (kept in
     every record, not shown). A run's ``score``, which a sweep minimises, is the mean of the two
     ``score_parts``, or 1 minus it when higher is better."""
 
     dataset: str
     score: Callable[..., dict]
-    tables: Callable[..., list]
     paper: tuple[Figure, ...]
     score_parts: tuple[str, str]
     score_direction: Literal["lower", "higher"]
@@ -103,6 +107,7 @@ class Evaluator:
     beyond: tuple[Figure, ...] = ()
     recorded: tuple[Figure, ...] = ()
     proxy: Callable | None = None
+    details: Callable[[dict], list] | None = None
 
     @property
     def beyond_columns(self) -> tuple[Figure, ...]:
@@ -137,9 +142,10 @@ def register_evaluator(evaluator: Evaluator) -> Evaluator:
         raise ValueError(f"evaluator of '{evaluator.dataset}' declares a figure twice")
     if not set(evaluator.score_parts) <= {figure.key for figure in evaluator.paper + evaluator.beyond}:
         raise ValueError(f"evaluator of '{evaluator.dataset}': its score parts must be among its shown figures")
-    missing = {f.fallback for f in evaluator.paper if f.fallback} - set(keys)
-    if missing:
-        raise ValueError(f"evaluator of '{evaluator.dataset}': fallbacks {sorted(missing)} are not declared")
+    named = {name for f in evaluator.paper + evaluator.bounds + evaluator.beyond + evaluator.recorded
+             for name in (f.fallback, f.floor, f.ceiling) if name}
+    if named - set(keys):
+        raise ValueError(f"evaluator of '{evaluator.dataset}': {sorted(named - set(keys))} are named but not declared")
     EVALUATORS.add(evaluator.dataset, evaluator)
     return evaluator
 
@@ -165,3 +171,31 @@ def run_figures(metrics: dict, dataset: str) -> dict[str, float]:
     flat["train_wall_time_s"] = float(metrics["training"]["wall_time_s"])
     flat["score"] = evaluator.objective(flat)
     return flat
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def figure_table(evaluator: Evaluator, metrics: dict, paper: dict):
+    """A run's figures for the terminal, as its evaluator declares them: the paper's, then ours beyond them,
+    each with its unit and direction, its noise floor and ceiling where it has them, and the paper's figure
+    (``paper``: {(section, name): value}); a fallback shown for a missing figure is marked *."""
+    from rich.table import Table
+
+    flat = evaluator.figures(metrics)
+    declared = {f.key: f for f in evaluator.declared}
+    table = Table("figure", "ours", "noise floor", "ceiling", "paper",
+                  title=f"{metrics['model']}, beta={metrics['beta']}, capacity {metrics['capacity']}"
+                        f" ({metrics.get('training', {}).get('eval_split', 'test')} split)")
+    for figure in evaluator.paper + evaluator.beyond_columns:
+        shown = declared[figure.fallback] if figure.key not in flat and figure.fallback else figure
+        if shown.key not in flat:
+            continue
+        if shown is not figure:
+            table.caption = "*: another metric standing in for the paper's, whose figure is beside it for reference only"
+        name = f"{shown.title}{'*' if shown is not figure else ''} ({f'{figure.unit}, ' if figure.unit else ''}"
+        table.add_row(name + f"{figure.better} is better)", _cell(flat[shown.key]),
+                      _cell(flat.get(shown.floor)), _cell(flat.get(shown.ceiling)),
+                      _cell(paper.get(tuple(figure.key.split("/", 1)))))
+    return table

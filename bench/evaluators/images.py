@@ -12,7 +12,7 @@ import torch
 from rich.table import Table
 
 from mrfbench.datasets.classifiers import CLASSIFIERS_DIR, DigitClassifier, modality_classifiers, predict
-from mrfbench.evaluate import EvalConfig, collapse_report
+from mrfbench.evaluate import EvalConfig, collapse_report, report_rows
 from mrfbench.evaluators.fid import fid
 from mrfbench.evaluators.figures import Evaluator, Figure, register_evaluator
 from mrfbench.evaluators.ssim import ssim
@@ -138,55 +138,53 @@ def score(model, dataset, data: torch.Tensor, split: str, cfg: EvalConfig, devic
     return scores
 
 
-def tables(metrics: dict, paper: dict) -> list[Table]:
-    uncond, cond = metrics["unconditional"], metrics["conditional"]
-    table = Table("image metric", "unconditional", "conditional",
-                  title=f"{metrics['model']}, beta={metrics['beta']}, {metrics['n_tuples']:,} test tuples "
-                        "(higher coherence and SSIM, lower FID are better)")
-    table.add_row("coherence", f"{uncond['coherence']:.3f}",
-                  f"{cond['coherence']:.3f} (ceiling {cond['ceiling']['coherence']:.3f})")
-    for key, value in cond["coherence_by_size"].items():
+def details(metrics: dict) -> list[Table]:
+    """What the figures do not say: coherence by how many modalities are given, the classifiers' accuracy,
+    the collapse report and the sampler's own figures."""
+    table = Table("", "value", title=f"{metrics['model']}: {metrics['n_tuples']:,} test tuples, coherence by "
+                                     "modalities given, classifiers, collapse")
+    for key, value in metrics["conditional"]["coherence_by_size"].items():
         if key != "mean":
-            table.add_row(f"  given {key.replace('size_', '')} modalities", "", f"{value:.3f}")
-    for key in ("fid_suite", "fid"):
-        if key in uncond:
-            label = "fid_suite (suite features, not Inception)" if key == "fid_suite" else "FID (Inception)"
-            table.add_row(f"{label}, noise floor {uncond['floor'][key]:.2f}", f"{uncond[key]:.2f}", f"{cond[key]:.2f}")
-    table.add_row("SSIM, conditional generations vs truth", "", f"{cond['ssim']:.3f}")
-    table.add_row("classifier test accuracy", ", ".join(f"{v:.3f}" for v in metrics["classifier_test_accuracy"]), "")
-    table.add_row("KL per latent block (nats)", ", ".join(f"{v:.2f}" for v in metrics["collapse"]["kl_per_block"]), "")
-    paper_cells = [f"{setting} {metric} {value:g}" for (setting, metric), value in sorted(paper.items())]
-    if paper_cells:
-        table.caption = "paper: " + ", ".join(paper_cells)
+            table.add_row(f"conditional coherence given {key.removeprefix('size_')} modalities", f"{value:.3f}")
+    table.add_row("classifier test accuracy", ", ".join(f"{v:.3f}" for v in metrics["classifier_test_accuracy"]))
+    for row in report_rows(metrics):
+        table.add_row(*row)
     return [table]
 
 
 SETTINGS = (("unconditional", "uncond"), ("conditional", "cond"))
 
 
+def _floor(setting: str, metric: str, title: str, optional: bool = False) -> Figure:
+    return Figure(f"{setting}/floor_{metric}", title, (setting, "floor", metric), optional=optional)
+
+
 def _evaluator(dataset: str, n_modalities: int, ssim_in_paper: bool) -> Evaluator:
     """Coherence and FID as the paper's columns (FID: the Inception one, else fid_suite, marked), SSIM in
-    the paper's table (PolyMNIST) or beyond it (MNIST-3). No per-epoch proxy: coherence and FID need the full
-    test pass."""
+    the paper's table (PolyMNIST) or beyond it (MNIST-3); each FID with its floor, the conditional coherence
+    with its ceiling. No per-epoch proxy: coherence and FID need the full test pass."""
     ssim_figure = Figure("conditional/ssim", "cond ssim", better="higher")
     by_size = tuple(Figure(f"conditional/coherence_by_size_{size}", f"cond coherence, {size}",
                            ("conditional", "coherence_by_size", size), better="higher", optional=True)
                     for size in (*(f"size_{k}" for k in range(1, n_modalities)), "mean"))
+    ceiling = Figure("conditional/ceiling_coherence", "coherence ceiling", ("conditional", "ceiling", "coherence"),
+                     better="higher")
+    paper = tuple(figure for setting, short in SETTINGS for figure in (
+        Figure(f"{setting}/fid", f"{short} fid", fallback=f"{setting}/fid_suite", optional=True,
+               floor=f"{setting}/floor_fid"),
+        Figure(f"{setting}/coherence", f"{short} coherence", better="higher",
+               ceiling=ceiling.key if setting == "conditional" else None)))
     return Evaluator(
-        dataset=dataset, score=score, tables=tables,
-        paper=tuple(figure for setting, short in SETTINGS for figure in (
-            Figure(f"{setting}/fid", f"{short} fid", fallback=f"{setting}/fid_suite", optional=True),
-            Figure(f"{setting}/coherence", f"{short} coherence", better="higher"))) + ((ssim_figure,) if ssim_in_paper else ()),
+        dataset=dataset, score=score, details=details,
+        paper=paper + ((ssim_figure,) if ssim_in_paper else ()),
         score_parts=("unconditional/coherence", "conditional/coherence"), score_direction="higher",
-        bounds=(Figure("unconditional/floor_fid_suite", "fid_suite floor", ("unconditional", "floor", "fid_suite")),
-                Figure("conditional/ceiling_coherence", "coherence ceiling", ("conditional", "ceiling", "coherence"),
-                       better="higher")),
+        bounds=(_floor("unconditional", "fid_suite", "fid_suite floor"), ceiling),
         beyond=() if ssim_in_paper else (ssim_figure,),
-        recorded=(Figure("unconditional/fid_suite", "uncond fid_suite"), Figure("conditional/fid_suite", "cond fid_suite"),
-                  Figure("unconditional/floor_fid", "FID floor", ("unconditional", "floor", "fid"), optional=True),
-                  Figure("conditional/floor_fid_suite", "cond fid_suite floor", ("conditional", "floor", "fid_suite")),
-                  Figure("conditional/floor_fid", "cond FID floor", ("conditional", "floor", "fid"), optional=True),
-                  *by_size))
+        recorded=(*(Figure(f"{setting}/fid_suite", f"{short} fid_suite", floor=f"{setting}/floor_fid_suite")
+                    for setting, short in SETTINGS),
+                  _floor("unconditional", "fid", "uncond FID floor", optional=True),
+                  _floor("conditional", "fid_suite", "cond fid_suite floor"),
+                  _floor("conditional", "fid", "cond FID floor", optional=True), *by_size))
 
 
 for _dataset, _modalities, _ssim_in_paper in (("polymnist", 5, True), ("mnist3", 3, False)):

@@ -80,7 +80,7 @@ def score(model, dataset, data, split, cfg, device, out):
             "collapse": collapse_report(model, data, cfg.collapse_threshold, device)}
 
 
-def tables(metrics, paper):
+def details(metrics):
     table = Table("setting", "W1", title=f"{metrics['model']} on the toy Gaussian")
     for setting in ("unconditional", "conditional"):
         table.add_row(setting, f"{metrics[setting]['w1']:.3f}")
@@ -107,7 +107,7 @@ register_benchmark(Benchmark(
     name="toygauss", description="two correlated Gaussian modalities", dataset=ToyGaussian, config=ToyConfig,
     architecture="mlp", table="none", notes="W1 against the exact law, lower is better."))
 register_evaluator(Evaluator(  # no per-epoch proxy: a search reports losses each epoch and its score at the end
-    dataset="toygauss", score=score, tables=tables,
+    dataset="toygauss", score=score, details=details,
     paper=(Figure("unconditional/w1", "uncond W1"), Figure("conditional/w1", "cond W1")),
     score_parts=("unconditional/w1", "conditional/w1"), score_direction="lower"))
 '''
