@@ -43,8 +43,9 @@ def pids_under(temp_dir: str) -> set[int]:
     return pids - {os.getpid()}
 
 
-def stop_ray_under(temp_dir: str, timeout: float = 30.0) -> None:
-    """Terminate the Ray processes started with ``temp_dir``, then kill what remains after ``timeout``."""
+def stop_ray_under(temp_dir: str, timeout: float = 5.0) -> None:
+    """Terminate the Ray processes started with ``temp_dir``, then kill what remains after ``timeout`` (some of
+    Ray's processes outlive a SIGTERM for good)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids_under(temp_dir):
             try:
