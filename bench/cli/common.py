@@ -4,17 +4,43 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from mrfbench.errors import ERROR_LOG_PREFIX, SweepInterrupted, UsageError, first_line
 
+# click's exception base, as this typer has it (its own copy of click since typer 0.20)
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(TyperGroup):
+    """The app's commands, whose usage errors (a value that does not parse, an unknown option, a missing
+    argument) are one line on stderr, as every other bad input is, with the exit code 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as err:
+            where = f" (`{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
+            err_console.print(escape(f"error: {first_line(err.format_message())}{where}"), highlight=False,
+                              soft_wrap=True)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            err_console.print("Aborted!")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(help="Train, sample and score multimodal VAEs (MRF MVAE family and baselines).",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=OneLineErrors)
 console = Console()
 err_console = Console(stderr=True)
 
