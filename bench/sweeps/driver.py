@@ -163,6 +163,8 @@ class Sweep:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # epochs of a data set without a per-epoch proxy report their losses but no score
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+        # each trial keeps one checkpoint, so each of its saves snapshots the experiment: expected, not a warning
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         if not ray.is_initialized():
             try:
                 context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
