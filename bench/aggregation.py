@@ -14,7 +14,7 @@ from mrfbench.errors import UsageError
 from mrfbench.evaluators import get_evaluator, run_figures
 from mrfbench.paper import paper_rows
 from mrfbench.plots import Panel, leaderboard_chart
-from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object
+from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object, writable_folder
 from mrfbench.sweeps import SWEEP_FILE, results_records
 from mrfbench.uncertainty import interval, tied_with_best
 
@@ -382,10 +382,12 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
                          "leaderboard is written into the run")
     result = build_leaderboard(sweep_dir)
     board, spec, markdown = result.board, result.spec, result.markdown.encode()
+    outs = [sweep_dir] + ([Path(publish_dir) / spec.name] if publish_dir is not None else [])
+    for out in outs:  # every copy can be written before the first is
+        writable_folder(out, "the leaderboard")
     atomic_write(sweep_dir / "trials.csv", lambda h: h.write(result.trials.to_csv(index=False).encode()))
-    for out in [sweep_dir] + ([Path(publish_dir) / spec.name] if publish_dir is not None else []):
+    for out in outs:
         try:
-            out.mkdir(parents=True, exist_ok=True)
             md, csv = out / "leaderboard.md", out / "leaderboard.csv"
             atomic_write(md, lambda h: h.write(markdown))
             atomic_write(csv, lambda h: h.write(csv_columns(board, spec).to_csv(index=False).encode()))

@@ -33,6 +33,7 @@ from mrfbench.runs import (
     read_json_object,
     refuse_run_file,
     require_run_dir,
+    require_writable,
     run_lock,
     save_checkpoint,
     staged_run,
@@ -229,6 +230,7 @@ def evaluate_run(run_dir: Path, overrides: dict | None = None, device_name: str 
         raise UsageError(f"run {run_dir} has no valid evaluation settings: {err}") from None
     if not (run_dir / METRICS_FILE).exists():
         raise UsageError(f"{run_dir} is not a finished run (no {METRICS_FILE}): train it again")
+    require_writable(run_dir)  # before scoring, whose figures go into the run
     previous = read_json_object(run_dir / METRICS_FILE).get("training", {})
     split = split or previous.get("eval_split", "test")
     with run_lock(run_dir):

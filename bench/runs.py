@@ -109,12 +109,30 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_write(path, lambda h: torch.save(payload, h))
 
 
+def require_writable(path: Path) -> None:
+    """``path``, a folder, can be written (a read-only filesystem refuses even root): else one line, before
+    any work is done whose result could not be kept."""
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write to output directory {path}: it is read-only")
+
+
+def writable_folder(path: Path, what: str) -> None:
+    """Make ``path`` (and its parents) and check it can be written, else one line naming ``what`` it was to hold."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot write {what} into {path}: {err.strerror or err}") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write {what} into {path}: it is read-only")
+
+
 def _check_replaceable(path: Path, overwrite: bool) -> None:
     """``path`` may receive a run: absent, empty, an unfinished run, or a finished one with ``overwrite``."""
     if not path.exists():
         return
     if not path.is_dir():
         raise UsageError(f"cannot write to output directory {path}: it is a file")
+    require_writable(path)
     if (path / METRICS_FILE).exists() and not overwrite:
         raise UsageError(f"{path} already holds a finished run; pass --overwrite or choose another --out")
     foreign = sorted(p.name for p in path.iterdir()

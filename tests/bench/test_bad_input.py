@@ -3,6 +3,10 @@ line on stderr and no traceback, and every file that existed before is byte-iden
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +224,37 @@ def test_a_plugin_that_cannot_be_imported_is_named_with_the_variable(tmp_path, s
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert proc.stderr.strip() == (f"error: MRFBENCH_PLUGINS names the module '{name}', which cannot be "
                                        f"imported ({reason})")
+
+
+READ_ONLY_CASES = {  # a command, with {run} (a finished run) and {ro} (an empty folder) both read-only mounts
+    "evaluate {run} --device cpu": "cannot write to output directory {run}: it is read-only",
+    "train --out {run} --overwrite": "cannot write to output directory {run}: it is read-only",
+    "train --out {ro}/new": "cannot write to output directory {ro}/new: Read-only file system",
+    "sample {run} --n 5 --out {ro}/s.npz": "cannot write {ro}/s.npz: Read-only file system",
+    "leaderboard {runs} --publish {ro}": "cannot write the leaderboard into {ro}/copula: Read-only file system",
+    "sweep --out {ro}/sweep --space copula_quick": "cannot write the sweep directory {ro}/sweep: Read-only file system",
+}
+
+
+@pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v unshare && unshare -m true"], capture_output=True).returncode,
+                    reason="read-only mounts need a mount namespace (root)")
+def test_read_only_outputs_are_refused_in_one_line_before_any_work(workspace, tmp_path):
+    """Root ignores permission bits, not a read-only mount: each command, run in a mount namespace where the
+    run and the output folder are read-only, refuses in one line with exit code 2 (evaluate before scoring,
+    --overwrite before training), and the run is unchanged."""
+    places = {"runs": tmp_path / "RUNS", "run": tmp_path / "RUNS" / "RUN", "ro": tmp_path / "RO"}
+    places["ro"].mkdir()
+    shutil.copytree(workspace / "RUN", places["run"])
+    before = snapshot(places["runs"])
+    lines = [f"for d in {places['run']} {places['ro']}; do mount --bind $d $d && mount -o remount,ro,bind $d; done",
+             "set -o pipefail"]
+    for command in READ_ONLY_CASES:
+        tiny = " ".join(TINY) if command.startswith("train") else ""
+        lines.append(f"{sys.executable} -m mrfbench {command.format(**places)} {tiny} 2>&1 | tail -1; echo \"rc $?\"")
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", "\n".join(lines)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    said = proc.stdout.strip().splitlines()
+    assert len(said) == 2 * len(READ_ONLY_CASES), proc.stdout + proc.stderr
+    for (command, message), error, code in zip(READ_ONLY_CASES.items(), said[::2], said[1::2]):
+        assert (error, code) == (f"error: {message.format(**places)}", "rc 2"), command
+    assert snapshot(places["runs"]) == before
