@@ -93,10 +93,10 @@ class Evaluator:
     ``data`` (the ``split`` of the data set), writing the run's picture into ``out``; ``proxy(model) ->
     float`` is a per-epoch score for ASHA (lower is better; None where there is none); ``details(metrics)
     -> list`` lays out for the terminal what a run's figures do not say (``figure_table`` shows those).
-    The figures: ``paper`` (the paper's table), ``bounds``
-    (noise floors and ceilings beside it), ``beyond`` (ours beyond the paper's) and ``recorded`` (kept in
-    every record, not shown). A run's ``score``, which a sweep minimises, is the mean of the two
-    ``score_parts``, or 1 minus it when higher is better."""
+    The figures: ``paper`` (the paper's table), ``bounds`` (noise floors and ceilings beside it),
+    ``beyond`` (ours beyond the paper's) and ``recorded`` (kept in every record, not shown). A run's
+    ``score``, which a sweep minimises, is the mean of the two ``score_parts``, or 1 minus it when higher
+    is better."""
 
     dataset: str
     score: Callable[..., dict]
