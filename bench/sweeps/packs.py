@@ -46,13 +46,12 @@ def _finished(trial_dir: Path, name: str) -> dict | None:
 
 def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
     """Train the members of the pack (``pack_members``) not yet finished as one pack (as several where the
-    device's memory says so, and one by one on a CPU where a timed step of the pack is slower than its
-    members alone: ``pack_runs.choose_pack_size``), record each, and return what the trial reports
+    device's memory says so: ``pack_runs.choose_pack_size``), record each, and return what the trial reports
     to Tune: the members' mean score (NaN, and ``failed``, when none was scored) and each member's score
     (``member_scores``, NaN for a failed one), which a search tells Optuna."""
     from mrfbench.evaluate import EvalConfig
     from mrfbench.pack_runs import MemberOutcome, PackMember, choose_pack_size, run_pack
-    from mrfbench.training import TrainConfig, resolve_device
+    from mrfbench.training import TrainConfig
 
     names = pack_members(spec, params)
     members, records = [], {}
@@ -73,12 +72,9 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
             EvalConfig(seed=seed, **spec.eval_options), {**spec.dataset_options, "seed": seed}))
     if members:
         try:
-            timed = resolve_device(spec.device).type == "cpu"  # there a pack may step slower than its members alone
-            size, _ = choose_pack_size(spec.model, spec.dataset, members[0], len(members), timed=timed)
+            size, _ = choose_pack_size(spec.model, spec.dataset, members[0], len(members), timed=False)
             outcomes = []
             for start in range(0, len(members), size):
-                for member in members[start : start + size]:  # the pack it trains in, which shares its training time
-                    records[member.out.parent.name]["pack_size"] = len(members[start : start + size])
                 outcomes += run_pack(spec.model, spec.dataset, members[start : start + size], overwrite=True,
                                      eval_split="val" if spec.stage == "search" else "test",
                                      on_epoch=_epoch_reporter(), staging=staging_folder(trial_dir))

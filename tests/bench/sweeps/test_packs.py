@@ -39,17 +39,3 @@ def test_a_pack_that_cannot_start_fails_each_member_with_the_reason(local_ray, t
     for seed in (0, 1):
         record = read_json_object(tmp_path / f"seed{seed}" / TRIAL_FILE)
         assert record["status"] == "failed" and "latent dimension must be >= 1" in record["error"]
-
-
-def test_a_pack_slower_on_a_cpu_than_its_members_alone_trains_them_one_by_one(local_ray, tmp_path, monkeypatch):
-    """Each member then records a pack of one: its training time is its own."""
-    import mrfbench.pack_runs as pack_runs
-
-    monkeypatch.setattr(sweep_packs, "_epoch_reporter", lambda: None)
-    monkeypatch.setattr(pack_runs, "step_times", lambda model, batch, k, precision: (1.0, 0.1))  # packed 1 s, alone 0.1
-    sweep_packs.run_pack_trial(spec((0, 1)), spec().params, tmp_path)
-    records = [read_json_object(tmp_path / f"seed{s}" / TRIAL_FILE) for s in (0, 1)]
-    assert [(r["status"], r["pack_size"]) for r in records] == [("ok", 1), ("ok", 1)]
-    monkeypatch.setattr(pack_runs, "step_times", lambda model, batch, k, precision: (0.1, 1.0))
-    sweep_packs.run_pack_trial(spec((0, 1)), spec().params, tmp_path / "faster")
-    assert [read_json_object(tmp_path / "faster" / f"seed{s}" / TRIAL_FILE)["pack_size"] for s in (0, 1)] == [2, 2]
