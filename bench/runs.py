@@ -109,11 +109,11 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_write(path, lambda h: torch.save(payload, h))
 
 
-def require_writable(path: Path) -> None:
-    """``path``, a folder, can be written (a read-only filesystem refuses even root): else one line, before
-    any work is done whose result could not be kept."""
+def require_writable(path: Path, refusal: str | None = None) -> None:
+    """``path``, a folder, can be written (a read-only filesystem refuses even root): else one line (``refusal``,
+    by default "cannot write to output directory PATH"), before any work is done whose result could not be kept."""
     if not os.access(path, os.W_OK):
-        raise UsageError(f"cannot write to output directory {path}: it is read-only")
+        raise UsageError(f"{refusal or f'cannot write to output directory {path}'}: it is read-only")
 
 
 def writable_folder(path: Path, what: str) -> None:
@@ -122,8 +122,7 @@ def writable_folder(path: Path, what: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot write {what} into {path}: {err.strerror or err}") from None
-    if not os.access(path, os.W_OK):
-        raise UsageError(f"cannot write {what} into {path}: it is read-only")
+    require_writable(path, f"cannot write {what} into {path}")
 
 
 def _check_replaceable(path: Path, overwrite: bool) -> None:
