@@ -6,6 +6,7 @@ import math
 import pickle
 import warnings
 
+import optuna
 from optuna.exceptions import ExperimentalWarning
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -18,6 +19,8 @@ class RecordingOptunaSearch(OptunaSearch):
     A trial Optuna has closed (failed, then run again on --resume) is left alone: its record is the trial's
     own trial.json. A trial that failed (its score NaN) is told to Optuna as failed, so the sampler learns
     of it (Optuna refuses a NaN value and would leave the trial running)."""
+
+    _LOCATION = ("_storage", "_study_name", "_ot_study")  # where the study lives: this process's, never restored
 
     def _setup_study(self, mode):
         super()._setup_study(mode)
@@ -44,6 +47,32 @@ class RecordingOptunaSearch(OptunaSearch):
             result, error = None, True
         super().on_trial_complete(trial_id, result, error)
 
+    def __getstate__(self) -> dict:
+        """The search's state without its study: where the study lives is the process's that restores it (a
+        sweep moved or copied elsewhere keeps its study there), and its trials are kept by number."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._LOCATION}
+        state["_ot_trials"] = {tid: trial.number for tid, trial in self._ot_trials.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._storage = self._study_name = self._ot_study = None
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__getstate__(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Take the saved search's state, keeping this searcher's study (its storage and name)."""
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        numbers = state.pop("_ot_trials")
+        self.__dict__.update({k: v for k, v in state.items() if k not in self._LOCATION})
+        self._ot_study.sampler = self._sampler
+        study_id = self._storage.get_study_id_from_name(self._study_name)
+        self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, self._storage.get_trial_id_from_study_id_trial_number(
+            study_id, number)) for tid, number in numbers.items()}
+
 
 class PackedOptunaSearch(Searcher):
     """Asks Optuna for up to ``pack_size`` trials at a time and hands them to Tune as packs: the asked trials
@@ -64,8 +93,6 @@ class PackedOptunaSearch(Searcher):
         self._open_study(start)
 
     def _open_study(self, start: dict | None = None) -> None:
-        import optuna
-
         self.study = optuna.create_study(storage=self.storage_url, study_name=self.study_name, sampler=self.sampler,
                                          direction="minimize", load_if_exists=True)
         with warnings.catch_warnings():  # stable since Optuna 3.2, still flagged experimental
@@ -74,20 +101,26 @@ class PackedOptunaSearch(Searcher):
         if start and not self.study.trials:
             self.study.enqueue_trial(start)
 
+    _LOCATION = ("storage_url", "study_name", "study")  # where the study lives: this process's, never restored
+
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "study"}
+        """The search's state without its study's location, which is the process's that restores it (a sweep
+        moved or copied elsewhere keeps its study there)."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._LOCATION}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._open_study()
+        self.storage_url = self.study_name = self.study = None
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
             pickle.dump(self.__getstate__(), handle)
 
     def restore(self, checkpoint_path: str) -> None:
+        """Take the saved search's state, keeping this searcher's study (its storage and name)."""
         with open(checkpoint_path, "rb") as handle:
-            self.__setstate__(pickle.load(handle))
+            self.__dict__.update(pickle.load(handle))
+        self.study.sampler = self.sampler
 
     def _ask_round(self) -> None:
         """Ask Optuna for the next round (at most ``pack_size`` trials) and group it into packs."""
@@ -114,8 +147,6 @@ class PackedOptunaSearch(Searcher):
         return {"trial": {"pack_trials": pack}}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        import optuna
-
         numbers = self.packs.pop(trial_id, [])
         for number in numbers:
             alone = (result or {}).get("score", math.nan) if len(numbers) == 1 else math.nan

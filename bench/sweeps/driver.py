@@ -79,6 +79,7 @@ class Sweep:
             raise UsageError(f"--asha needs a per-epoch score, which the {self.space.dataset} data set's evaluator "
                              f"does not have (space {self.space.name})")
         self.out = Path(settings.out).resolve()
+        settings.name = settings.name or self.out.name
         self.models = list(itertools.chain(*settings.model_groups(self.space)))
         self.seeds = settings.seeds or self.space.seeds
 
@@ -168,8 +169,8 @@ class Sweep:
         if not ray.is_initialized():
             try:
                 context = ray.init(address=self.settings.address, include_dashboard=self.settings.dashboard,
-                                   log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.out.name}",
-                                   job_config=JobConfig(metadata={"job_name": f"mrfbench sweep {self.out.name}",
+                                   log_to_driver=False, configure_logging=False, namespace=f"mrfbench-{self.settings.name}",
+                                   job_config=JobConfig(metadata={"job_name": f"mrfbench sweep {self.settings.name}",
                                                                   "sweep_folder": str(self.out)}))
             except ConnectionError as err:  # --address auto with no cluster on this machine
                 raise UsageError(f"no Ray cluster to join at --address {self.settings.address} ({first_line(err)}); "
@@ -186,7 +187,7 @@ class Sweep:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.settings.address is not None:  # a cluster's other nodes must write into this folder
                 check_shared_folder(self.out)
-            write_json(self.out / SWEEP_FILE, dataclasses.asdict(self.settings))
+            write_json(self.out / SWEEP_FILE, {**dataclasses.asdict(self.settings), "out": "."})  # it is where it lies
         except UsageError:
             if created:
                 self.out.rmdir()
@@ -201,11 +202,11 @@ class Sweep:
         from mrfbench.progress import FinalStudy, ResultsTable
 
         callbacks = [*(callbacks or []), ResultsTable(self.out), FinalStudy(self.out, self._storage_url(),
-                                                                             f"{self.out.name}-final")]
+                                                                             f"{self.settings.name}-final")]
         if self.settings.mlflow:
             from mrfbench.progress import MlflowTrials
 
-            callbacks.append(MlflowTrials(self.settings.mlflow, f"mrfbench sweep {self.out.name}"))
+            callbacks.append(MlflowTrials(self.settings.mlflow, f"mrfbench sweep {self.settings.name}"))
         self.connect()
         _log_optuna_to(self.out / OPTUNA_LOG)
         best: dict[str, dict | None] = {}  # each searched model's best config (None: every trial failed)
@@ -253,7 +254,7 @@ class Sweep:
         return optuna.storages.RDBStorage(self._storage_url())
 
     def _record_final_study(self) -> None:
-        record_final_study(self.out, self._storage_url(), f"{self.out.name}-final")
+        record_final_study(self.out, self._storage_url(), f"{self.settings.name}-final")
 
     def _trainable(self):
         from ray import tune
@@ -266,7 +267,9 @@ class Sweep:
 
         path = self.out / name
         if tune.Tuner.can_restore(path):
-            return tune.Tuner.restore(str(path), self._trainable(), resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(str(path), self._trainable(), resume_unfinished=True, resume_errored=True)
+            _run_with(tuner, tune_config.search_alg, callbacks)
+            return tuner
         run_config = tune.RunConfig(name=name, storage_path=str(self.out), verbose=0, callbacks=callbacks,
                                     failure_config=tune.FailureConfig(max_failures=0),
                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
@@ -288,9 +291,9 @@ class Sweep:
                    "random": lambda: optuna.samplers.RandomSampler(seed=0),
                    "grid": lambda: optuna.samplers.GridSampler(
                        {k: list(p.values) for k, p in searched.items()}, seed=0)}[self.settings.sampler]()
-        start = self.space.start.get(model)
+        start = None if tune.Tuner.can_restore(self.out / stage.name) else self.space.start.get(model)
         space = {k: p.optuna_distribution() for k, p in searched.items()}
-        study_name = f"{self.out.name}-{model}"
+        study_name = f"{self.settings.name}-{model}"
         if stage.pack_size > 1:
             search = PackedOptunaSearch(space, fixed, n_trials, stage.pack_size, sampler, self._storage_url(),
                                         study_name, start)
@@ -330,6 +333,16 @@ class Sweep:
         tune_config = tune.TuneConfig(max_concurrent_trials=self.settings.max_concurrent_trials,
                                       trial_dirname_creator=trial_dirname)
         require_finished(fit_all(self._tuner(stage.name, config, tune_config, callbacks), self.out), len(trials))
+
+
+def _run_with(tuner, search_alg, callbacks: list) -> None:
+    """A restored Tune experiment goes on with this process's searcher and callbacks, which know where the
+    sweep is now; Tune would restore those pickled when it began, bound to the folder it began in. The
+    searcher then takes its state, never its study's location, from the experiment's checkpoint."""
+    restored = tuner._local_tuner  # Tune has no public way to give a restored experiment new ones
+    if search_alg is not None:
+        restored._tune_config.search_alg = search_alg
+    restored._run_config.callbacks = callbacks
 
 
 def fit_all(tuner, sweep_dir: Path) -> int:

@@ -24,6 +24,7 @@ CHECKPOINT_EVERY_S = 300.0  # an interrupted trial resumes from its last trainin
 @dataclass
 class SweepSettings:
     out: str
+    name: str | None = None  # names its studies, Ray job and MLflow experiment: its folder's name when it started
     space: str | None = None  # None: the default data set's default space
     space_text: str | None = None  # its YAML, as read when the sweep started (None: a sweep older than this)
     models: list[str] = field(default_factory=list)  # empty: every model of the space
@@ -123,7 +124,8 @@ class SweepSettings:
         get_benchmark(space.dataset).check_options(self.dataset_options)
 
 
-WHERE_AND_WHAT_JOINED = ("out", "added_models", "layout")  # where a sweep lives, models added since, its layout
+WHERE_AND_WHAT_JOINED = ("out", "name", "added_models", "layout")  # where a sweep lives, its name, models added
+# since, its layout
 
 
 def differing_settings(recorded: SweepSettings, given: dict, exact: bool = False) -> list[str]:
@@ -162,7 +164,8 @@ def recorded_settings(out: Path) -> SweepSettings:
         raise UsageError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
     try:
         raw = json.loads(path.read_text())
-        return SweepSettings(**{"layout": 1, "packs": False, **raw, "out": str(out)})  # older sweeps lack the first two
+        recorded = {"layout": 1, "packs": False, "name": Path(str(raw.get("out", out))).name, **raw}  # older sweeps
+        return SweepSettings(**{**recorded, "out": str(out)})  # lack the first three
     except (json.JSONDecodeError, TypeError) as err:
         raise UsageError(f"corrupt {path}: {err}") from None
 

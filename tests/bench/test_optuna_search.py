@@ -62,15 +62,49 @@ def test_a_packed_search_asks_a_round_at_a_time_and_packs_the_trials_of_one_shap
     assert trials[5].state == optuna.trial.TrialState.FAIL and told_trials(search.study) == 6
 
 
-def test_a_packed_search_survives_its_pickle_and_starts_from_its_start_point(tmp_path):
-    import pickle
+def test_a_packed_search_restored_elsewhere_goes_on_in_its_own_study(tmp_path):
+    """Tune restores a searcher from the checkpoint its sweep saved; a sweep moved (or copied) since goes on
+    in the study where the sweep now lies, never in the one it was saved beside."""
+    import shutil
 
-    search = packed_search(tmp_path, n_trials=3, pack_size=2, start={"beta": 0.7, "latent_dim": 3})
+    (tmp_path / "old").mkdir()
+    search = packed_search(tmp_path / "old", n_trials=3, pack_size=2, start={"beta": 0.7, "latent_dim": 3})
     first = search.suggest("a")
     params = [m["params"] for m in first["trial"]["pack_trials"]] if "trial" in first else [first]
     assert params[0] == {"beta": 0.7, "latent_dim": 3}
-    restored = pickle.loads(pickle.dumps(search))  # Tune's experiment state, restored on --resume
-    assert restored.asked == 2 and restored.packs == search.packs and restored.study.study_name == "packed"
+    search.save(str(tmp_path / "searcher.pkl"))
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    before = (tmp_path / "old" / "optuna.db").read_bytes()
+    restored = packed_search(tmp_path / "new", n_trials=3, pack_size=2)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.asked == 2 and restored.packs == search.packs and restored.sampler is restored.study.sampler
     restored.on_trial_complete("a", {"score": 1.0, **{f"member_scores/optuna{n}": 1.0 for n in search.packs["a"]}})
     assert told_trials(restored.study) == len(search.packs["a"])
     restored.on_trial_complete("a", {"score": 1.0})  # told again on a resumed run: left alone
+    while restored.suggest(f"t{restored.asked}") != "FINISHED":
+        pass
+    assert restored.asked == 3 and len(restored.study.trials) == 3
+    assert (tmp_path / "old" / "optuna.db").read_bytes() == before
+
+
+def test_a_search_restored_elsewhere_goes_on_in_its_own_study(tmp_path):
+    import shutil
+
+    def search(folder):
+        return RecordingOptunaSearch(space={"beta": optuna.distributions.FloatDistribution(0.1, 2.0)}, metric="score",
+                                     mode="min", sampler=optuna.samplers.RandomSampler(seed=0), study_name="s",
+                                     storage=optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}"))
+
+    (tmp_path / "old").mkdir()
+    first = search(tmp_path / "old")
+    first.suggest("a")
+    first.save(str(tmp_path / "searcher.pkl"))
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    before = (tmp_path / "old" / "optuna.db").read_bytes()
+    restored = search(tmp_path / "new")
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("a", {"score": 2.0})
+    restored.suggest("b")
+    (a, b) = restored._ot_study.trials
+    assert a.value == 2.0 and b.state == optuna.trial.TrialState.RUNNING
+    assert (tmp_path / "old" / "optuna.db").read_bytes() == before

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 
@@ -426,7 +427,7 @@ def test_an_interrupted_trial_resumes_from_its_last_training_state(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
+def test_an_interrupted_sweep_moved_elsewhere_resumes_there_with_every_trial_exactly_once(tmp_path):
     sweep = SweepProcess(tmp_path, "trials=3, seeds=2, epochs=1, max_concurrent_trials=1")
 
     def a_finished_trial():
@@ -438,7 +439,11 @@ def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
     sweep.interrupt()
     finished_before = len([r for r in results_records(sweep.out) if r["status"] == "ok"])
     assert finished_before < 5  # it really was interrupted
+    old, sweep.out = sweep.out, tmp_path / "moved"
+    old.rename(sweep.out)  # moved mid-search: it resumes where it is now
+    first = sweep.out / first.relative_to(old)
     sweep.resume()
+    assert not old.exists()
     records = results_records(sweep.out)
     search = [r for r in records if r["stage"] == "search"]
     final = [r for r in records if r["stage"] == "final"]
@@ -446,6 +451,10 @@ def test_interrupted_sweep_resumes_with_every_trial_exactly_once(tmp_path):
     assert sorted(r["seed"] for r in final) == [0, 1]
     assert all(r["status"] == "ok" for r in records)
     assert first.read_text() == before  # the trial finished before the interruption was not re-run
+    from mrfbench.optuna_search import told_trials
+
+    study = optuna.load_study(study_name="sweep-gmrf", storage=f"sqlite:///{sweep.out / 'optuna.db'}")
+    assert told_trials(study) == len(study.trials) == 3  # the moved study went on, under the name it began with
 
 
 @pytest.mark.slow
