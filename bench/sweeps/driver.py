@@ -34,19 +34,22 @@ from mrfbench.sweeps.trial import TrialSpec, named_trainable, trial_dirname
 WRITER_LOCK = ".writer.lock"  # in the sweep folder, held by the one process running the sweep
 
 
-OPTUNA_LOG = "optuna.log"  # Optuna's messages, kept off the terminal's progress display
+SWEEP_LOGS = {"optuna": "optuna.log", "ray.tune": "tune.log"}  # Optuna's and Tune's messages, by logger: kept
+# off the terminal's progress display (the display reports each trial's outcome and reason itself)
 
 
-def _log_optuna_to(path: Path) -> None:
-    """Send Optuna's log to ``path`` instead of stderr (once per file)."""
+def _log_chatter_to(folder: Path) -> None:
+    """Send Optuna's and Tune's logs to their files in ``folder`` instead of stderr (once per file)."""
     import logging
 
     import optuna
 
     optuna.logging.disable_default_handler()
-    logger = optuna.logging.get_logger("optuna")
-    if not any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers):
-        logger.addHandler(logging.FileHandler(path))
+    for name, file in SWEEP_LOGS.items():
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        if not any(getattr(h, "baseFilename", None) == str(folder / file) for h in logger.handlers):
+            logger.addHandler(logging.FileHandler(folder / file))
 
 
 def _trial(settings: SweepSettings, space: SearchSpace, stage: str, model: str, params: dict, seed: int,
@@ -208,7 +211,7 @@ class Sweep:
 
             callbacks.append(MlflowTrials(self.settings.mlflow, f"mrfbench sweep {self.settings.name}"))
         self.connect()
-        _log_optuna_to(self.out / OPTUNA_LOG)
+        _log_chatter_to(self.out)
         best: dict[str, dict | None] = {}  # each searched model's best config (None: every trial failed)
         for stage in self.plan():
             if stage.kind == "search":

@@ -402,10 +402,11 @@ class SweepProcess:
     def finish(self) -> None:
         assert self.proc.wait(timeout=600) == 0
 
-    def resume(self) -> None:
+    def resume(self) -> subprocess.CompletedProcess:
         resumed = subprocess.run([sys.executable, str(self.script), str(self.out), "resume"], env=self.env,
                                  capture_output=True, text=True, timeout=600)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
+        return resumed
 
 
 @pytest.mark.slow
@@ -442,8 +443,9 @@ def test_an_interrupted_sweep_moved_elsewhere_resumes_there_with_every_trial_exa
     old, sweep.out = sweep.out, tmp_path / "moved"
     old.rename(sweep.out)  # moved mid-search: it resumes where it is now
     first = sweep.out / first.relative_to(old)
-    sweep.resume()
+    resumed = sweep.resume()
     assert not old.exists()
+    assert "Failed to fetch" not in resumed.stderr  # Tune's chatter on restoring goes to the sweep's tune.log
     records = results_records(sweep.out)
     search = [r for r in records if r["stage"] == "search"]
     final = [r for r in records if r["stage"] == "final"]
