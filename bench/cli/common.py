@@ -144,6 +144,30 @@ def clean_errors(command):
     return wrapper
 
 
+def _holder(folder: Path) -> str | None:
+    """What ``folder`` is, where it is a run's or a sweep's: "run", "sweep", else None."""
+    from mrfbench.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
+    from mrfbench.sweeps import SWEEP_FILE
+
+    if (folder / SWEEP_FILE).is_file():
+        return "sweep"
+    if (folder / CONFIG_FILE).is_file() and any((folder / f).is_file() for f in (METRICS_FILE, CHECKPOINT_FILE)):
+        return "run"
+    return None
+
+
+def refuse_inside_results(target: Path, flag: str, may_be: str | None = None) -> None:
+    """An output given as ``flag`` must lie outside every run's and sweep's folder, which hold their own files
+    only; ``target`` itself may be a ``may_be`` ("run" for `train --overwrite`, "sweep" for a resumed one)."""
+    target = Path(target).resolve()
+    for folder in (target, *target.parents):
+        kind = _holder(folder)
+        if kind is None or (folder == target and kind == may_be):
+            continue
+        where = f"is a {kind}'s folder" if folder == target else f"lies inside the {kind} in {folder}"
+        raise UsageError(f"{flag} {target} {where}, which holds only its own files; write it elsewhere")
+
+
 def print_results(metrics: dict) -> None:
     """A run's figures as its data set's evaluator lays them out, the paper's beside them."""
     from mrfbench.evaluators import get_evaluator

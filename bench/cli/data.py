@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mrfbench.cli.common import app, clean_errors, console
+from mrfbench.cli.common import app, clean_errors, console, refuse_inside_results
 from mrfbench.errors import UsageError
 
 
@@ -27,6 +27,8 @@ def data(
     built = sorted(name for name, spec in BENCHMARKS.items() if spec.build is not None)
     if kind not in built:
         raise UsageError(f"unknown data set to build '{kind}'; valid: {', '.join(built)}")
+    if out is not None:
+        refuse_inside_results(out, "--out")
     with console.status(f"building {kind}"):
         manifest = BENCHMARKS[kind].build(out, seed, mnist, backgrounds.split(",") if backgrounds else None)
     shapes = ", ".join(f"{split} {tuple(manifest[f'{split}_shape'])}" for split in ("train", "test"))

@@ -22,6 +22,7 @@ from mrfbench.cli.common import (
     parse_set_values,
     print_pack_outcomes,
     print_results,
+    refuse_inside_results,
     set_threads,
 )
 from mrfbench.errors import UsageError
@@ -85,6 +86,7 @@ def train_command(
     from mrfbench.training import TrainConfig
 
     set_threads(threads)
+    refuse_inside_results(out, "--out", may_be="run")
     if pack_size is not None and pack_size < 1:
         raise UsageError(f"--pack-size must be >= 1, got {pack_size}")
     if score_every is not None and score_every < 1:
@@ -255,6 +257,7 @@ def sample(
     """Export unconditional and conditional samples: keys `unconditional`, `conditional_given_<k>`."""
     from mrfbench.experiment import export_samples
 
+    refuse_inside_results(out, "--out")
     shapes = export_samples(run_dir, n, out, seed, device)
     for key, shape in shapes.items():
         console.print(f"{key}: {shape}")

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mrfbench.cli.common import Address, Device, InceptionWeights, Mlflow, Publish, app, clean_errors, console
+from mrfbench.cli.common import (
+    Address,
+    Device,
+    InceptionWeights,
+    Mlflow,
+    Publish,
+    app,
+    clean_errors,
+    console,
+    refuse_inside_results,
+)
 from mrfbench.errors import UsageError
 
 Packs = Annotated[bool, typer.Option(help="train each final config's seeds, and a search's trials of one shape "
@@ -22,6 +32,9 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
     from mrfbench.progress import SweepProgress
     from mrfbench.sweeps import Sweep
 
+    refuse_inside_results(Path(settings if isinstance(settings, Path) else settings.out), "--out", may_be="sweep")
+    if publish is not None:
+        refuse_inside_results(publish, "--publish")
     sweep = Sweep.resume(Path(settings), add_models, given) if isinstance(settings, Path) else Sweep.start(settings)
     with sweep.writing():
         url = sweep.connect()
@@ -161,6 +174,8 @@ def leaderboard_command(
 ):
     """Aggregate a sweep (or hand-made runs) over seeds into SWEEP_DIR/leaderboard.{md,csv} beside the
     paper's table (and, with --publish, into the reference leaderboards)."""
+    if publish is not None:
+        refuse_inside_results(publish, "--publish")
     _print_leaderboard(sweep_dir, publish)
 
 

@@ -155,6 +155,17 @@ CASES = [
     ["data", "mnist3", "--mnist", "DIGITS.npz", "--out", "AFILE"],
     ["data", "mnist3", "--mnist", "DIGITS.npz", "--out", "B", "--seed", "-1"],
     ["data", "polymnist", "--mnist", "DIGITS.npz", "--out", "B", "--backgrounds", "AFILE"],
+    ["sample", "RUN", "--n", "10", "--out", "RUN/samples.npz"],
+    ["sample", "RUN", "--n", "10", "--out", "NEGTEST/deeper/samples.npz"],
+    ["sample", "RUN", "--n", "10", "--out", "BADDB/samples.npz"],
+    ["train", "--out", "RUN/inner", *TINY],
+    ["train", "--out", "BADDB/run", *TINY],
+    ["data", "mnist3", "--mnist", "DIGITS.npz", "--out", "RUN"],
+    ["sweep", "--out", "RUN/SW", "--space", "copula_quick"],
+    ["sweep", "--out", "RUN", "--space", "copula_quick"],
+    ["sweep", "--out", "SW", "--space", "copula_quick", "--publish", "RUN"],
+    ["reproduce", "copula", "--out", "SW", "--publish", "BADDB/results"],
+    ["leaderboard", "NEGTEST", "--publish", "RUN/results"],
 ]
 
 
