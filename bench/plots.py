@@ -129,7 +129,9 @@ def learning_curve_plot(rows: list[dict], path: Path) -> None:
 
 def _save(fig, path: Path) -> None:
     """Write ``fig`` to ``path`` whole (a reader never sees half a PNG) and free it."""
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    from mrfbench.runs import atomic_write
+
+    try:
+        atomic_write(path, lambda handle: fig.savefig(handle, dpi=110, format="png"))
+    finally:
+        plt.close(fig)

@@ -46,9 +46,11 @@ def _umask() -> int:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write ``path`` through a temporary sibling renamed into place, with the permissions a plain
-    ``open`` would give (mkstemp's are 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``path`` through a temporary sibling (``.NAME.PID-XXXX.tmp``) renamed into place, with the
+    permissions a plain ``open`` would give (mkstemp's are 0600). Temporaries of ``path`` that a killed
+    writer left are removed first."""
+    _remove_orphaned_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
@@ -57,6 +59,26 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remove_orphaned_temporaries(path: Path) -> None:
+    """The temporary siblings of ``path`` whose writing process is gone (killed mid-write)."""
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.iterdir():
+            pid = tmp.name[len(prefix):].partition("-")[0]
+            if tmp.name.startswith(prefix) and tmp.name.endswith(".tmp") and pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def strict_json(obj: Any) -> Any:

@@ -176,3 +176,18 @@ def test_recovery_touches_only_its_own_run(tmp_path):
 
 def test_a_writer_leaves_no_lock_file_behind(finished, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["R"]
+
+
+def test_a_write_removes_the_temporaries_of_killed_writers_only(tmp_path):
+    from mrfbench.runs import atomic_write
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f".leaderboard.md.{dead.pid}-abc.tmp"  # a leaderboard killed mid-write
+    live = tmp_path / f".leaderboard.md.{os.getpid()}-def.tmp"  # one being written now
+    other = tmp_path / f".trials.csv.{dead.pid}-ghi.tmp"  # another file's: its own write removes it
+    for path in (orphan, live, other):
+        path.write_text("half")
+    atomic_write(tmp_path / "leaderboard.md", lambda handle: handle.write(b"whole"))
+    assert (tmp_path / "leaderboard.md").read_text() == "whole"
+    assert not orphan.exists() and live.exists() and other.exists()
