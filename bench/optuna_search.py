@@ -12,7 +12,33 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 
-class RecordingOptunaSearch(OptunaSearch):
+class _KeepsItsStudy:
+    """A searcher Tune saves and restores with its state but never its study's location (``_LOCATION``, its
+    attributes): the study is the restoring process's, so a sweep moved or copied elsewhere goes on in the
+    study where it now lies. A subclass takes the saved state in ``_take``, its study open."""
+
+    _LOCATION: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._LOCATION}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.update(dict.fromkeys(self._LOCATION))
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__getstate__(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self._take(pickle.load(handle))
+
+    def _take(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class RecordingOptunaSearch(_KeepsItsStudy, OptunaSearch):
     """Names the objective ("score"), stores each finished trial's figures, seed and Tune trial id as user
     attributes, and reports to Optuna only the per-epoch results that carry a score (a data set without a
     per-epoch proxy reports its losses alone), with no warning for each epoch a resumed trial reports again.
@@ -48,33 +74,19 @@ class RecordingOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
     def __getstate__(self) -> dict:
-        """The search's state without its study: where the study lives is the process's that restores it (a
-        sweep moved or copied elsewhere keeps its study there), and its trials are kept by number."""
-        state = {k: v for k, v in self.__dict__.items() if k not in self._LOCATION}
-        state["_ot_trials"] = {tid: trial.number for tid, trial in self._ot_trials.items()}
-        return state
+        """Its trials kept by number."""
+        return {**super().__getstate__(), "_ot_trials": {tid: t.number for tid, t in self._ot_trials.items()}}
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._storage = self._study_name = self._ot_study = None
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__getstate__(), handle)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Take the saved search's state, keeping this searcher's study (its storage and name)."""
-        with open(checkpoint_path, "rb") as handle:
-            state = pickle.load(handle)
+    def _take(self, state: dict) -> None:
         numbers = state.pop("_ot_trials")
-        self.__dict__.update({k: v for k, v in state.items() if k not in self._LOCATION})
+        self.__dict__.update(state)
         self._ot_study.sampler = self._sampler
         study_id = self._storage.get_study_id_from_name(self._study_name)
         self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, self._storage.get_trial_id_from_study_id_trial_number(
             study_id, number)) for tid, number in numbers.items()}
 
 
-class PackedOptunaSearch(Searcher):
+class PackedOptunaSearch(_KeepsItsStudy, Searcher):
     """Asks Optuna for up to ``pack_size`` trials at a time and hands them to Tune as packs: the asked trials
     whose parameters keep the same tensor shapes (``pack_runs.pack_key``) become one Tune trial, a pack of
     Optuna trials trained together (``sweeps.packs``); one alone is a trial as ``RecordingOptunaSearch``
@@ -103,23 +115,8 @@ class PackedOptunaSearch(Searcher):
 
     _LOCATION = ("storage_url", "study_name", "study")  # where the study lives: this process's, never restored
 
-    def __getstate__(self) -> dict:
-        """The search's state without its study's location, which is the process's that restores it (a sweep
-        moved or copied elsewhere keeps its study there)."""
-        return {k: v for k, v in self.__dict__.items() if k not in self._LOCATION}
-
-    def __setstate__(self, state: dict) -> None:
+    def _take(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.storage_url = self.study_name = self.study = None
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__getstate__(), handle)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Take the saved search's state, keeping this searcher's study (its storage and name)."""
-        with open(checkpoint_path, "rb") as handle:
-            self.__dict__.update(pickle.load(handle))
         self.study.sampler = self.sampler
 
     def _ask_round(self) -> None:
