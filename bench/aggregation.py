@@ -14,7 +14,15 @@ from mrfbench.errors import UsageError
 from mrfbench.evaluators import get_evaluator, run_figures
 from mrfbench.paper import paper_rows
 from mrfbench.plots import Panel, leaderboard_chart
-from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, is_staging, read_json_object, writable_folder
+from mrfbench.runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    atomic_write,
+    check_one_run,
+    is_staging,
+    read_json_object,
+    writable_folder,
+)
 from mrfbench.sweeps import SWEEP_FILE, results_records
 from mrfbench.uncertainty import interval, tied_with_best
 
@@ -191,6 +199,7 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
         if is_staging(metrics_file.parent) or not (metrics_file.parent / CONFIG_FILE).exists():
             continue
         config, metrics = read_json_object(metrics_file.parent / CONFIG_FILE), read_json_object(metrics_file)
+        check_one_run(metrics_file.parent, config, metrics)
         try:
             options = config["model_config"]
             shape = {k: options[k] for k in ("n_modalities", "modality_dim")}

@@ -29,9 +29,9 @@ from mrfbench.runs import (
     SAMPLE_GRID_FILE,
     Curves,
     atomic_write,
+    check_one_run,
     load_checkpoint,
     read_json_object,
-    refuse_run_file,
     require_run_dir,
     require_writable,
     run_lock,
@@ -204,6 +204,8 @@ def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, o
     device = resolve_device(device_name)
     config = read_json_object(run_dir / CONFIG_FILE)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, device)
+    metrics = read_json_object(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else None
+    check_one_run(run_dir, config, metrics, checkpoint)
     try:
         spec = get_benchmark(config["dataset"])
         dataset = spec.make(**config["dataset_config"])
@@ -245,7 +247,6 @@ def export_samples(run_dir: Path, n: int, out_file: Path, seed: int = 0, device_
 
     if n < 1:
         raise UsageError(f"--n must be >= 1, got {n}")
-    refuse_run_file(run_dir, out_file)
     model, _, dataset, _, device = load_run(run_dir, device_name)
     torch.manual_seed(seed)
     test = dataset.splits()["test"]

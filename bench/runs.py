@@ -30,15 +30,6 @@ CURVES_PREFIX = "events.out.tfevents"  # TensorBoard scalars of `mrfbench train`
 
 
 
-def refuse_run_file(run_dir: Path, target: Path) -> None:
-    """A command's output must never replace one of a run's own files: ``run_dir``'s, or those of the run in
-    the target's own folder."""
-    target = Path(target)
-    runs = [Path(run_dir)] + ([target.parent] if (target.parent / CONFIG_FILE).exists() else [])
-    if target.resolve() in {(run / name).resolve() for run in runs for name in RUN_FILES}:
-        raise UsageError(f"{target} is one of a run's own files; write the output elsewhere")
-
-
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -314,6 +305,26 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises many types on a damaged file
         raise UsageError(f"corrupt checkpoint {path}: {type(err).__name__}") from None
+
+
+def check_one_run(folder: Path, config: dict, metrics: dict | None = None, checkpoint: dict | None = None) -> None:
+    """A run's files describe one run: what ``metrics.json`` states of the model (its name, data set, capacity
+    and beta) and the checkpoint's config are ``config.json``'s. Else the folder holds files of different
+    runs, and is refused."""
+    def canonical(value) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    stated = {"model": config.get("model"), "dataset": config.get("dataset"), "capacity": config.get("capacity"),
+              "beta": (config.get("model_config") or {}).get("beta")}
+    differ = [f"{METRICS_FILE}'s {key}" for key, value in stated.items()
+              if key in (metrics or {}) and canonical(metrics[key]) != canonical(value)]
+    saved = (checkpoint or {}).get("config")
+    if isinstance(saved, dict):
+        differ += [f"the checkpoint's {key}" for key in ("model", "dataset", "model_config")
+                   if canonical(saved.get(key)) != canonical(config.get(key))]
+    if differ:
+        raise UsageError(f"the files of run {folder} are not of one run ({', '.join(differ)} not its {CONFIG_FILE}'s); "
+                         "train it again, or put each run's files back in their own folder")
 
 
 def require_run_dir(path: Path) -> Path:

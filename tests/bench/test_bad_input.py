@@ -62,6 +62,11 @@ def workspace(tmp_path_factory):
     config = json.loads((root / "RUN" / "config.json").read_text())
     config["dataset_config"]["n_test"] = -1
     (negative / "config.json").write_text(json.dumps(config))
+    mixed = root / "MIXED" / "run"  # an MVAE's config beside a GMRF's metrics and checkpoint
+    mixed.mkdir(parents=True)
+    for f in ("metrics.json", "checkpoint.pt"):
+        (mixed / f).write_bytes((root / "RUN" / f).read_bytes())
+    (mixed / "config.json").write_text(json.dumps({**json.loads((root / "RUN" / "config.json").read_text()), "model": "mvae"}))
     return root
 
 
@@ -166,6 +171,9 @@ CASES = [
     ["sweep", "--out", "SW", "--space", "copula_quick", "--publish", "RUN"],
     ["reproduce", "copula", "--out", "SW", "--publish", "BADDB/results"],
     ["leaderboard", "NEGTEST", "--publish", "RUN/results"],
+    ["leaderboard", "MIXED"],
+    ["evaluate", "MIXED/run"],
+    ["sample", "MIXED/run", "--n", "10", "--out", "S.npz"],
 ]
 
 

@@ -148,7 +148,7 @@ def test_sample_never_writes_over_another_runs_files(pack_dir, tmp_path):
     target = pack_dir / MEMBERS[1] / "checkpoint.pt"
     before = target.read_bytes()
     result = invoke("sample", pack_dir / MEMBERS[0], "--out", target, "--n", "10")
-    assert result.exit_code == 2 and "one of a run's own files" in result.output + result.stderr
+    assert result.exit_code == 2 and "lies inside the run" in result.output + result.stderr
     assert target.read_bytes() == before
 
 
