@@ -16,6 +16,7 @@ import pytest
 from mrfbench.aggregation import aggregate, read_trials, tidy, write_leaderboard
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
+from mrfbench.runs import is_staging
 from mrfbench.sweeps import SWEEP_FILE, Sweep, SweepSettings, results_records
 
 TINY = dict(
@@ -710,6 +711,7 @@ def test_a_sweep_killed_and_resumed_against_postgresql_loses_no_trial(tmp_path, 
     assert sorted(json.dumps(t.params, sort_keys=True) for t in complete) == sorted(
         json.dumps({k: r["params"][k] for k in searched}, sort_keys=True) for r in search)
     assert not (tmp_path / "sweep" / "optuna.db").exists()
+    assert not [p for p in sweep.out.rglob("*") if is_staging(p)]  # no run half written by the killed sweep
 
 
 @pytest.mark.slow
