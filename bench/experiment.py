@@ -45,7 +45,9 @@ from mrfbench.version import __version__
 EVAL_SPLITS = ("test", "val")  # 'val' scores a search run (choosing beta) without touching the test split
 
 
-def _build(model_name: str, model_options: dict, spec, dataset):
+def model_for_data(model_name: str, model_options: dict, spec, dataset):
+    """The registered model ``model_name`` with ``model_options``, shaped for ``dataset`` (its modalities and
+    their size) and built with its spec's architecture unless the options name another."""
     derived = sorted({"n_modalities", "modality_dim"} & set(model_options))
     if derived:
         raise UsageError(f"{', '.join(derived)} come(s) from the data set and cannot be set")
@@ -91,7 +93,7 @@ def run_experiment(
     dataset = spec.make(**dataset_options)
     device = resolve_device(train_config.device)
     seed_everything(train_config.seed)
-    model = _build(model_name, model_options, spec, dataset)
+    model = model_for_data(model_name, model_options, spec, dataset)
     config = run_config(model, dataset_name, dataset, train_config, eval_config)
     saver = StateSaver(Path(out_dir), config, train_config.epochs) if resumable else None
     if resumable:
@@ -211,7 +213,7 @@ def load_run(run_dir: Path, device_name: str = "auto") -> tuple[MultimodalVAE, o
         dataset = spec.make(**config["dataset_config"])
         model_config = dict(config["model_config"])
         model_config.pop("n_modalities"), model_config.pop("modality_dim")
-        model = _build(config["model"], model_config, spec, dataset)
+        model = model_for_data(config["model"], model_config, spec, dataset)
         model.load_state_dict(checkpoint["model_state"])
     except (KeyError, TypeError, RuntimeError) as err:
         raise UsageError(f"run {run_dir} does not match its checkpoint or config: {type(err).__name__}: {err}") from None

@@ -18,7 +18,7 @@ import torch
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
-from mrfbench.experiment import _build, check_precision, check_split, finish_run, run_config
+from mrfbench.experiment import check_precision, check_split, finish_run, model_for_data, run_config
 from mrfbench.pack import Pack, PackData, free_memory, member_bytes, member_generators, step_times, train_pack
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, Curves, staged_run, write_json
 from mrfbench.training import TrainConfig, resolve_device, seed_everything
@@ -82,7 +82,7 @@ def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wan
     spec = get_benchmark(dataset_name)
     dataset = spec.make(**member.dataset_options)
     device = resolve_device(member.train.device)
-    model = _build(model_name, member.model_options, spec, dataset).to(device)
+    model = model_for_data(model_name, member.model_options, spec, dataset).to(device)
     batch = dataset.splits()["train"][: member.train.batch_size].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=member.train.precision == "bf16"):
         each = member_bytes(model, batch)
@@ -123,7 +123,7 @@ def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], 
     models, generators = [], []
     for member, dataset in zip(members, member_data):
         seed_everything(member.train.seed)
-        models.append(_build(model_name, member.model_options, spec, dataset))
+        models.append(model_for_data(model_name, member.model_options, spec, dataset))
         generators.append(member_generators(member.train.seed, torch.get_rng_state(), device))
     check_stackable(models)
     splits = {id(d): {name: split.to(device) for name, split in d.splits().items()} for d in datasets.values()}

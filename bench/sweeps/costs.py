@@ -12,7 +12,7 @@ import torch
 
 from mrfbench.datasets import get_benchmark
 from mrfbench.errors import first_line
-from mrfbench.experiment import _build
+from mrfbench.experiment import model_for_data
 from mrfbench.spaces import TRAIN_KEYS
 from mrfbench.training import TrainConfig, adam
 
@@ -34,7 +34,7 @@ def tuple_seconds(dataset_name: str, dataset_options: dict, configs: dict[str, d
         for model_name, params in configs.items():
             try:
                 train = TrainConfig(**{k: v for k, v in params.items() if k in TRAIN_KEYS})
-                model = _build(model_name, {k: v for k, v in params.items() if k not in TRAIN_KEYS}, spec, dataset)
+                model = model_for_data(model_name, {k: v for k, v in params.items() if k not in TRAIN_KEYS}, spec, dataset)
                 batch = data[: train.batch_size]
                 seconds[model_name] = _step_seconds(model, batch, train) / len(batch)
             except Exception as err:  # noqa: BLE001 - an order is a convenience: a model it cannot time keeps its place

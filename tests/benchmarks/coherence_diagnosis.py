@@ -108,14 +108,14 @@ def main() -> None:
 def _from_state(staged: Path, state_file: Path):
     """The model of a run still training: its staged config and its last saved state."""
     from mrfbench.datasets import get_benchmark
-    from mrfbench.experiment import _build
+    from mrfbench.experiment import model_for_data
     from mrfbench.runs import read_json_object
 
     config = read_json_object(staged / "config.json")
     spec = get_benchmark(config["dataset"])
     dataset = spec.make(**config["dataset_config"])
     options = {k: v for k, v in config["model_config"].items() if k not in ("n_modalities", "modality_dim")}
-    model = _build(config["model"], options, spec, dataset)
+    model = model_for_data(config["model"], options, spec, dataset)
     model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=False)["state"]["model"])
     return model, spec, dataset, config, torch.device("cpu")
 
