@@ -14,15 +14,7 @@ from mrfbench.errors import UsageError
 from mrfbench.evaluators import get_evaluator, run_figures
 from mrfbench.paper import paper_rows
 from mrfbench.plots import Panel, leaderboard_chart
-from mrfbench.runs import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    atomic_write,
-    check_one_run,
-    is_staging,
-    read_json_object,
-    writable_folder,
-)
+from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, check_one_run, is_staging, read_json_object, writable_folder
 from mrfbench.sweeps import SWEEP_FILE, results_records
 from mrfbench.uncertainty import interval, tied_with_best
 
