@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from mrfbench.curve import sweep_curves, write_sweep_curves
 from mrfbench.datasets import Benchmark, get_benchmark
 from mrfbench.errors import UsageError
-from mrfbench.evaluators import get_evaluator, run_figures
+from mrfbench.evaluators import get_evaluator
+from mrfbench.folder_runs import run_records
 from mrfbench.paper import paper_rows
 from mrfbench.plots import Panel, leaderboard_chart
-from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, check_one_run, is_staging, read_json_object, writable_folder
+from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, read_json_object, writable_folder
 from mrfbench.sweeps import SWEEP_FILE, results_records
 from mrfbench.uncertainty import interval, tied_with_best
 
@@ -178,45 +179,6 @@ def to_markdown(board: pd.DataFrame, spec: Benchmark, failures: pd.DataFrame, se
         lines += ["", "Failed trials:", ""]
         lines += [f"- {r.model} {r.variant} seed {r.seed} ({r.stage}): {r.error}" for r in failures.itertuples()]
     return "\n".join(lines) + "\n"
-
-
-def run_records(directory: Path) -> tuple[str, list[dict]]:
-    """The data set and a record for every finished ``mrfbench train`` run below ``directory`` (a config.json
-    beside a metrics.json): stage 'search' when scored on the validation split, else 'final'; a run's variant
-    is beta, its epochs and every model option it set away from the model's default."""
-    from mrfbench.models import get_model_class
-
-    records, datasets, seen = [], set(), {}
-    for metrics_file in sorted(Path(directory).glob(f"**/{METRICS_FILE}")):
-        if is_staging(metrics_file.parent) or not (metrics_file.parent / CONFIG_FILE).exists():
-            continue
-        config, metrics = read_json_object(metrics_file.parent / CONFIG_FILE), read_json_object(metrics_file)
-        check_one_run(metrics_file.parent, config, metrics)
-        try:
-            options = config["model_config"]
-            shape = {k: options[k] for k in ("n_modalities", "modality_dim")}
-            default = dataclasses.asdict(get_model_class(config["model"]).config_class(**shape))
-            params = {k: v for k, v in options.items() if k == "beta" or default.get(k) != v}
-            params["epochs"] = config["train"]["epochs"]
-            stage = "search" if metrics.get("training", {}).get("eval_split") == "val" else "final"
-            record = {"model": config["model"], "params": params, "seed": config["train"]["seed"],
-                      "stage": stage, "status": "ok",
-                      "metrics": run_figures(metrics, config["dataset"])}
-        except (KeyError, TypeError, ValueError) as err:
-            raise UsageError(f"run {metrics_file.parent} is not a complete mrfbench run "
-                             f"({type(err).__name__}: {err}); move it out of {directory}") from None
-        key = (record["model"], json.dumps(params, sort_keys=True), record["seed"], stage)
-        if key in seen:
-            raise UsageError(f"runs {seen[key]} and {metrics_file.parent} repeat one model, variant, seed and split; "
-                             "keep one so the seed counts once")
-        seen[key] = metrics_file.parent
-        datasets.add(config["dataset"])
-        records.append(record)
-    if not records:
-        raise UsageError(f"{directory} holds neither a sweep ({SWEEP_FILE}) nor finished runs ({METRICS_FILE})")
-    if len(datasets) > 1:
-        raise UsageError(f"runs below {directory} mix data sets ({', '.join(sorted(datasets))}); one table each")
-    return datasets.pop(), records
 
 
 UNCERTAINTY = ("the half-width of its 95% Student t interval (3 seeds: 2.48 standard deviations; one seed: "
@@ -386,9 +348,12 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
     outs = [sweep_dir] + ([Path(publish_dir) / spec.name] if publish_dir is not None else [])
     for out in outs:  # every copy can be written before the first is
         writable_folder(out, "the leaderboard")
-    atomic_write(sweep_dir / "trials.csv", lambda h: h.write(result.trials.to_csv(index=False).encode()))
+    curves = sweep_curves(sweep_dir)
     for out in outs:
         try:
+            atomic_write(out / "trials.csv", lambda h: h.write(result.trials.to_csv(index=False).encode()))
+            if curves:
+                write_sweep_curves(curves, out)
             md, csv = out / "leaderboard.md", out / "leaderboard.csv"
             atomic_write(md, lambda h: h.write(markdown))
             atomic_write(csv, lambda h: h.write(csv_columns(board, spec).to_csv(index=False).encode()))

@@ -49,7 +49,7 @@ def write_loss_plot(out: Path, history: list[dict]) -> None:
     """The training and validation losses against the epoch (``curves.png``)."""
     from mrfbench.plots import learning_curve_plot
 
-    learning_curve_plot([{k: r[k] for k in ("epoch", "train_loss", "val_loss") if k in r} for r in history],
+    learning_curve_plot({"run": [{k: r[k] for k in ("epoch", "train_loss", "val_loss") if k in r} for r in history]},
                         out / LOSS_PLOT)
 
 
@@ -66,5 +66,46 @@ def write_curve(out: Path, history: list[dict]) -> bool:
         writer.writerows(rows)
     from mrfbench.plots import learning_curve_plot
 
-    learning_curve_plot(rows, out / CURVE_PLOT)
+    learning_curve_plot({"run": rows}, out / CURVE_PLOT)
     return True
+
+
+SWEEP_CURVES_CSV, SWEEP_CURVES_PLOT = "learning_curves.csv", "learning_curves.png"  # beside a leaderboard
+
+
+def sweep_curves(directory: Path) -> list[dict]:
+    """The learning curve of every finished run below ``directory`` (a sweep, or a folder of runs): a row per
+    scored epoch, with the run's folder, model, seed and beta before the figures."""
+    from mrfbench.runs import CONFIG_FILE, METRICS_FILE, is_staging, read_json_object
+
+    rows = []
+    for path in sorted(Path(directory).glob(f"**/{CURVE_CSV}")):
+        run = path.parent
+        if is_staging(run) or not (run / CONFIG_FILE).is_file() or not (run / METRICS_FILE).is_file():
+            continue
+        config = read_json_object(run / CONFIG_FILE)
+        about = {"run": str(run.relative_to(directory)), "model": config.get("model"),
+                 "seed": (config.get("train") or {}).get("seed"), "beta": (config.get("model_config") or {}).get("beta")}
+        with open(path, newline="") as handle:
+            rows += [{**about, **{k: float(v) if v else float("nan") for k, v in r.items()}} for r in csv.DictReader(handle)]
+    return rows
+
+
+def write_sweep_curves(rows: list[dict], out: Path) -> None:
+    """``rows`` (``sweep_curves``) as ``learning_curves.csv`` and a panel per figure, a line per run, in ``out``."""
+    import io
+
+    from mrfbench.plots import learning_curve_plot
+    from mrfbench.runs import atomic_write
+
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / SWEEP_CURVES_CSV, lambda handle: handle.write(text.getvalue().encode()))
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        name = f"{r['model']} seed {r['seed']} beta {r['beta']:g}"
+        series.setdefault(name, []).append({k: v for k, v in r.items() if k not in ("run", "model", "seed", "beta")})
+    learning_curve_plot(series, out / SWEEP_CURVES_PLOT)

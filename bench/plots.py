@@ -109,18 +109,22 @@ def image_grid(inputs: np.ndarray, generated: np.ndarray, path: Path) -> None:
     Image.fromarray(grid.transpose(1, 2, 0)).resize((grid.shape[2] * 3, grid.shape[1] * 3), Image.NEAREST).save(path)
 
 
-def learning_curve_plot(rows: list[dict], path: Path) -> None:
-    """One panel per figure (the keys of ``rows`` but 'epoch'), its value against the epoch, four to a row."""
-    keys = [k for k in rows[0] if k != "epoch"]
+def learning_curve_plot(series: dict[str, list[dict]], path: Path) -> None:
+    """One panel per figure (the keys of the rows but 'epoch'), its value against the epoch, four to a row: a
+    line per series of rows (one run's, or several runs' with a legend of their names)."""
+    keys = list(dict.fromkeys(k for rows in series.values() for r in rows for k in r if k != "epoch"))
     columns = min(4, len(keys))
     lines = -(-len(keys) // columns)
     fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.6 * lines), squeeze=False)
-    epochs = [r["epoch"] for r in rows]
     for ax, key in zip(axes.flat, keys):
-        ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", markersize=3)
+        for name, rows in series.items():
+            ax.plot([r["epoch"] for r in rows], [r.get(key, np.nan) for r in rows], marker="o", markersize=3,
+                    label=name)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_title(key, fontsize=8)
         ax.tick_params(labelsize=7)
+    if len(series) > 1:
+        axes.flat[0].legend(fontsize=6)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
     fig.tight_layout()

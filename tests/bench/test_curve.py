@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import time
 
 from typer.testing import CliRunner
@@ -31,6 +32,17 @@ def test_a_curve_scores_every_nth_and_the_last_epoch_and_leaves_training_as_it_w
     key = f"curve/{evaluator.paper[0].key}"
     assert [step for step, _ in read_scalars(tmp_path / "scored")[key]] == [2, 3]
     assert not (tmp_path / "plain" / "learning_curve.csv").exists()
+
+    shutil.copytree(tmp_path / "scored", tmp_path / "board" / "scored")  # the leaderboard gathers every curve
+    board = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "board"), "--publish", str(tmp_path / "pub")])
+    assert board.exit_code == 0, board.output
+    for folder in (tmp_path / "board", tmp_path / "pub" / "copula"):
+        with open(folder / "learning_curves.csv") as handle:
+            gathered = list(csv.DictReader(handle))
+        assert [{k: r[k] for k in ("run", "model", "seed", "beta")} for r in gathered] == [
+            {"run": "scored", "model": "gmrf", "seed": "0", "beta": "1.0"}] * 2
+        assert [[float(r[k]) for k in rows[0]] for r in gathered] == [[float(v) for v in r.values()] for r in rows]
+        assert (folder / "learning_curves.png").stat().st_size > 0 and (folder / "trials.csv").stat().st_size > 0
 
 
 def test_a_curve_needs_a_positive_period_and_one_run(tmp_path):
