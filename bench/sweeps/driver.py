@@ -180,10 +180,11 @@ class Sweep:
                                  "start one with `ray start --head`, or leave --address out for a local one") from None
             url = getattr(context, "dashboard_url", None)
             self.dashboard_url = f"http://{url}" if url else None
-            if self.settings.address is None:  # the Ray this process started ends with it, even killed
-                from mrfbench.sweeps.reaper import start_reaper
+            if self.settings.address is None:  # the Ray this process started ends with it (even killed), and so
+                # do Tune's copies of its trials
+                from mrfbench.sweeps.reaper import staged_trials, start_reaper
 
-                start_reaper()
+                start_reaper(staged_trials())
         check_resources(self.settings.cpus_per_trial, self.settings.gpus_per_trial)
         created = not self.out.exists()
         try:

@@ -732,14 +732,18 @@ def test_two_sweeps_share_one_postgresql_storage_at_once(tmp_path, postgres_url)
 @pytest.mark.slow
 def test_a_killed_driver_leaves_no_ray_process_of_its_own(tmp_path):
     """Ray's dashboard and runtime-env agents outlived a sweep driver killed with kill -9 by minutes; its
-    watchdog now ends every process the driver started within seconds (and nothing else)."""
+    watchdog now ends every process the driver started within seconds (and nothing else), and removes the
+    copies of its trials that Tune staged in the Ray session."""
     from mrfbench.sweeps.reaper import descendants
 
     sweep = SweepProcess(tmp_path, "trials=1, seeds=1, epochs=200")
     try:
         started = sweep.wait_for(lambda: len(descendants(sweep.proc.pid)) >= 6 and descendants(sweep.proc.pid),
                                  "Ray did not start")
-        sweep.wait_for(lambda: list(sweep.out.glob("search-gmrf/*/trial.json")), "no trial started")
+        [record] = sweep.wait_for(lambda: list(sweep.out.glob("search-gmrf/*/trial.json")), "no trial started")
+        ray_temp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+        copies = sweep.wait_for(lambda: list(ray_temp.glob(f"session_*/artifacts/*/search-gmrf/*/{record.parent.name}")),
+                                "Tune staged no copy of the trial")
         ours = {**started, **descendants(sweep.proc.pid)}
         os.kill(sweep.proc.pid, signal.SIGKILL)  # the driver alone, as the out-of-memory killer would
         sweep.proc.wait(timeout=10)
@@ -753,6 +757,8 @@ def test_a_killed_driver_leaves_no_ray_process_of_its_own(tmp_path):
 
         sweep.wait_for(lambda: not any(running(*p) for p in ours.items()), "a process outlived the driver by 30 s",
                        seconds=30)
+        sweep.wait_for(lambda: not any(p.exists() for p in copies), "Tune's copy of a trial outlived the driver",
+                       seconds=10)  # the Ray session's artifacts go with it
     finally:
         with contextlib.suppress(ProcessLookupError):
             sweep.interrupt(signal.SIGKILL)
