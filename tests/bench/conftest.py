@@ -1,17 +1,23 @@
 """Fixtures the bench tests share."""
 
 import os
+import shutil
 
 import pytest
 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """A Ray of the test module's own; the copies of trials Tune staged in its session folder go with it."""
     ray = pytest.importorskip("ray")
+    from mrfbench.sweeps.reaper import staged_trials
+
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    staged = staged_trials()
     yield ray
     ray.shutdown()
+    shutil.rmtree(staged, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
