@@ -72,50 +72,21 @@ def can_hide_folders() -> bool:
 
 
 @pytest.mark.slow
-def test_sweep_runs_trials_on_two_nodes(tmp_path):
+def test_a_sweep_on_two_nodes_with_declared_gpus_places_packs_on_both_and_falls_back_to_the_cpu(tmp_path):
+    """Two nodes that declare 2 GPUs each (they have none): half a GPU per trial admits 8 trials at once (the
+    CPUs would admit 16); the trials spread over both nodes, each sees one GPU id of its node in
+    CUDA_VISIBLE_DEVICES, finds no CUDA, and trains on the CPU. Stopping the test's cluster leaves a bystander
+    cluster beside it running."""
     # token authentication with a token of the test's own (the user's ~/.ray is left alone); every process
     # joining the cluster uses it
     env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     # short temp dirs: Ray's unix socket paths must stay under 108 characters
-    ours, bystander = tempfile.mkdtemp(prefix="mrfray-"), tempfile.mkdtemp(prefix="mrfother-")
+    ours, bystander = tempfile.mkdtemp(prefix="mrfgpu-"), tempfile.mkdtemp(prefix="mrfother-")
     port, bystander_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     try:
         start_node(bystander, env, "--head", f"--port={bystander_port}", "--num-cpus=0",
                    "--include-dashboard=false")
-        start_node(ours, env, "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
-        start_node(ours, env, f"--address={address}", "--num-cpus=1")
-        space = tmp_path / "space.yaml"
-        space.write_text("dataset: copula\nepochs: 1\nseeds: 4\nparams:\n  beta: {grid: [1.0]}\nmodels:\n  gmrf: {}\n")
-        out = tmp_path / "sweep"
-        proc = subprocess.run(
-            [sys.executable, "-m", "mrfbench", "sweep", "--out", str(out), "--space", str(space), "--grid",
-             "--address", address, "--cpus-per-trial", "1", "--no-packs", *SMALL],
-            capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        nodes = {r["node_id"] for r in results_records(out)}
-        print("trials ran on nodes:", sorted(nodes))
-        assert len(results_records(out)) == 4 and len(nodes) == 2
-        assert json.loads((out / "sweep.json").read_text())["address"] == address
-        stop_ray_under(ours)
-        assert not pids_under(ours)
-        with socket.create_connection(("127.0.0.1", bystander_port), timeout=10):
-            pass  # the other cluster's head still answers
-    finally:
-        for temp_dir in (ours, bystander):
-            stop_ray_under(temp_dir)
-            shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-@pytest.mark.slow
-def test_a_sweep_on_two_nodes_with_declared_gpus_places_packs_on_them_and_falls_back_to_the_cpu(tmp_path):
-    """Two nodes that declare 2 GPUs each (they have none): half a GPU per trial admits 8 trials at once (the
-    CPUs would admit 16); each trial sees one GPU id of its node in CUDA_VISIBLE_DEVICES, finds no CUDA, and
-    trains on the CPU."""
-    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    ours, port = tempfile.mkdtemp(prefix="mrfgpu-"), free_port()
-    address = f"127.0.0.1:{port}"
-    try:
         start_node(ours, env, "--head", f"--port={port}", "--num-cpus=4", "--num-gpus=2", "--include-dashboard=false")
         start_node(ours, env, f"--address={address}", "--num-cpus=4", "--num-gpus=2")
         space = tmp_path / "space.yaml"
@@ -129,16 +100,24 @@ def test_a_sweep_on_two_nodes_with_declared_gpus_places_packs_on_them_and_falls_
         assert proc.returncode == 0, proc.stderr[-3000:]
         records = results_records(out)
         assert len(records) == 20 and all(r["status"] == "ok" for r in records)  # 10 packs of 2 seeds
-        assert len({r["node_id"] for r in records}) == 2
+        nodes = {r["node_id"] for r in records}
+        print("trials ran on nodes:", sorted(nodes))
+        assert len(nodes) == 2
         assert all(r["cuda_visible_devices"] in ("0", "1") for r in records)
         for record in records:
             metrics = json.loads(next(out.glob(f"final/*/seed{record['seed']}/run/metrics.json")).read_text())
             assert metrics["training"]["device"] == "cpu"
         spans = sorted({(r["started"], r["finished"]) for r in records})
         assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) <= 8  # the declared GPUs' limit
-    finally:
+        assert json.loads((out / "sweep.json").read_text())["address"] == address
         stop_ray_under(ours)
-        shutil.rmtree(ours, ignore_errors=True)
+        assert not pids_under(ours)
+        with socket.create_connection(("127.0.0.1", bystander_port), timeout=10):
+            pass  # the other cluster's head still answers
+    finally:
+        for temp_dir in (ours, bystander):
+            stop_ray_under(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
