@@ -590,12 +590,14 @@ def test_a_new_sweep_on_a_folder_holding_another_is_refused_and_the_same_one_res
     assert Sweep.start(dataclasses.replace(settings)).out == tmp_path.resolve()
 
 
-def test_a_moved_sweep_continues_where_it_is(tmp_path):
+def test_a_moved_sweep_continues_where_it_is_under_the_name_it_began_with(tmp_path):
     settings = SweepSettings(out=str(tmp_path / "old"), space="copula_quick", models=["gmrf"], grid=True)
     moved = tmp_path / "new"
     moved.mkdir()
-    (moved / SWEEP_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
-    assert Sweep.resume(moved).out == moved.resolve() and not (tmp_path / "old").exists()
+    (moved / SWEEP_FILE).write_text(json.dumps({k: v for k, v in dataclasses.asdict(settings).items() if k != "name"}))
+    resumed = Sweep.resume(moved)  # a sweep.json from before sweeps recorded their name: its folder's then
+    assert resumed.out == moved.resolve() and resumed.settings.name == "old" and not (tmp_path / "old").exists()
+    assert Sweep(SweepSettings(out=str(tmp_path / "fresh"), space="copula_quick")).settings.name == "fresh"
 
 
 def recorded_sweep(out, space: str, **options) -> SweepSettings:
