@@ -87,7 +87,8 @@ def sweep_curves(directory: Path) -> list[dict]:
         about = {"run": str(run.relative_to(directory)), "model": config.get("model"),
                  "seed": (config.get("train") or {}).get("seed"), "beta": (config.get("model_config") or {}).get("beta")}
         with open(path, newline="") as handle:
-            rows += [{**about, **{k: float(v) if v else float("nan") for k, v in r.items()}} for r in csv.DictReader(handle)]
+            rows += [{**about, "epoch": int(r.pop("epoch")), **{k: float(v) if v else float("nan") for k, v in r.items()}}
+                     for r in csv.DictReader(handle)]
     return rows
 
 
