@@ -15,7 +15,7 @@ from mrfbench.evaluators import get_evaluator
 from mrfbench.folder_runs import run_records
 from mrfbench.paper import paper_rows
 from mrfbench.plots import Panel, leaderboard_chart
-from mrfbench.runs import CONFIG_FILE, METRICS_FILE, atomic_write, read_json_object, writable_folder
+from mrfbench.runs import atomic_write, is_finished_run, read_json_object, writable_folder
 from mrfbench.sweeps import SWEEP_FILE, results_records
 from mrfbench.uncertainty import interval, tied_with_best
 
@@ -340,7 +340,7 @@ def write_leaderboard(sweep_dir: Path, publish_dir: Path | None = None) -> tuple
     leaderboards); every file is written atomically. Returns the paths of the last copy written, the
     leaderboard and its data set's spec. A single run's own folder is refused: its files are the run's."""
     sweep_dir = Path(sweep_dir)
-    if (sweep_dir / CONFIG_FILE).is_file() and (sweep_dir / METRICS_FILE).is_file():
+    if is_finished_run(sweep_dir):
         raise UsageError(f"{sweep_dir} is one run; give the folder that holds runs ({sweep_dir.parent}), so that no "
                          "leaderboard is written into the run")
     result = build_leaderboard(sweep_dir)

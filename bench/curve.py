@@ -76,12 +76,12 @@ SWEEP_CURVES_CSV, SWEEP_CURVES_PLOT = "learning_curves.csv", "learning_curves.pn
 def sweep_curves(directory: Path) -> list[dict]:
     """The learning curve of every finished run below ``directory`` (a sweep, or a folder of runs): a row per
     scored epoch, with the run's folder, model, seed and beta before the figures."""
-    from mrfbench.runs import CONFIG_FILE, METRICS_FILE, is_staging, read_json_object
+    from mrfbench.runs import CONFIG_FILE, is_finished_run, is_staging, read_json_object
 
     rows = []
     for path in sorted(Path(directory).glob(f"**/{CURVE_CSV}")):
         run = path.parent
-        if is_staging(run) or not (run / CONFIG_FILE).is_file() or not (run / METRICS_FILE).is_file():
+        if is_staging(run) or not is_finished_run(run):
             continue
         config = read_json_object(run / CONFIG_FILE)
         about = {"run": str(run.relative_to(directory)), "model": config.get("model"),

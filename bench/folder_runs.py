@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mrfbench.errors import UsageError
 from mrfbench.evaluators import run_figures
-from mrfbench.runs import CONFIG_FILE, METRICS_FILE, check_one_run, is_staging, read_json_object
+from mrfbench.runs import CONFIG_FILE, METRICS_FILE, check_one_run, is_finished_run, is_staging, read_json_object
 from mrfbench.sweeps import SWEEP_FILE
 
 
@@ -20,7 +20,7 @@ def run_records(directory: Path) -> tuple[str, list[dict]]:
 
     records, datasets, seen = [], set(), {}
     for metrics_file in sorted(Path(directory).glob(f"**/{METRICS_FILE}")):
-        if is_staging(metrics_file.parent) or not (metrics_file.parent / CONFIG_FILE).exists():
+        if is_staging(metrics_file.parent) or not is_finished_run(metrics_file.parent):
             continue
         config, metrics = read_json_object(metrics_file.parent / CONFIG_FILE), read_json_object(metrics_file)
         check_one_run(metrics_file.parent, config, metrics)

@@ -327,6 +327,11 @@ def check_one_run(folder: Path, config: dict, metrics: dict | None = None, check
                          "train it again, or put each run's files back in their own folder")
 
 
+def is_finished_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run: its config beside its metrics."""
+    return (folder / CONFIG_FILE).is_file() and (folder / METRICS_FILE).is_file()
+
+
 def require_run_dir(path: Path) -> Path:
     path = Path(path)
     recover(path)

@@ -146,12 +146,12 @@ def clean_errors(command):
 
 def _holder(folder: Path) -> str | None:
     """What ``folder`` is, where it is a run's or a sweep's: "run", "sweep", else None."""
-    from mrfbench.runs import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
+    from mrfbench.runs import CHECKPOINT_FILE, CONFIG_FILE, is_finished_run
     from mrfbench.sweeps import SWEEP_FILE
 
     if (folder / SWEEP_FILE).is_file():
         return "sweep"
-    if (folder / CONFIG_FILE).is_file() and any((folder / f).is_file() for f in (METRICS_FILE, CHECKPOINT_FILE)):
+    if is_finished_run(folder) or ((folder / CONFIG_FILE).is_file() and (folder / CHECKPOINT_FILE).is_file()):
         return "run"
     return None
 

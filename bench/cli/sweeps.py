@@ -32,10 +32,10 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
     from mrfbench.progress import SweepProgress
     from mrfbench.sweeps import Sweep
 
-    refuse_inside_results(Path(settings if isinstance(settings, Path) else settings.out), "--out", may_be="sweep")
     if publish is not None:
         refuse_inside_results(publish, "--publish")
     sweep = Sweep.resume(Path(settings), add_models, given) if isinstance(settings, Path) else Sweep.start(settings)
+    refuse_inside_results(sweep.out, "--out", may_be="sweep")
     with sweep.writing():
         url = sweep.connect()
         if url:
