@@ -1,5 +1,5 @@
 """Where an image MRF model's coherence is lost: prints, for a finished run (or a `train` state file with
---state), the figures that separate the candidate causes.
+--state), the figures that separate the candidate causes (for a baseline, its reconstructions' only).
 
 - reconstruction coherence: every modality encoded and decoded (the posterior's mean); the ceiling of any
   generation, near the classifiers' accuracy if the decoders carry the digit;
@@ -26,6 +26,7 @@ import torch
 from mrfbench.datasets.classifiers import modality_classifiers, predict
 from mrfbench.evaluators.images import to_images
 from mrfbench.experiment import load_run
+from mrfbench.models.experts import ExpertsVAE
 from mrfbench.models.latent.gaussian import block_indices
 
 
@@ -51,9 +52,16 @@ def diagnose(model, dataset, n: int) -> dict:
         return [round(float((predict(classifiers[m], images[:, i]) == y).float().mean()), 3)
                 for i, m in enumerate(modalities)]
 
+    out = {"classifier accuracy": [round(a, 3) for a in accuracies]}
+    if isinstance(model, ExpertsVAE):  # a baseline: each modality through its own unimodal posterior's mean
+        post = model.encode(x)
+        own = model.decode(post.shared.mean, None if post.specific is None else post.specific.mean)
+        return {**out, "reconstruction coherence": coherence(own, list(range(dataset.n_modalities))),
+                "reconstruction mean squared error": round(float((own - x).pow(2).mean()), 4)}
     q, p = model.posterior(x), model.prior()
-    out = {"classifier accuracy": [round(a, 3) for a in accuracies],
-           "reconstruction coherence": coherence(model.decode(q.mean), list(range(dataset.n_modalities)))}
+    reconstruction = model.decode(q.mean)
+    out["reconstruction coherence"] = coherence(reconstruction, list(range(dataset.n_modalities)))
+    out["reconstruction mean squared error"] = round(float((reconstruction - x).pow(2).mean()), 4)
     z = q.sample()
     a, b = sharing[0], sharing[1]
     za = z[:, block_indices([a], d)]
