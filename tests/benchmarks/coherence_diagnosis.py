@@ -52,16 +52,18 @@ def diagnose(model, dataset, n: int) -> dict:
         return [round(float((predict(classifiers[m], images[:, i]) == y).float().mean()), 3)
                 for i, m in enumerate(modalities)]
 
-    out = {"classifier accuracy": [round(a, 3) for a in accuracies]}
-    if isinstance(model, ExpertsVAE):  # a baseline: each modality through its own unimodal posterior's mean
+    baseline = isinstance(model, ExpertsVAE)
+    if baseline:  # each modality through its own unimodal posterior's mean
         post = model.encode(x)
-        own = model.decode(post.shared.mean, None if post.specific is None else post.specific.mean)
-        return {**out, "reconstruction coherence": coherence(own, list(range(dataset.n_modalities))),
-                "reconstruction mean squared error": round(float((own - x).pow(2).mean()), 4)}
-    q, p = model.posterior(x), model.prior()
-    reconstruction = model.decode(q.mean)
-    out["reconstruction coherence"] = coherence(reconstruction, list(range(dataset.n_modalities)))
-    out["reconstruction mean squared error"] = round(float((reconstruction - x).pow(2).mean()), 4)
+        reconstruction = model.decode(post.shared.mean, None if post.specific is None else post.specific.mean)
+    else:
+        q, p = model.posterior(x), model.prior()
+        reconstruction = model.decode(q.mean)
+    out = {"classifier accuracy": [round(a, 3) for a in accuracies],
+           "reconstruction coherence": coherence(reconstruction, list(range(dataset.n_modalities))),
+           "reconstruction mean squared error": round(float((reconstruction - x).pow(2).mean()), 4)}
+    if baseline:
+        return out
     z = q.sample()
     a, b = sharing[0], sharing[1]
     za = z[:, block_indices([a], d)]
