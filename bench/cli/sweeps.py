@@ -22,8 +22,10 @@ from mrfbench.cli.common import (
 )
 from mrfbench.errors import UsageError
 
-Packs = Annotated[bool, typer.Option(help="train each final config's seeds, and a search's trials of one shape "
-                                          "(--pack-size), as one pack (one trial); --no-packs: a trial per run")]
+Packs = Annotated[bool | None, typer.Option(
+    "--packs/--no-packs", help="train each final config's seeds, and a search's trials of one shape (--pack-size), "
+    "as one pack (one trial); --no-packs: a trial per run \\[packs with --gpus-per-trial; a trial per run on CPUs, "
+    "where packs train slower]", show_default=False)]
 
 
 def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = None, given: dict | None = None) -> None:
@@ -120,10 +122,10 @@ def sweep(
     resume: Annotated[bool, typer.Option(help="continue the sweep in OUT with its saved settings")] = False,
     checkpoint_every: Annotated[float, typer.Option(
         help="seconds between a trial's saved training states (an interrupted trial resumes from its last)")] = 300.0,
-    packs: Packs = True,
+    packs: Packs = None,
     pack_size: Annotated[int | None, typer.Option(
-        help="Optuna trials a search asks at a time; those of one shape train as one pack \\[4 on CPUs, 32 with "
-             "--gpus-per-trial; 1 with --asha, --no-packs or --score-every]")] = None,
+        help="Optuna trials a search asks at a time; those of one shape train as one pack \\[4 with --packs on CPUs, 32 "
+             "with --gpus-per-trial; 1 with --asha, --no-packs or --score-every]")] = None,
     mlflow: Mlflow = None,
     score_every: Annotated[int | None, typer.Option(
         help="each trial scores its weights every N epochs too (a learning curve per run; its runs train one by one, "
@@ -196,7 +198,7 @@ def reproduce(
     gpus_per_trial: Annotated[float, typer.Option(help="fractions allowed; > 0 to train on GPUs (--device cuda)")] = 0.0,
     address: Address = None,
     device: Device = "auto",
-    packs: Packs = True,
+    packs: Packs = None,
     mlflow: Mlflow = None,
 ):
     """A paper table in one command: every model, the grid, the seeds, leaderboard and plots (Table 2 on

@@ -71,9 +71,9 @@ SEARCH_PACK_SIZE = {"cpu": 4, "gpu": 32}  # the default --pack-size of a search,
 
 def search_pack_size(settings, trials: int) -> int:
     """The Optuna trials a search asks at a time (those of one shape then train as one pack): --pack-size,
-    else 4 where trials run on CPUs (TPE's first half of trials is random anyway, so asking for them
-    together costs the search nothing) and 32 where they have GPUs; one (a Tune trial each) with
-    --no-packs, --asha (whose scheduler stops trials one at a time) or learning curves (--score-every)."""
+    else 4 where trials run on CPUs with --packs (TPE's first half of trials is random anyway, so asking
+    for them together costs the search nothing) and 32 where they have GPUs; one (a Tune trial each)
+    without packs, with --asha (whose scheduler stops trials one at a time) or learning curves (--score-every)."""
     if not settings.packing or settings.asha:
         return 1
     wanted = settings.pack_size or SEARCH_PACK_SIZE["gpu" if settings.gpus_per_trial > 0 else "cpu"]

@@ -46,7 +46,7 @@ class SweepSettings:
     eval_options: dict[str, Any] = field(default_factory=dict)
     search_eval_options: dict[str, Any] | None = None  # None: the data set's (its spec)
     checkpoint_every_s: float = CHECKPOINT_EVERY_S  # a trial saves its training state at most this often
-    packs: bool = True  # the final stage trains each config's seeds as one pack (one Tune trial), a search packs
+    packs: bool | None = None  # each final config's seeds as one pack (one Tune trial), a search packs; None: with GPUs
     pack_size: int | None = None  # a search's Optuna trials asked at a time (None: by device, plan.search_pack_size)
     mlflow: str | None = None  # an MLflow tracking URI every finished trial is logged to
     score_every: int | None = None  # each trial scores its weights every N epochs too: a learning curve per run
@@ -60,8 +60,11 @@ class SweepSettings:
 
     @property
     def packing(self) -> bool:
-        """Whether runs train as packs: asked for, and no learning curve (a curve scores one run at a time)."""
-        return self.packs and self.score_every is None
+        """Whether runs train as packs: asked for (unasked: where trials have GPUs; on CPUs a pack trains slower
+        than its runs one after another, README "Packed training"), and no learning curve (a curve scores one
+        run at a time)."""
+        wanted = self.packs if self.packs is not None else self.gpus_per_trial > 0
+        return wanted and self.score_every is None
 
     def storage_url(self) -> str:
         """The Optuna storage: --storage, else the SQLite file ``optuna.db`` in the sweep folder."""
@@ -93,7 +96,8 @@ class SweepSettings:
         if self.pack_size is not None and self.pack_size > 1 and (self.asha or not self.packing):
             raise UsageError(f"--pack-size {self.pack_size} packs search trials, which "
                              + ("ASHA stops one at a time: leave out --asha or --pack-size" if self.asha
-                                else "--no-packs does not: leave out one of them" if not self.packs
+                                else "--no-packs does not: leave out one of them" if self.packs is False
+                                else "a sweep on CPUs does not unless asked: add --packs" if self.packs is None
                                 else "a learning curve (--score-every) scores one run at a time: leave out one of them"))
         if self.sampler not in SAMPLERS:
             raise UsageError(f"unknown sampler '{self.sampler}'; valid: {', '.join(SAMPLERS)}")

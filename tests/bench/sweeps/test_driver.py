@@ -47,7 +47,7 @@ def current_umask() -> int:
 
 def test_tiny_sweep_produces_a_leaderboard(local_ray, tmp_path):
     out = tmp_path / "sweep"
-    Sweep(SweepSettings(out=str(out), space="copula", models=["gmrf", "mvae"], **TINY)).run()
+    Sweep(SweepSettings(out=str(out), space="copula", models=["gmrf", "mvae"], packs=True, **TINY)).run()
     records = results_records(out)
     for model in ("gmrf", "mvae"):
         search = [r for r in records if r["model"] == model and r["stage"] == "search"]
@@ -79,7 +79,7 @@ def test_grid_sampler_searches_each_grid_point_once_then_reruns_the_best_over_se
     space.write_text("dataset: copula\nepochs: 1\nseeds: 2\nparams:\n  beta: {grid: [1.0, 0.5, 0.1]}\n"
                      "models:\n  gmrf:\n    latent_dim: 2\n")
     out = tmp_path / "gridsearch"
-    sweep = Sweep(SweepSettings(out=str(out), space=str(space), sampler="grid", pack_size=1,
+    sweep = Sweep(SweepSettings(out=str(out), space=str(space), sampler="grid", packs=True, pack_size=1,
                                 **{**TINY, "trials": 1, "epochs": 3}))
     assert sweep.planned_runs() == 3 + 2  # three searched, then the best over two seeds
     sweep.run()
@@ -139,7 +139,7 @@ def test_a_packed_search_trains_each_rounds_trials_of_one_shape_as_one_pack(loca
     space.write_text("dataset: copula\nparams:\n  beta: {loguniform: [0.1, 2.0]}\n"
                      "models:\n  gmrf:\n    latent_dim: {choice: [2, 3]}\n")
     out = tmp_path / "packed"
-    Sweep(SweepSettings(out=str(out), space=str(space), sampler="random", pack_size=4,
+    Sweep(SweepSettings(out=str(out), space=str(space), sampler="random", packs=True, pack_size=4,
                         **{**TINY, "trials": 4, "seeds": 1})).run()
     search = results_records(out / "search-gmrf")
     assert len(search) == 4 and all(r["status"] == "ok" and r["seed"] == 0 for r in search)

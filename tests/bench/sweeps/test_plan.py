@@ -17,20 +17,28 @@ def settings(**options) -> SweepSettings:
 
 
 def test_search_then_each_best_config_over_the_seeds_as_one_pack():
-    assert plan(settings(), SPACE) == [Stage("search-gmrf", "search", ("gmrf",), "search", 5, 5, pack_size=4),
-                                       Stage("search-mvae", "search", ("mvae",), "search", 5, 5, pack_size=4),
-                                       Stage("final", "final", ("gmrf", "mvae"), "best", 2, 6)]
+    assert plan(settings(packs=True), SPACE) == [Stage("search-gmrf", "search", ("gmrf",), "search", 5, 5, pack_size=4),
+                                                 Stage("search-mvae", "search", ("mvae",), "search", 5, 5, pack_size=4),
+                                                 Stage("final", "final", ("gmrf", "mvae"), "best", 2, 6)]
     assert [s.split for s in plan(settings(), SPACE)] == ["val", "val", "test"]
 
 
 def test_without_packs_a_trial_per_seed():
     assert plan(settings(packs=False), SPACE)[-1].trials == 6
-    assert plan(settings(seeds=1), SPACE)[-1].trials == 2  # one seed: nothing to pack
+    assert plan(settings(packs=True, seeds=1), SPACE)[-1].trials == 2  # one seed: nothing to pack
+
+
+@pytest.mark.parametrize("options, packed", [({}, False), ({"gpus_per_trial": 0.5}, True), ({"packs": True}, True),
+                                             ({"packs": False, "gpus_per_trial": 1}, False)])
+def test_unasked_a_sweep_packs_where_its_trials_have_gpus_and_not_on_cpus(options, packed):
+    """On CPUs a pack trains slower than its runs one after another (README "Packed training")."""
+    assert settings(**options).packing is packed
+    assert plan(settings(**options), SPACE)[-1].trials == (2 if packed else 6)
 
 
 def test_learning_curves_train_every_run_alone():
     """A curve scores one run's weights as it trains, so no stage packs."""
-    stages = plan(settings(score_every=5), SPACE)
+    stages = plan(settings(packs=True, score_every=5), SPACE)
     assert [s.pack_size for s in stages] == [1, 1, 1] and stages[-1].trials == 6
 
 
@@ -39,17 +47,20 @@ def test_asha_stops_the_search_stages_only():
     assert [s.asha for s in stages] == [True, True, False]
 
 
-@pytest.mark.parametrize("options, size", [({}, 4), ({"gpus_per_trial": 0.5}, 5), ({"trials": 40, "gpus_per_trial": 1}, 32),
-                                           ({"pack_size": 2}, 2), ({"asha": True}, 1), ({"packs": False}, 1)])
+@pytest.mark.parametrize("options, size", [({"packs": True}, 4), ({"gpus_per_trial": 0.5}, 5), ({"trials": 40, "gpus_per_trial": 1}, 32),
+                                           ({"packs": True, "pack_size": 2}, 2), ({"gpus_per_trial": 1, "asha": True}, 1),
+                                           ({"gpus_per_trial": 1, "packs": False}, 1), ({}, 1)])
 def test_a_search_asks_optuna_for_a_pack_at_a_time_by_device_unless_asha_stops_trials(options, size):
-    """Four at a time on CPUs, 32 with GPUs (never more than the trials); one with --asha or --no-packs."""
+    """Four at a time on CPUs with --packs, 32 with GPUs (never more than the trials); one with --asha or
+    without packs."""
     assert plan(settings(**options), SPACE)[0].pack_size == size
 
 
 @pytest.mark.parametrize("options, error", [({"pack_size": 0}, "--pack-size must be >= 1"),
-                                            ({"pack_size": 3, "asha": True}, "ASHA stops one at a time"),
+                                            ({"pack_size": 3, "packs": True, "asha": True}, "ASHA stops one at a time"),
                                             ({"pack_size": 3, "packs": False}, "--no-packs does not"),
-                                            ({"pack_size": 3, "score_every": 2}, "scores one run at a time"),
+                                            ({"pack_size": 3}, "on CPUs does not unless asked: add --packs"),
+                                            ({"pack_size": 3, "packs": True, "score_every": 2}, "scores one run at a time"),
                                             ({"score_every": 0}, "--score-every must be >= 1")])
 def test_a_pack_size_the_search_cannot_use_is_refused(options, error):
     from mrfbench.errors import UsageError
@@ -63,7 +74,7 @@ def test_a_grid_runs_every_point_over_the_seeds_and_searches_nothing():
     models = list(space.params)
     stages = plan(SweepSettings(out="unused", space="copula_variants", grid=True, seeds=3), space)
     configs = sum(len(space.grid(m)) for m in models)
-    assert stages == [Stage("final", "final", tuple(models), "grid", configs, 3 * configs)]
+    assert stages == [Stage("final", "final", tuple(models), "grid", 3 * configs, 3 * configs)]  # a trial per run on CPUs
 
 
 def test_the_grid_sampler_searches_each_grid_point_once(tmp_path):
@@ -72,7 +83,7 @@ def test_the_grid_sampler_searches_each_grid_point_once(tmp_path):
                           "models:\n  gmrf: {}\n  mopoe: {beta: 1.0}\n")
     space = load_space(str(space_file))
     stages = plan(SweepSettings(out="unused", space=str(space_file), sampler="grid"), space)
-    assert [(s.name, s.trials) for s in stages] == [("search-gmrf", 3), ("final", 2)]  # mopoe: nothing to search
+    assert [(s.name, s.trials) for s in stages] == [("search-gmrf", 3), ("final", 4)]  # mopoe: nothing to search
 
 
 def test_models_added_on_resume_get_their_searches_and_a_final_stage_of_their_own():
