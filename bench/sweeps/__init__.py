@@ -13,13 +13,14 @@ A sweep directory holds ``sweep.json`` (its settings, so ``--resume`` needs noth
 (``search-<model>``), then one, ``final``, for every model's best config (or the grid) x seeds, so all
 models share the cluster. Each trial's directory holds ``trial.json`` (model, stage, seed, parameters,
 node, status and error; a search trial that ASHA stopped early has status "stopped" and the epoch it
-reached) beside the run itself (``run/``: config, metrics, checkpoint, plot). With ``packs`` (the default where trials
-have GPUs; on CPUs with --packs) the final stage trains each config's seeds as one pack (``mrfbench.pack``) in one Tune trial, whose folder
-holds a ``seed<N>/`` per member laid out as a trial's (``trial.json`` and ``run/``), and a search trains each
-round's Optuna trials of one shape as one (``optuna<N>/`` per member); a pack interrupted
-midway reruns only its members without a finished ``trial.json``. Every few minutes a trial
-saves its training state as Tune's checkpoint (``checkpoint_*/``, the last one kept): an interrupted sweep,
-resumed, continues each unfinished trial from its last state rather than from its first epoch.
+reached) beside the run itself (``run/``: config, metrics, checkpoint, plot). With ``packs`` (the default
+where trials have GPUs; on CPUs with --packs) the final stage trains each config's seeds as one pack
+(``mrfbench.pack``) in one Tune trial, whose folder holds a ``seed<N>/`` per member laid out as a trial's
+(``trial.json`` and ``run/``), and a search trains each round's Optuna trials of one shape as one
+(``optuna<N>/`` per member); a pack interrupted midway reruns only its members without a finished
+``trial.json``. Every few minutes a trial saves its training state as Tune's checkpoint (``checkpoint_*/``,
+the last one kept): an interrupted sweep, resumed, continues each unfinished trial from its last state
+rather than from its first epoch.
 """
 
 import importlib
