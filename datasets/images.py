@@ -80,7 +80,7 @@ class PolyMNISTDataset(ImageDataset):
 class MNIST3Dataset(ImageDataset):
     kind = "mnist3"
     label_sharing = (0, 1)  # the third digit is drawn independently of the label
-    budgets = ("quick", "cpu", "paper")
+    budgets = ("quick", "cpu", "curve", "paper")
 
 
 def prepare(kind: str, data_dir: Path | None, mnist: str | None, status=contextlib.nullcontext) -> dict:
