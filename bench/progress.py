@@ -17,14 +17,16 @@ from mrfbench.sweeps.records import mark_died, mark_stopped, write_results_table
 class SweepProgress(Callback):
     """A line per finished trial (model, stage, seeds, its figures or why it failed, its time, runs done of
     all, a pack's members each one, and the ETA), printed as it ends, above a compact bar on a terminal and
-    alone in a log; keeps the best score of each model in each stage."""
+    alone in a log; keeps the best score of each model in each stage. A resumed sweep counts the runs it
+    ``finished`` before, (done, failed), and times what is left by this sitting's runs alone."""
 
-    def __init__(self, progress: Progress, total: int):
+    def __init__(self, progress: Progress, total: int, finished: tuple[int, int] = (0, 0)):
         self.progress, self.total, self.done, self.failed = progress, total, 0, 0
+        self.before = sum(finished)
         self.running: dict[str, str] = {}  # trial id -> "model stage"
         self.best: dict[str, float] = {}  # "model stage" -> best score
         self.started_at = time.monotonic()
-        self.task = progress.add_task("sweep", total=total, status="")
+        self.task = progress.add_task("sweep", total=total, completed=self.before, status="")
 
     def __getstate__(self) -> dict:
         """Ray pickles its run config with the callbacks; the live display stays in this process."""
@@ -33,17 +35,17 @@ class SweepProgress(Callback):
     def _show(self) -> None:
         if self.progress is not None:
             status = f"{len(self.running)} running" + (f", {self.failed} failed" if self.failed else "")
-            self.progress.update(self.task, completed=self.done + self.failed, status=status)
+            self.progress.update(self.task, completed=self.before + self.done + self.failed, status=status)
 
     def _line(self, trial, outcome: str) -> None:
         """The finished trial's line, printed above the bar."""
         if self.progress is None:
             return
-        finished = self.done + self.failed
+        now = self.done + self.failed
         elapsed = time.monotonic() - self.started_at
-        left = self.total - finished
-        eta = f", ETA {_duration(elapsed / finished * left)}" if finished and left > 0 else ""
-        self.progress.console.print(f"[{finished}/{self.total}] {_describe(trial)}: {outcome}{eta}",
+        left = self.total - self.before - now
+        eta = f", ETA {_duration(elapsed / now * left)}" if now and left > 0 else ""
+        self.progress.console.print(f"[{self.before + now}/{self.total}] {_describe(trial)}: {outcome}{eta}",
                                     highlight=False, markup=False, soft_wrap=True)
 
     @staticmethod

@@ -33,6 +33,7 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
     settings of a resumed sweep must be its own."""
     from mrfbench.progress import SweepProgress
     from mrfbench.sweeps import Sweep
+    from mrfbench.sweeps.records import finished_runs
 
     if publish is not None:
         refuse_inside_results(publish, "--publish")
@@ -43,7 +44,7 @@ def _run_sweep(settings, publish: Path | None, add_models: list[str] | None = No
         if url:
             console.print(dashboard_hint(url, sweep.settings.address, os.environ.get("RAY_AUTH_MODE", "token")))
         with sweep_progress() as progress:
-            sweep.run(callbacks=[SweepProgress(progress, sweep.planned_runs())])
+            sweep.run(callbacks=[SweepProgress(progress, sweep.planned_runs(), finished_runs(sweep.out))])
     _print_leaderboard(sweep.out, publish)
 
 

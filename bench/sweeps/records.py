@@ -87,6 +87,16 @@ def results_records(directory: Path) -> list[dict]:
     return [read_json_object(p) for p in sorted(Path(directory).glob(f"**/{TRIAL_FILE}"))]
 
 
+def finished_runs(sweep_dir: Path) -> tuple[int, int]:
+    """Runs of the sweep in ``sweep_dir`` that a resumed sweep does not train again, as (done, failed): trials
+    scored or stopped by the scheduler, and pack members scored or failed (a pack reruns only its unfinished
+    members). A single trial recorded as failed is left out: its worker may have died, and then it runs again."""
+    singles = [read_json_object(p).get("status") for p in Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}")]
+    members = [read_json_object(p).get("status") for p in Path(sweep_dir).glob(f"*/*/{PACK_MEMBER}/{TRIAL_FILE}")]
+    done = sum(status in ("ok", "stopped") for status in singles) + members.count("ok")
+    return done, members.count("failed")
+
+
 def best_params(records: list[dict], fixed: dict) -> dict | None:
     """Parameters of the finished trial with the lowest score (None if every trial failed)."""
     done = [r for r in records if r.get("status") == "ok" and isinstance(r["metrics"].get("score"), (int, float))

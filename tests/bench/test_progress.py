@@ -50,6 +50,19 @@ def test_a_sweep_piped_to_a_file_prints_a_line_per_finished_trial_as_it_ends():
     assert lines[2] == "[5/5] mopoe final seed 0: failed (its worker ended)"
 
 
+def test_a_resumed_sweep_counts_its_finished_runs_and_times_the_rest_by_this_sitting(monkeypatch):
+    import mrfbench.progress
+
+    out = io.StringIO()
+    clock = iter([0.0, 600.0])  # started, then one run finished ten minutes later
+    monkeypatch.setattr(mrfbench.progress.time, "monotonic", lambda: next(clock))
+    with Progress(console=Console(file=out, force_terminal=False, width=100), disable=True) as progress:
+        bar = SweepProgress(progress, 9, finished=(5, 1))  # six runs finished in an earlier sitting
+        bar.on_trial_complete(0, [], trial("a", "nnmrf", "final-nnmrf", SCORED))
+    assert out.getvalue().startswith("[7/9] nnmrf final-nnmrf seed 0: score 3")
+    assert out.getvalue().rstrip().endswith("ETA 20 min")  # two runs left at this sitting's ten minutes a run
+
+
 def test_the_terminal_display_fits_80_and_100_columns_with_five_models(monkeypatch):
     import mrfbench.cli.sweeps
 
