@@ -39,7 +39,7 @@ from mrfbench.runs import (
     staged_run,
     write_json,
 )
-from mrfbench.training import Snapshot, TrainConfig, resolve_device, seed_everything, train
+from mrfbench.training import Snapshot, TrainConfig, resolve_device, resolve_precision, seed_everything, train
 from mrfbench.version import __version__
 
 EVAL_SPLITS = ("test", "val")  # 'val' scores a search run (choosing beta) without touching the test split
@@ -92,6 +92,7 @@ def run_experiment(
     check_precision(spec, model_name, train_config.precision)
     dataset = spec.make(**dataset_options)
     device = resolve_device(train_config.device)
+    train_config = dataclasses.replace(train_config, precision=resolve_precision(train_config.precision, device))
     seed_everything(train_config.seed)
     model = model_for_data(model_name, model_options, spec, dataset)
     config = run_config(model, dataset_name, dataset, train_config, eval_config)

@@ -21,7 +21,7 @@ from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import check_precision, check_split, finish_run, model_for_data, run_config
 from mrfbench.pack import Pack, PackData, free_memory, member_bytes, member_generators, step_times, train_pack
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, Curves, staged_run, write_json
-from mrfbench.training import TrainConfig, resolve_device, seed_everything
+from mrfbench.training import TrainConfig, native_bf16, resolve_device, resolve_precision, seed_everything
 
 SHARED_TRAINING = ("epochs", "batch_size", "device", "precision")  # what every member of a pack trains with
 MEMBER_OPTIONS = ("beta", "lr", "lr_schedule", "kl_warmup", "seed")  # what each member of a pack sets for itself
@@ -84,14 +84,15 @@ def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wan
     device = resolve_device(member.train.device)
     model = model_for_data(model_name, member.model_options, spec, dataset).to(device)
     batch = dataset.splits()["train"][: member.train.batch_size].to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=member.train.precision == "bf16"):
+    precision = member.train.precision if native_bf16(device) else "fp32"  # as run_pack will train it
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         each = member_bytes(model, batch)
     free = free_memory(device)
     size = max(1, min(wanted, int(FIT * free // each)))
     why = (f"a member takes about {each / 2**20:,.0f} MiB in a step (parameters, gradients, Adam's moments, "
            f"activations): packs of {size} need about {size * each / 2**30:.2f} GiB of the {free / 2**30:.1f} GiB free")
     if timed and size > 1:
-        packed, alone = step_times(model, batch, size, member.train.precision)
+        packed, alone = step_times(model, batch, size, precision)
         why += f"; a step of {size} packed takes {1e3 * packed:.0f} ms, {size} alone {1e3 * size * alone:.0f} ms"
         if packed > size * alone:
             size, why = 1, why + ": the members train one by one"
@@ -114,6 +115,8 @@ def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], 
     spec = get_benchmark(dataset_name)
     check_precision(spec, model_name, members[0].train.precision)
     device = resolve_device(members[0].train.device)
+    precision = resolve_precision(members[0].train.precision, device)
+    members = [dataclasses.replace(m, train=dataclasses.replace(m.train, precision=precision)) for m in members]
     datasets: dict[str, object] = {}
     for member in members:
         key = json.dumps(member.dataset_options, sort_keys=True)

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import functools
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,28 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise UsageError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run trains at on ``device``: bf16 where the device computes bfloat16 natively (a GPU
+    that supports it; a CPU whose oneDNN kernels do, AVX-512 and up), else fp32, with a line saying so: an
+    AVX2 CPU emulates bfloat16 products, about 85x slower than fp32 (a 3 x 256 x 1,024 x 1,024 batched
+    product, one thread: 1.7 s against 20 ms)."""
+    if precision != "bf16" or native_bf16(device):
+        return precision
+    print(f"--precision bf16: this {device.type} ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16, "
+          "so the run trains in fp32 (its config.json says so)", file=sys.stderr, flush=True)
+    return "fp32"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 products at hardware speed."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def seed_everything(seed: int) -> None:

@@ -6,7 +6,7 @@ import torch
 from mrfbench.datasets import get_dataset
 from mrfbench.errors import UsageError
 from mrfbench.models import MODELS, build_model
-from mrfbench.training import TrainConfig, resolve_device, train
+from mrfbench.training import TrainConfig, resolve_device, resolve_precision, train
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,16 @@ def test_a_run_whose_outputs_overflow_fails_as_a_numerical_failure(data):
             parameter.fill_(1e30)
     with pytest.raises(FloatingPointError, match="computed non-finite values at epoch 1"):
         train(model, data["train"][:64], data["val"][:32], TrainConfig(epochs=1, batch_size=64, kl_warmup=0.0))
+
+
+def test_bf16_falls_back_to_fp32_with_a_line_where_the_device_has_no_native_bfloat16(monkeypatch, capsys):
+    import mrfbench.training
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(mrfbench.training, "native_bf16", lambda device: False)
+    assert resolve_precision("bf16", cpu) == "fp32"
+    assert "no native bfloat16, so the run trains in fp32" in capsys.readouterr().err
+    assert resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(mrfbench.training, "native_bf16", lambda device: True)
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert capsys.readouterr().err == ""
