@@ -36,10 +36,11 @@ def pack_members(spec: TrialSpec, params: dict) -> list[tuple[str, int, dict]]:
 
 
 def _finished(trial_dir: Path, name: str) -> dict | None:
+    """The member's record where it is scored or failed, not where its worker died (it trains again)."""
     path = Path(trial_dir) / name / TRIAL_FILE
     if path.is_file():
         record = read_json_object(path)
-        if record.get("status") in ("ok", "failed"):
+        if record.get("status") in ("ok", "failed") and not record.get("worker_died"):
             return record
     return None
 

@@ -56,11 +56,12 @@ def mark_stopped(trial_dir: Path, last_result: dict) -> None:
 
 def mark_died(trial_dir: Path, reason: str) -> None:
     """Record a trial whose worker process died (killed, out of memory) as failed with ``reason``: its
-    ``trial.json``, or its pack members', that still say running."""
+    ``trial.json``, or its pack members', that still say running; ``worker_died`` marks them for a resumed
+    sweep to train again."""
     for path in [Path(trial_dir) / TRIAL_FILE, *sorted(Path(trial_dir).glob(f"{PACK_MEMBER}/{TRIAL_FILE}"))]:
         record = read_json_object(path) if path.is_file() else {}
         if record.get("status") == "running":
-            write_json(path, {**record, "status": "failed", "error": reason, "finished": _now()})
+            write_json(path, {**record, "status": "failed", "error": reason, "worker_died": True, "finished": _now()})
 
 
 def write_results_table(sweep_dir: Path) -> Path:
@@ -89,12 +90,12 @@ def results_records(directory: Path) -> list[dict]:
 
 def finished_runs(sweep_dir: Path) -> tuple[int, int]:
     """Runs of the sweep in ``sweep_dir`` that a resumed sweep does not train again, as (done, failed): trials
-    scored or stopped by the scheduler, and pack members scored or failed (a pack reruns only its unfinished
-    members). A single trial recorded as failed is left out: its worker may have died, and then it runs again."""
-    singles = [read_json_object(p).get("status") for p in Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}")]
-    members = [read_json_object(p).get("status") for p in Path(sweep_dir).glob(f"*/*/{PACK_MEMBER}/{TRIAL_FILE}")]
-    done = sum(status in ("ok", "stopped") for status in singles) + members.count("ok")
-    return done, members.count("failed")
+    and pack members scored, stopped by the scheduler, or failed with their worker alive (those whose worker
+    died train again)."""
+    paths = [*Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}"), *Path(sweep_dir).glob(f"*/*/{PACK_MEMBER}/{TRIAL_FILE}")]
+    records = [read_json_object(p) for p in paths]
+    failed = sum(r.get("status") == "failed" and not r.get("worker_died") for r in records)
+    return sum(r.get("status") in ("ok", "stopped") for r in records), failed
 
 
 def best_params(records: list[dict], fixed: dict) -> dict | None:

@@ -5,6 +5,7 @@ import pytest
 import mrfbench.sweeps.packs as sweep_packs
 from mrfbench.runs import read_json_object, write_json
 from mrfbench.sweeps import TRIAL_FILE, TrialSpec
+from mrfbench.sweeps.records import mark_died
 
 
 def spec(seeds=(0, 1, 2)) -> TrialSpec:
@@ -29,6 +30,13 @@ def test_a_pack_trial_records_each_member_and_reruns_only_the_unfinished(local_r
     assert kept == {s: (tmp_path / f"seed{s}" / TRIAL_FILE).stat().st_mtime_ns for s in (0, 1)}
     assert read_json_object(tmp_path / "seed2" / TRIAL_FILE)["status"] == "ok"
     assert again["score"] == pytest.approx(result["score"], rel=1e-3)  # seed 2 retrained alone: its figures, to rounding
+    # its worker killed while seed 1 trained: recorded as failed, and trained again when the sweep resumes
+    write_json(tmp_path / "seed1" / TRIAL_FILE, {**records[1], "status": "running", "metrics": None})
+    mark_died(tmp_path, "its worker process died, likely killed or out of memory")
+    assert read_json_object(tmp_path / "seed1" / TRIAL_FILE)["status"] == "failed"
+    sweep_packs.run_pack_trial(spec(), spec().params, tmp_path)
+    assert read_json_object(tmp_path / "seed1" / TRIAL_FILE)["status"] == "ok"
+    assert kept[0] == (tmp_path / "seed0" / TRIAL_FILE).stat().st_mtime_ns
 
 
 def test_a_pack_that_cannot_start_fails_each_member_with_the_reason(local_ray, tmp_path, monkeypatch):

@@ -1,16 +1,19 @@
 from mrfbench.runs import write_json
-from mrfbench.sweeps.records import TRIAL_FILE, finished_runs
+from mrfbench.sweeps.records import TRIAL_FILE, finished_runs, mark_died
 
 
 def test_a_resumed_sweep_counts_the_runs_it_will_not_train_again(tmp_path):
-    """Scored and scheduler-stopped trials, and scored or failed pack members, are finished; a single trial
-    recorded as failed may have lost its worker and runs again, and a running one is unfinished."""
-    singles = {"ok": "ok", "asha": "stopped", "died": "failed", "cut": "running"}
+    """Scored, scheduler-stopped and failed trials and pack members are finished; those whose worker died
+    train again, as do those still running."""
+    singles = {"ok": "ok", "asha": "stopped", "nan": "failed", "died": "running", "cut": "running"}
     for name, status in singles.items():
         _record(tmp_path / "search-gmrf" / name, status)
     for name, status in {"seed0": "ok", "seed1": "failed", "seed2": "running"}.items():
         _record(tmp_path / "final" / "pack" / name, status)
-    assert finished_runs(tmp_path) == (3, 1)
+    mark_died(tmp_path / "search-gmrf" / "died", "its worker process died")
+    assert finished_runs(tmp_path) == (3, 2)
+    mark_died(tmp_path / "final" / "pack", "its worker process died")  # seed2, running, is marked; the others kept
+    assert finished_runs(tmp_path) == (3, 2)
     assert finished_runs(tmp_path / "absent") == (0, 0)
 
 
