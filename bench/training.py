@@ -72,7 +72,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` runs bfloat16 products at hardware speed."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
