@@ -64,8 +64,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     product, one thread: 1.7 s against 20 ms)."""
     if precision != "bf16" or native_bf16(device):
         return precision
-    print(f"--precision bf16: this {device.type} ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16, "
-          "so the run trains in fp32 (its config.json says so)", file=sys.stderr, flush=True)
+    which = f"CPU ({torch.backends.cpu.get_cpu_capability()})" if device.type == "cpu" else f"GPU ({device})"
+    print(f"--precision bf16: this {which} has no native bfloat16, so the run trains in fp32 (its config.json "
+          "says so)", file=sys.stderr, flush=True)
     return "fp32"
 
 
