@@ -18,6 +18,7 @@ from mrfbench.sweeps.records import (
     TRIAL_FILE,
     _now,
     epoch_line,
+    is_final,
     placement,
     staging_folder,
 )
@@ -36,11 +37,11 @@ def pack_members(spec: TrialSpec, params: dict) -> list[tuple[str, int, dict]]:
 
 
 def _finished(trial_dir: Path, name: str) -> dict | None:
-    """The member's record where it is scored or failed, not where its worker died (it trains again)."""
+    """The member's record where it is its last (``records.is_final``)."""
     path = Path(trial_dir) / name / TRIAL_FILE
     if path.is_file():
         record = read_json_object(path)
-        if record.get("status") in ("ok", "failed") and not record.get("worker_died"):
+        if is_final(record):
             return record
     return None
 

@@ -70,8 +70,7 @@ def write_results_table(sweep_dir: Path) -> Path:
     import pandas as pd
 
     rows = []
-    trials = [*Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}"), *Path(sweep_dir).glob(f"*/*/{PACK_MEMBER}/{TRIAL_FILE}")]
-    for path in sorted(trials):
+    for path in sorted(trial_files(sweep_dir)):
         record = read_json_object(path)
         folder = path.parent.relative_to(sweep_dir)
         rows.append({"trial": "/".join(folder.parts[1:]), "path": str(folder),
@@ -92,10 +91,20 @@ def finished_runs(sweep_dir: Path) -> tuple[int, int]:
     """Runs of the sweep in ``sweep_dir`` that a resumed sweep does not train again, as (done, failed): trials
     and pack members scored, stopped by the scheduler, or failed with their worker alive (those whose worker
     died train again)."""
-    paths = [*Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}"), *Path(sweep_dir).glob(f"*/*/{PACK_MEMBER}/{TRIAL_FILE}")]
-    records = [read_json_object(p) for p in paths]
-    failed = sum(r.get("status") == "failed" and not r.get("worker_died") for r in records)
-    return sum(r.get("status") in ("ok", "stopped") for r in records), failed
+    records = [r for r in map(read_json_object, trial_files(sweep_dir)) if is_final(r)]
+    failed = sum(r["status"] == "failed" for r in records)
+    return len(records) - failed, failed
+
+
+def is_final(record: dict) -> bool:
+    """Whether a trial's or pack member's record is its last: scored, stopped by the scheduler, or failed
+    with its worker alive (one whose worker died trains again)."""
+    return record.get("status") in ("ok", "stopped") or (record.get("status") == "failed" and not record.get("worker_died"))
+
+
+def trial_files(sweep_dir: Path) -> list[Path]:
+    """The ``trial.json`` of every trial of the sweep in ``sweep_dir`` and of every pack member."""
+    return [*Path(sweep_dir).glob(f"*/*/{TRIAL_FILE}"), *Path(sweep_dir).glob(f"*/*/{PACK_MEMBER}/{TRIAL_FILE}")]
 
 
 def best_params(records: list[dict], fixed: dict) -> dict | None:
