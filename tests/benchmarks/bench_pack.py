@@ -2,10 +2,12 @@
 
 Run: python tests/benchmarks/bench_pack.py [--setting copula|mnist3|polymnist] [--models gmrf,mopoe]
      [--ks 1,4,16,64,256] [--batch-sizes 64,256] [--steps 20] [--repeats 3] [--device auto] [--max-seconds 60]
-A pack step is ``mrfbench.pack.train_step`` (one vmapped forward of every member, one backward, one Adam update
-of the (K, P) parameters); a single step is what ``mrfbench.training.train`` does (the model's loss, backward and
-fused Adam). Both run on random tensors of the setting's shape, the members with their own seeds, betas and
-learning rates. Single runs are timed on min(K, 4) models and scaled to K (their steps do not depend on K).
+A pack step is ``mrfbench.pack.train_step`` (a vmapped forward and backward of each chunk of members, as many at
+once as ``mrfbench.pack_sizing.pack_chunk`` gives: all on a GPU, on a CPU as many as keep the step's largest tensor
+within its budget; then one Adam update of the (K, P) parameters); a single step is what
+``mrfbench.training.train`` does (the model's loss, backward and fused Adam). Both run on random tensors of the
+setting's shape, the members with their own seeds, betas and learning rates. Single runs are timed on min(K, 4)
+models and scaled to K (their steps do not depend on K).
 Each figure is the median of ``--repeats`` interleaved timings; a K whose single pack step would take longer
 than ``--max-seconds`` / ``--steps`` is skipped (stated). Prints one table row per model, batch size and K.
 """
@@ -21,6 +23,7 @@ import torch
 from mrfbench.allocator import reuse_freed_memory
 from mrfbench.models import build_model
 from mrfbench.pack import Pack, PackAdam, member_generators, train_step
+from mrfbench.pack_sizing import pack_chunk
 from mrfbench.training import TrainConfig, adam, resolve_device
 
 SETTINGS = {  # setting -> (modalities, features per modality, options)
@@ -47,12 +50,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_pack(name, setting, k, batch, steps, device) -> float:
+def time_pack(name, setting, k, batch, steps, device) -> tuple[float, int]:
+    """Seconds for one step of a pack of K, and the members it runs at once."""
     built = [build(name, setting, seed, device) for seed in range(k)]
     members = [TrainConfig(seed=seed, lr=1e-3 * (1 + seed % 3)) for seed in range(k)]
-    pack = Pack([b[2] for b in built], members, [member_generators(s, b[1], device) for s, b in enumerate(built)])
     m, f, _ = SETTINGS[setting]
     x = torch.rand(k, batch, m, f, device=device)
+    pack = Pack([b[2] for b in built], members, [member_generators(s, b[1], device) for s, b in enumerate(built)],
+                pack_chunk(built[0][2], x[0]))
     beta, lr, active = pack.betas.float().to(device), [m.lr for m in members], [True] * k
     optimizer = PackAdam(pack.params.stacked.values())
     train_step(pack, optimizer, x, beta, lr, active, "fp32")  # records the draws, warms up
@@ -61,7 +66,7 @@ def time_pack(name, setting, k, batch, steps, device) -> float:
     for _ in range(steps):
         train_step(pack, optimizer, x, beta, lr, active, "fp32")
     sync(device)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, pack.chunk
 
 
 def time_singles(name, setting, k, batch, steps, device) -> float:
@@ -101,21 +106,22 @@ def main() -> None:
     device = resolve_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, setting {args.setting}, "
           f"{args.steps} steps x {args.repeats} repeats (medians)")
-    print(f"{'model':<10} {'batch':>5} {'K':>4} {'pack ms/step':>13} {'singles ms':>11} "
+    print(f"{'model':<10} {'batch':>5} {'K':>4} {'chunk':>5} {'pack ms/step':>13} {'singles ms':>11} "
           f"{'member-steps/s pack':>20} {'singles':>9} {'speed-up':>9}")
     for name in args.models.split(","):
         for batch in map(int, args.batch_sizes.split(",")):
             skipped = False
             for k in map(int, args.ks.split(",")):
                 if skipped:
-                    print(f"{name:<10} {batch:>5} {k:>4}  skipped: a smaller K already exceeded --max-seconds")
+                    print(f"{name:<10} {batch:>5} {k:>4} {'':>5}  skipped: a smaller K already exceeded --max-seconds")
                     continue
                 packs, singles = [], []
                 for _ in range(args.repeats):
-                    packs.append(time_pack(name, args.setting, k, batch, args.steps, device))
+                    seconds, chunk = time_pack(name, args.setting, k, batch, args.steps, device)
+                    packs.append(seconds)
                     singles.append(time_singles(name, args.setting, k, batch, args.steps, device))
                 pack_s, single_s = statistics.median(packs), statistics.median(singles)
-                print(f"{name:<10} {batch:>5} {k:>4} {1e3 * pack_s:>13.1f} {1e3 * single_s:>11.1f} "
+                print(f"{name:<10} {batch:>5} {k:>4} {chunk:>5} {1e3 * pack_s:>13.1f} {1e3 * single_s:>11.1f} "
                       f"{k / pack_s:>20.0f} {k / single_s:>9.0f} {single_s / pack_s:>8.2f}x", flush=True)
                 skipped = pack_s * args.steps * 4 > args.max_seconds
 

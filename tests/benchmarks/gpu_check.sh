@@ -81,7 +81,8 @@ import sys
 import torch
 
 from mrfbench.models import build_model
-from mrfbench.pack import Pack, PackAdam, member_bytes, member_generators, train_step
+from mrfbench.pack import Pack, PackAdam, member_generators, train_step
+from mrfbench.pack_sizing import member_bytes
 from mrfbench.training import TrainConfig
 
 device = torch.device(sys.argv[1])

@@ -1,0 +1,103 @@
+"""How large a pack is: the memory a member takes in a pack's step, how many members run at once on the
+device (a chunk), the device's free memory, and a pack's step timed against its members alone."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+
+from mrfbench.models import MultimodalVAE
+from mrfbench.pack import Pack, PackAdam, forked_rng, member_generators, train_step
+from mrfbench.training import TrainConfig, adam
+
+
+def saved_storages(model: MultimodalVAE, batch: torch.Tensor) -> list[int]:
+    """The sizes in bytes of the tensors a forward of a copy of ``model`` on ``batch`` saves for the backward
+    pass (each storage once): one member's activations in a pack's step."""
+    saved: dict[tuple, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        saved[(tensor.untyped_storage().data_ptr(), tensor.device)] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    probe = copy.deepcopy(model)
+    with forked_rng(batch.device), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        probe.loss(batch)
+    return list(saved.values())
+
+
+def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
+    """Memory one member takes in a pack's step: its parameters, gradients and Adam's two moments (four
+    copies), and its activations (``saved_storages``)."""
+    parameters = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 4 * parameters + sum(saved_storages(model, batch))
+
+
+CPU_CHUNK_BYTES = 32 << 20  # the largest tensor a chunk of members may make on a CPU. Beyond it batched
+# operations stream their operands through memory rather than cache, and a pack steps slower than its
+# members alone. 15 copula members on 2 idle cores, member-steps per second against 15 single runs: MMVAE+
+# (DReG, K = 10) at batch 64, whose largest tensor is 10 MiB a member, 0.96x / 0.91x in chunks of 1 / 3
+# and 0.64x / 0.59x in chunks of 5 / 15; MMVAE at batch 256 (4 MiB) 1.02x in chunks of 3 to 8, 0.83x in one;
+# the GMRF, MoPoE and ALMRF (1 MiB) and the NN-MRF at batch 64 (2 MiB) gain most in one chunk of 15
+
+
+def pack_chunk(model: MultimodalVAE, batch: torch.Tensor, precision: str = "fp32") -> int | None:
+    """How many members a pack of ``model`` training on batches like ``batch`` in ``precision`` runs in one
+    forward and backward: all of them (None) on a GPU, and on a CPU as many as keep the largest tensor of
+    their step within ``CPU_CHUNK_BYTES``."""
+    if batch.device.type != "cpu":
+        return None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return max(1, CPU_CHUNK_BYTES // max(1, *saved_storages(model, batch)))
+
+
+def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str = "fp32", steps: int = 3) -> tuple[float, float]:
+    """Seconds a training step takes for a pack of ``k`` copies of ``model`` and for the model alone (medians
+    of ``steps`` timed steps each, interleaved, after one untimed), on copies and fresh generators: nothing of
+    ``model`` or torch's random state changes. Where a step is bound by its arithmetic rather than by
+    overheads (on a CPU: large batches, many samples per point), a pack can be slower than its members one
+    after another."""
+    cpu_state = torch.random.get_rng_state()
+    device = batch.device
+    with forked_rng(device):
+        pack = Pack([copy.deepcopy(model) for _ in range(k)], [TrainConfig()] * k,
+                    [member_generators(0, cpu_state, device) for _ in range(k)], pack_chunk(model, batch, precision))
+        optimizer, beta = PackAdam(pack.params.stacked.values()), pack.betas.float().to(device)
+        alone = copy.deepcopy(model)
+        alone_optimizer = adam(alone.parameters(), 1e-3)
+        x = batch.expand(k, *batch.shape)
+
+        def pack_step():
+            train_step(pack, optimizer, x, beta, [1e-3] * k, [True] * k, precision)
+
+        def alone_step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = alone.loss(batch).loss
+            alone_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            alone_optimizer.step()
+
+        def timed(step) -> float:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - start
+
+        pack_step(), alone_step()
+        times = [(timed(pack_step), timed(alone_step)) for _ in range(steps)]
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes the device can still give: free CUDA memory, or the host's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as handle:
+        fields = dict(line.split(":", 1) for line in handle)
+    return int(fields["MemAvailable"].split()[0]) * 1024
