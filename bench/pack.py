@@ -202,7 +202,7 @@ class Pack:
             if len(x) > 1:
                 return vmap(self._member_loss, randomness="error")(params, state, x, beta, tape)
             # one member: its own tensors, no vmap (the single run's arithmetic, without vmap's overhead)
-            first = lambda tensors: {name: value[0] for name, value in tensors.items()}  # noqa: E731
+            first = lambda tensors: {name: value.squeeze(0) for name, value in tensors.items()}  # noqa: E731
             loss, terms = self._member_loss(first(params), first(state), x[0], beta[0], [t[0] for t in tape])
             return loss[None], {key: value[None] for key, value in terms.items()}
 
