@@ -20,7 +20,7 @@ from mrfbench.errors import UsageError
 from mrfbench.evaluate import EvalConfig
 from mrfbench.experiment import check_precision, check_split, finish_run, model_for_data, run_config
 from mrfbench.pack import Pack, PackData, member_generators, train_pack
-from mrfbench.pack_sizing import free_memory, member_bytes, pack_chunk, step_times
+from mrfbench.pack_sizing import Footprint, free_memory, pack_chunk, step_times
 from mrfbench.runs import CONFIG_FILE, METRICS_FILE, Curves, staged_run, write_json
 from mrfbench.training import TrainConfig, native_bf16, resolve_device, resolve_precision, seed_everything
 
@@ -78,8 +78,9 @@ FIT = 0.8  # the share of the device's free memory a pack may plan to use
 
 def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wanted: int, timed: bool) -> tuple[int, str]:
     """How many members of ``member``'s kind to train as one pack (at most ``wanted``), and why: as many as
-    the device's free memory holds (each taking ``pack_sizing.member_bytes`` on a batch of the data), and, when
-    ``timed``, one if a pack of that size steps slower than its members one after another (``step_times``)."""
+    the device's free memory holds (each member's ``pack_sizing.Footprint`` on a batch of the data, its
+    activations only while its chunk runs), and, when ``timed``, one if a pack of that size steps slower than
+    its members one after another (``step_times``)."""
     spec = get_benchmark(dataset_name)
     dataset = spec.make(**member.dataset_options)
     device = resolve_device(member.train.device)
@@ -87,11 +88,13 @@ def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wan
     batch = dataset.splits()["train"][: member.train.batch_size].to(device)
     precision = member.train.precision if native_bf16(device) else "fp32"  # as run_pack will train it
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        each = member_bytes(model, batch)
-    free = free_memory(device)
-    size = max(1, min(wanted, int(FIT * free // each)))
-    why = (f"a member takes about {each / 2**20:,.0f} MiB in a step (parameters, gradients, Adam's moments, "
-           f"activations): packs of {size} need about {size * each / 2**30:.2f} GiB of the {free / 2**30:.1f} GiB free")
+        footprint = Footprint.of(model, batch)
+    chunk, free = footprint.chunk(device), free_memory(device)
+    size = max(1, min(wanted, footprint.capacity(FIT * free, chunk)))
+    at_once = "" if chunk is None or chunk >= size else f", {chunk} at a time"
+    why = (f"a member takes about {footprint.state / 2**20:,.0f} + {sum(footprint.activations) / 2**20:,.0f} MiB in a step "
+           f"(parameters, gradients, Adam's moments + activations{at_once}): packs of {size} need about "
+           f"{footprint.pack_bytes(size, chunk) / 2**30:.2f} GiB of the {free / 2**30:.1f} GiB free")
     if timed and size > 1:
         packed, alone = step_times(model, batch, size, precision)
         why += f"; a step of {size} packed takes {1e3 * packed:.0f} ms, {size} alone {1e3 * size * alone:.0f} ms"

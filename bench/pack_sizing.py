@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -29,13 +30,6 @@ def saved_storages(model: MultimodalVAE, batch: torch.Tensor) -> list[int]:
     return list(saved.values())
 
 
-def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
-    """Memory one member takes in a pack's step: its parameters, gradients and Adam's two moments (four
-    copies), and its activations (``saved_storages``)."""
-    parameters = sum(p.numel() * p.element_size() for p in model.parameters())
-    return 4 * parameters + sum(saved_storages(model, batch))
-
-
 CPU_CHUNK_BYTES = 32 << 20  # the largest tensor a chunk of members may make on a CPU. Beyond it batched
 # operations stream their operands through memory rather than cache, and a pack steps slower than its
 # members alone. 15 copula members on 2 idle cores, member-steps per second against 15 single runs: MMVAE+
@@ -44,14 +38,48 @@ CPU_CHUNK_BYTES = 32 << 20  # the largest tensor a chunk of members may make on 
 # the GMRF, MoPoE and ALMRF (1 MiB) and the NN-MRF at batch 64 (2 MiB) gain most in one chunk of 15
 
 
+@dataclass(frozen=True)
+class Footprint:
+    """What one member holds in a pack's step: ``state``, its parameters, gradients and Adam's two moments
+    (four copies), for the whole step, and ``activations`` (``saved_storages``) while its chunk runs."""
+
+    state: int
+    activations: tuple[int, ...]
+
+    @classmethod
+    def of(cls, model: MultimodalVAE, batch: torch.Tensor) -> Footprint:
+        parameters = sum(p.numel() * p.element_size() for p in model.parameters())
+        return cls(4 * parameters, tuple(saved_storages(model, batch)))
+
+    @property
+    def total(self) -> int:
+        return self.state + sum(self.activations)
+
+    def chunk(self, device: torch.device) -> int | None:
+        """How many members a pack runs in one forward and backward: all of them (None) on a GPU, and on a
+        CPU as many as keep the largest tensor of their step within ``CPU_CHUNK_BYTES``."""
+        return None if device.type != "cpu" else max(1, CPU_CHUNK_BYTES // max(1, *self.activations))
+
+    def pack_bytes(self, size: int, chunk: int | None) -> int:
+        """Peak memory of a pack of ``size`` that runs ``chunk`` members at a time."""
+        return size * self.state + min(size, chunk or size) * sum(self.activations)
+
+    def capacity(self, budget: float, chunk: int | None) -> int:
+        """The most members whose pack fits ``budget`` bytes."""
+        whole = int(budget // self.total)
+        return whole if chunk is None or whole < chunk else int((budget - chunk * sum(self.activations)) // self.state)
+
+
+def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
+    """Memory one member takes in a step of a pack that runs all its members at once (``Footprint``)."""
+    return Footprint.of(model, batch).total
+
+
 def pack_chunk(model: MultimodalVAE, batch: torch.Tensor, precision: str = "fp32") -> int | None:
     """How many members a pack of ``model`` training on batches like ``batch`` in ``precision`` runs in one
-    forward and backward: all of them (None) on a GPU, and on a CPU as many as keep the largest tensor of
-    their step within ``CPU_CHUNK_BYTES``."""
-    if batch.device.type != "cpu":
-        return None
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        return max(1, CPU_CHUNK_BYTES // max(1, *saved_storages(model, batch)))
+    forward and backward (``Footprint.chunk``)."""
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return Footprint.of(model, batch).chunk(batch.device)
 
 
 def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str = "fp32", steps: int = 3) -> tuple[float, float]:

@@ -117,14 +117,14 @@ def test_a_pack_that_would_not_fit_is_split_before_it_starts(tmp_path, monkeypat
     import mrfbench.pack_runs as pack_runs
 
     each = {}
-    measure = pack_runs.member_bytes
+    measure = pack_runs.Footprint.of
 
     def measured(model, batch):
-        each["bytes"] = measure(model, batch)
-        return each["bytes"]
+        each["footprint"] = measure(model, batch)
+        return each["footprint"]
 
-    monkeypatch.setattr(pack_runs, "member_bytes", measured)
-    monkeypatch.setattr(pack_runs, "free_memory", lambda device: int(2.5 * each["bytes"] / pack_runs.FIT))
+    monkeypatch.setattr(pack_runs.Footprint, "of", measured)
+    monkeypatch.setattr(pack_runs, "free_memory", lambda device: int(2.5 * each["footprint"].total / pack_runs.FIT))
     result = invoke("train", "--model", "gmrf", "--beta", "0.1,1", "--seed", "0,1", "--pack-size", "4", "--out", tmp_path,
                     *TINY)
     assert result.exit_code == 0, result.output
@@ -158,6 +158,15 @@ def test_a_pack_on_a_cpu_steps_as_many_members_at_once_as_keep_its_largest_tenso
     assert sizing.pack_chunk(model, batch) == 2
     monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", each // 2)
     assert sizing.pack_chunk(model, batch) == 1
+
+
+def test_a_pack_run_a_chunk_at_a_time_holds_the_activations_of_one_chunk():
+    from mrfbench.pack_sizing import Footprint
+
+    member = Footprint(state=10, activations=(4, 6))  # bytes
+    assert member.pack_bytes(8, None) == 160 and member.pack_bytes(8, 2) == 100 and member.pack_bytes(1, 2) == 20
+    assert member.capacity(100, None) == 5 and member.capacity(100, 2) == 8 and member.capacity(100, 10) == 5
+    assert member.pack_bytes(member.capacity(100, 2), 2) <= 100 < member.pack_bytes(member.capacity(100, 2) + 1, 2)
 
 
 def test_members_trained_a_chunk_at_a_time_are_written_as_runs(tmp_path, monkeypatch):
