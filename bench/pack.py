@@ -117,7 +117,9 @@ class PackAdam:
         self.steps = [torch.zeros((), device=self.params[0].device) for _ in range(len(self.params[0]))]
 
     @torch.no_grad()
-    def step(self, lrs: Sequence[float], active: Sequence[bool]) -> None:
+    def step(self, grads: Sequence[Sequence[torch.Tensor]], lrs: Sequence[float], active: Sequence[bool]) -> None:
+        """Update with ``grads``: for each parameter, each member's gradient (``grads[j][k]``, a stacked
+        (K, *shape) tensor or a list of K tensors)."""
         beta1, beta2, eps = ADAM
         groups: dict[float, list[int]] = {}
         for k, (lr, on) in enumerate(zip(lrs, active)):
@@ -127,7 +129,7 @@ class PackAdam:
             rows_of = lambda tensors: [t[k] for t in tensors for k in rows]  # noqa: E731
             steps = [self.steps[k] for _ in self.params for k in rows]
             torch._foreach_add_([self.steps[k] for k in rows], 1)
-            torch._fused_adam_(rows_of(self.params), rows_of([p.grad for p in self.params]), rows_of(self.exp_avg),
+            torch._fused_adam_(rows_of(self.params), rows_of(grads), rows_of(self.exp_avg),
                                rows_of(self.exp_avg_sq), [], steps, lr=lr, beta1=beta1, beta2=beta2,
                                weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
@@ -223,17 +225,17 @@ def train_step(pack: Pack, optimizer: PackAdam, x: torch.Tensor, beta: torch.Ten
                active: Sequence[bool], precision: str) -> torch.Tensor:
     """One Adam step of every ``active`` member on its batch x (K, B, ...) with its learning rate ``lr``;
     the members' losses (K,). Each chunk of members runs its forward and backward in turn (its parameters
-    as leaves of their own, views of the stack), so only one chunk's activations are held at a time."""
-    losses, grads = [], []
+    as leaves of their own, views of the stack), so only one chunk's activations are held at a time; Adam
+    takes each member's gradient where its chunk left it (no copy into a stack)."""
+    losses, grads = [], [[] for _ in pack.params.stacked]
     for rows in pack.chunks():
         leaves = {name: value[rows].detach().requires_grad_() for name, value in pack.params.stacked.items()}
         loss, _ = pack.chunk_losses(rows, x[rows], beta[rows], precision, leaves)
         loss.sum().backward()
         losses.append(loss.detach())
-        grads.append([leaf.grad for leaf in leaves.values()])
-    for j, value in enumerate(pack.params.stacked.values()):
-        value.grad = grads[0][j] if len(grads) == 1 else torch.cat([chunk[j] for chunk in grads])
-    optimizer.step(lr, active)
+        for member_grads, leaf in zip(grads, leaves.values()):
+            member_grads.extend(leaf.grad.unbind())
+    optimizer.step(grads, lr, active)
     return torch.cat(losses)
 
 
