@@ -58,7 +58,7 @@ class Footprint:
     def chunk(self, device: torch.device) -> int | None:
         """How many members a pack runs in one forward and backward: all of them (None) on a GPU, and on a
         CPU as many as keep the largest tensor of their step within ``CPU_CHUNK_BYTES``."""
-        return None if device.type != "cpu" else max(1, CPU_CHUNK_BYTES // max(1, *self.activations))
+        return None if device.type != "cpu" else max(1, CPU_CHUNK_BYTES // max((1, *self.activations)))
 
     def pack_bytes(self, size: int, chunk: int | None) -> int:
         """Peak memory of a pack of ``size`` that runs ``chunk`` members at a time."""
