@@ -404,8 +404,14 @@ class SweepProcess:
         assert self.proc.wait(timeout=600) == 0
 
     def resume(self) -> subprocess.CompletedProcess:
-        resumed = subprocess.run([sys.executable, str(self.script), str(self.out), "resume"], env=self.env,
-                                 capture_output=True, text=True, timeout=600)
+        """Resume the sweep to its end; one that hangs fails within pytest's timeout, with its output."""
+        try:
+            resumed = subprocess.run([sys.executable, str(self.script), str(self.out), "resume"], env=self.env,
+                                     capture_output=True, text=True, timeout=420)
+        except subprocess.TimeoutExpired as hung:
+            out = {name: (text.decode(errors="replace") if isinstance(text, bytes) else text or "")[-3000:]
+                   for name, text in (("stdout", hung.stdout), ("stderr", hung.stderr))}
+            raise AssertionError(f"the resumed sweep hung\nstdout: {out['stdout']}\nstderr: {out['stderr']}") from None
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         return resumed
 
