@@ -15,22 +15,26 @@ from mrfbench.pack import Pack, PackAdam, forked_rng, member_generators, train_s
 from mrfbench.training import TrainConfig, adam
 
 
-def saved_storages(model: MultimodalVAE, batch: torch.Tensor) -> list[int]:
-    """The sizes in bytes of the tensors a forward of a copy of ``model`` on ``batch`` saves for the backward
-    pass (each storage once): one member's activations in a pack's step."""
+def saved_storages(model: MultimodalVAE, batch: torch.Tensor) -> tuple[list[int], list[int]]:
+    """The sizes in bytes of the tensors a forward of a copy of ``model`` on a copy of ``batch`` saves for the
+    backward pass, each storage once: its activations, and the parameters it saves (the operands the
+    batched products of a pack read from the stack). The batch is copied so that a batch that is a view of
+    a whole data split (which some layers save as they are given it) counts as the batch."""
+    probe = copy.deepcopy(model)
+    parameters = {p.untyped_storage().data_ptr() for p in probe.parameters()}
     saved: dict[tuple, int] = {}
 
     def keep(tensor: torch.Tensor) -> torch.Tensor:
         saved[(tensor.untyped_storage().data_ptr(), tensor.device)] = tensor.untyped_storage().nbytes()
         return tensor
 
-    probe = copy.deepcopy(model)
     with forked_rng(batch.device), torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        probe.loss(batch)
-    return list(saved.values())
+        probe.loss(batch.clone())
+    return ([size for (pointer, _), size in saved.items() if pointer not in parameters],
+            [size for (pointer, _), size in saved.items() if pointer in parameters])
 
 
-CPU_CHUNK_BYTES = 32 << 20  # the largest tensor a chunk of members may make on a CPU. Beyond it batched
+CPU_CHUNK_BYTES = 32 << 20  # the largest tensor a chunk of members may save on a CPU. Beyond it batched
 # operations stream their operands through memory rather than cache, and a pack steps slower than its
 # members alone. 15 copula members on 2 idle cores, member-steps per second against 15 single runs: MMVAE+
 # (DReG, K = 10) at batch 64, whose largest tensor is 10 MiB a member, 0.96x / 0.91x in chunks of 1 / 3
@@ -41,15 +45,18 @@ CPU_CHUNK_BYTES = 32 << 20  # the largest tensor a chunk of members may make on 
 @dataclass(frozen=True)
 class Footprint:
     """What one member holds in a pack's step: ``state``, its parameters, gradients and Adam's two moments
-    (four copies), for the whole step, and ``activations`` (``saved_storages``) while its chunk runs."""
+    (four copies), for the whole step, and ``activations`` (``saved_storages``) while its chunk runs;
+    ``largest``, the largest tensor its step saves, a parameter or an activation."""
 
     state: int
     activations: tuple[int, ...]
+    largest: int
 
     @classmethod
     def of(cls, model: MultimodalVAE, batch: torch.Tensor) -> Footprint:
         parameters = sum(p.numel() * p.element_size() for p in model.parameters())
-        return cls(4 * parameters, tuple(saved_storages(model, batch)))
+        activations, saved_parameters = saved_storages(model, batch)
+        return cls(4 * parameters, tuple(activations), max([1, *activations, *saved_parameters]))
 
     @property
     def total(self) -> int:
@@ -58,7 +65,7 @@ class Footprint:
     def chunk(self, device: torch.device) -> int | None:
         """How many members a pack runs in one forward and backward: all of them (None) on a GPU, and on a
         CPU as many as keep the largest tensor of their step within ``CPU_CHUNK_BYTES``."""
-        return None if device.type != "cpu" else max(1, CPU_CHUNK_BYTES // max((1, *self.activations)))
+        return None if device.type != "cpu" else max(1, CPU_CHUNK_BYTES // self.largest)
 
     def pack_bytes(self, size: int, chunk: int | None) -> int:
         """Peak memory of a pack of ``size`` that runs ``chunk`` members at a time."""
@@ -78,7 +85,9 @@ def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
 def pack_chunk(model: MultimodalVAE, batch: torch.Tensor, precision: str = "fp32") -> int | None:
     """How many members a pack of ``model`` training on batches like ``batch`` in ``precision`` runs in one
     forward and backward (``Footprint.chunk``)."""
-    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    if batch.device.type != "cpu":
+        return None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         return Footprint.of(model, batch).chunk(batch.device)
 
 

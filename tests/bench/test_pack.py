@@ -161,8 +161,9 @@ def test_each_member_starts_as_its_single_run(case, data):
 def test_a_pack_in_chunks_trains_as_in_one(case, data):
     settings = [(SEED, BETA, 1e-3), (SEED + 1, 2.0, 3e-3), (SEED + 2, 0.1, 1e-4)]
     whole, whole_results = pack_step_losses(make_pack(case, settings), PackData.of([data] * 3), train_config(epochs=2))
-    chunked, chunked_results = pack_step_losses(make_pack(case, settings, chunk=2), PackData.of([data] * 3),
-                                                train_config(epochs=2))
+    pack = make_pack(case, settings, chunk=2)
+    assert [(rows.start, rows.stop) for rows in pack.chunks()] == [(0, 2), (2, 3)]
+    chunked, chunked_results = pack_step_losses(pack, PackData.of([data] * 3), train_config(epochs=2))
     assert len(chunked) == len(whole) == 10
     for step_whole, step_chunked in zip(whole, chunked):
         assert step_chunked == pytest.approx(step_whole, rel=1e-5)

@@ -151,32 +151,52 @@ def test_a_pack_on_a_cpu_steps_as_many_members_at_once_as_keep_its_largest_tenso
     from mrfbench.models import build_model
 
     model, batch = build_model("gmrf"), torch.rand(64, 4, 2)
-    saved = sizing.saved_storages(model, batch)
-    each = max(saved)
-    assert 0 < sum(saved) < sizing.member_bytes(model, batch)
-    monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", int(2.5 * each))
+    footprint = sizing.Footprint.of(model, batch)
+    assert 0 < sum(footprint.activations) < footprint.total and footprint.largest >= max(footprint.activations)
+    monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", int(2.5 * footprint.largest))
     assert sizing.pack_chunk(model, batch) == 2
-    monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", each // 2)
+    monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", footprint.largest // 2)
     assert sizing.pack_chunk(model, batch) == 1
+
+
+def test_a_batch_that_is_a_view_of_its_split_counts_as_the_batch():
+    import torch
+
+    from mrfbench.models import build_model
+    from mrfbench.pack_sizing import Footprint
+
+    model = build_model("gmrf", n_modalities=5, modality_dim=3 * 784, architecture="conv", latent_dim=4,
+                        reconstruction="mean")  # its convolutions save their input as they are given it
+    split = torch.rand(200, 5, 3 * 784)
+    assert Footprint.of(model, split[:8]) == Footprint.of(model, split[:8].clone())
 
 
 def test_a_pack_run_a_chunk_at_a_time_holds_the_activations_of_one_chunk():
     from mrfbench.pack_sizing import Footprint
 
-    member = Footprint(state=10, activations=(4, 6))  # bytes
+    member = Footprint(state=10, activations=(4, 6), largest=6)  # bytes
     assert member.pack_bytes(8, None) == 160 and member.pack_bytes(8, 2) == 100 and member.pack_bytes(1, 2) == 20
     assert member.capacity(100, None) == 5 and member.capacity(100, 2) == 8 and member.capacity(100, 10) == 5
     assert member.pack_bytes(member.capacity(100, 2), 2) <= 100 < member.pack_bytes(member.capacity(100, 2) + 1, 2)
 
 
 def test_members_trained_a_chunk_at_a_time_are_written_as_runs(tmp_path, monkeypatch):
+    import mrfbench.pack_runs as pack_runs
     import mrfbench.pack_sizing as sizing
 
+    chunks = []
+
+    class Recorded(pack_runs.Pack):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            chunks.append((len(self), self.chunk))
+
+    monkeypatch.setattr(pack_runs, "Pack", Recorded)
     monkeypatch.setattr(sizing, "CPU_CHUNK_BYTES", 1)  # one member per forward
     result = invoke("train", "--model", "gmrf", "--beta", "0.1,1", "--seed", "0,1", "--pack-size", "4", "--out", tmp_path,
                     *TINY)
     assert result.exit_code == 0, result.output
-    assert len(list(tmp_path.glob("*/metrics.json"))) == 4
+    assert chunks == [(4, 1)] and len(list(tmp_path.glob("*/metrics.json"))) == 4
 
 
 def test_sample_never_writes_over_another_runs_files(pack_dir, tmp_path):
