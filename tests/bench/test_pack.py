@@ -122,8 +122,8 @@ def singles(data):
 @pytest.mark.parametrize("case", CASES)
 def test_single_runs_train_as_recorded(case, singles, reference):
     """The first step to float rounding; every later one within the rounding that 20 steps of training grow
-    from another CPU's kernels (MoPoE and MMVAE: up to 4e-5 between the AVX2 machine that recorded the
-    fixture and an AVX-512 one; on the recording machine every step is within 1e-7)."""
+    from another CPU's kernels (MoPoE and MMVAE: up to 4e-5 on an AVX-512 machine, against a fixture that
+    runs on an AVX2 machine matched exactly)."""
     run, recorded = singles(case), reference[case]
     assert run["steps"][0] == pytest.approx(recorded["steps"][0], rel=1e-5)
     for key in ("steps", "val"):
