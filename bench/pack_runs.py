@@ -87,8 +87,7 @@ def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wan
     model = model_for_data(model_name, member.model_options, spec, dataset).to(device)
     batch = dataset.splits()["train"][: member.train.batch_size].to(device)
     precision = member.train.precision if native_bf16(device) else "fp32"  # as run_pack will train it
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        footprint = Footprint.of(model, batch)
+    footprint = Footprint.of(model, batch, precision)
     chunk, free = footprint.chunk(device), free_memory(device)
     size = max(1, min(wanted, footprint.capacity(FIT * free, chunk)))
     at_once = "" if chunk is None or chunk >= size else f", {chunk} at a time"

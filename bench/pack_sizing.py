@@ -53,9 +53,11 @@ class Footprint:
     largest: int
 
     @classmethod
-    def of(cls, model: MultimodalVAE, batch: torch.Tensor) -> Footprint:
+    def of(cls, model: MultimodalVAE, batch: torch.Tensor, precision: str = "fp32") -> Footprint:
+        """Measured on one forward of a copy of ``model`` on ``batch`` in ``precision``."""
         parameters = sum(p.numel() * p.element_size() for p in model.parameters())
-        activations, saved_parameters = saved_storages(model, batch)
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            activations, saved_parameters = saved_storages(model, batch)
         return cls(4 * parameters, tuple(activations), max([1, *activations, *saved_parameters]))
 
     @property
@@ -85,10 +87,7 @@ def member_bytes(model: MultimodalVAE, batch: torch.Tensor) -> int:
 def pack_chunk(model: MultimodalVAE, batch: torch.Tensor, precision: str = "fp32") -> int | None:
     """How many members a pack of ``model`` training on batches like ``batch`` in ``precision`` runs in one
     forward and backward (``Footprint.chunk``)."""
-    if batch.device.type != "cpu":
-        return None
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        return Footprint.of(model, batch).chunk(batch.device)
+    return None if batch.device.type != "cpu" else Footprint.of(model, batch, precision).chunk(batch.device)
 
 
 def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str = "fp32", steps: int = 3) -> tuple[float, float]:

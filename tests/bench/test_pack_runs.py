@@ -119,8 +119,8 @@ def test_a_pack_that_would_not_fit_is_split_before_it_starts(tmp_path, monkeypat
     each = {}
     measure = pack_runs.Footprint.of
 
-    def measured(model, batch):
-        each["footprint"] = measure(model, batch)
+    def measured(model, batch, precision):
+        each["footprint"] = measure(model, batch, precision)
         return each["footprint"]
 
     monkeypatch.setattr(pack_runs.Footprint, "of", measured)
