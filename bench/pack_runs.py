@@ -198,12 +198,30 @@ def parse_values(text: str, kind: type, name: str) -> list:
     values = []
     for part in str(text).split(","):
         try:
-            value = kind(part.strip())
+            values.append(kind(part.strip()))
         except ValueError:
             raise UsageError(f"{name} takes {kind.__name__} values separated by commas, got '{text}'") from None
+    return distinct_values(values, name)
+
+
+def distinct_values(values: Sequence, name: str) -> list:
+    """``values`` as a list, after checking that each is finite and given once."""
+    for i, value in enumerate(values):
+        shown = f"{value:g}" if isinstance(value, float) else value
         if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"{name} must be finite, got '{part.strip()}'")
-        if value in values:
-            raise UsageError(f"{name} lists {part.strip()} twice")
-        values.append(value)
-    return values
+            raise UsageError(f"{name} must be finite, got '{shown}'")
+        if value in values[:i]:
+            raise UsageError(f"{name} lists {shown} twice")
+    return list(values)
+
+
+def planned_packs(model_name: str, dataset_name: str, members: Sequence[PackMember], overwrite: bool,
+                  pack_size: int | None) -> tuple[list[list[PackMember]], str]:
+    """The members still to train (every one with ``overwrite``, else those not finished) as packs of at most
+    ``pack_size`` (None: as many as fit and pay, ``choose_pack_size`` timed), and why that size."""
+    todo = [m for m in members if overwrite or not is_finished(m.out)]
+    if not todo:
+        return [], ""
+    size, why = choose_pack_size(model_name, dataset_name, todo[0], min(pack_size or len(todo), len(todo)),
+                                 timed=pack_size is None)
+    return [todo[i : i + size] for i in range(0, len(todo), size)], why

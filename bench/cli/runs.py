@@ -189,16 +189,15 @@ def _train_packs(model: str, dataset: str, members: list, overwrite: bool, eval_
                  pack_size: int | None) -> list[Path]:
     """Train ``members`` as packs of at most ``pack_size`` (None: as many as fit and pay, ``pack_size``);
     finished members are kept unless ``overwrite``. Returns the folders of the members trained now."""
-    from mrfbench.pack_runs import choose_pack_size, is_finished, run_pack
+    from mrfbench.pack_runs import planned_packs, run_pack
 
-    todo = [m for m in members if overwrite or not is_finished(m.out)]
-    if len(todo) < len(members):
-        console.print(f"{len(members) - len(todo)} of {len(members)} members already finished in {members[0].out.parent}; "
-                      f"training the other {len(todo)} (--overwrite retrains them all)")
-    if not todo:
+    packs, why = planned_packs(model, dataset, members, overwrite, pack_size)
+    todo = sum(len(pack) for pack in packs)
+    if todo < len(members):
+        console.print(f"{len(members) - todo} of {len(members)} members already finished in {members[0].out.parent}; "
+                      f"training the other {todo} (--overwrite retrains them all)")
+    if not packs:
         return []
-    size, why = choose_pack_size(model, dataset, todo[0], min(pack_size or len(todo), len(todo)), timed=pack_size is None)
-    packs = [todo[i : i + size] for i in range(0, len(todo), size)]
     console.print(why + (f"; {len(packs)} packs" if len(packs) > 1 else ""))
     outcomes = []
     for number, pack in enumerate(packs, 1):
