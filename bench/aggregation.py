@@ -28,7 +28,8 @@ def tidy(records: list[dict]) -> pd.DataFrame:
     """One row per (trial, metric); a failed trial is one row with its error and metric 'failed'."""
     rows = []
     for r in records:
-        base = {"model": r["model"], "variant": variant_name(r["params"]), "config": json.dumps(r["params"], sort_keys=True),
+        params = {**r["params"], **r.get("trained_as", {})}  # the variant as it trained
+        base = {"model": r["model"], "variant": variant_name(params), "config": json.dumps(params, sort_keys=True),
                 "seed": r["seed"], "stage": r["stage"], "status": r["status"], "error": r.get("error", "")}
         metrics = r.get("metrics") or {"failed": 1.0}
         rows.extend({**base, "metric": k, "value": v} for k, v in metrics.items())

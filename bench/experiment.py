@@ -166,6 +166,7 @@ def finish_run(model: MultimodalVAE, result, config: dict, spec, dataset, data: 
         "best_val_loss": result.best_val_loss,
         "wall_time_s": round(result.wall_time_s, 2),
         "device": str(device),
+        "precision": config["train"]["precision"],  # bf16 asked of a device without it trains in fp32
         "torch": torch.__version__,
         "machine": platform.machine(),
         **(extra or {}),

@@ -21,6 +21,7 @@ from mrfbench.sweeps.records import (
     is_final,
     placement,
     staging_folder,
+    trained_as,
 )
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ def run_pack_trial(spec: TrialSpec, params: dict, trial_dir: Path) -> dict:
             record, failure = records[name], outcome.failure
             if failure is None:
                 try:
-                    record.update(status="ok", metrics=run_figures(outcome.metrics, spec.dataset))
+                    record.update(status="ok", metrics=run_figures(outcome.metrics, spec.dataset),
+                                  **trained_as(record["params"], outcome.metrics))
                 except (KeyError, ValueError) as err:  # the evaluator's metrics lack a declared figure
                     failure = f"{type(err).__name__}: {first_line(err)}"
             if failure is not None:

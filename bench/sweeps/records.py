@@ -96,6 +96,15 @@ def finished_runs(sweep_dir: Path) -> tuple[int, int]:
     return len(records) - failed, failed
 
 
+def trained_as(params: dict, metrics: dict) -> dict:
+    """A finished trial's record entry for what its run changed of the ``params`` asked of it (bf16 on a
+    device without it trains in fp32), so that the leaderboard names the variant as it trained."""
+    precision = metrics.get("training", {}).get("precision")
+    if "precision" in params and precision and precision != params["precision"]:
+        return {"trained_as": {"precision": precision}}
+    return {}
+
+
 def is_final(record: dict) -> bool:
     """Whether a trial's or pack member's record is its last: scored, stopped by the scheduler, or failed
     with its worker alive (one whose worker died trains again)."""

@@ -18,6 +18,7 @@ from mrfbench.sweeps.records import (
     epoch_line,
     placement,
     staging_folder,
+    trained_as,
 )
 from mrfbench.sweeps.settings import CHECKPOINT_EVERY_S
 
@@ -95,7 +96,7 @@ def run_trial(config: dict) -> None:
             resume=resume, staging=staging_folder(trial_dir), score_every=spec.score_every,
         )
         result = run_figures(metrics, spec.dataset)
-        record.update(status="ok", metrics=result)
+        record.update(status="ok", metrics=result, **trained_as(params, metrics))
     except Exception as err:  # noqa: BLE001 - any failure is the trial's outcome, recorded with its reason
         result = {"score": math.nan, "failed": 1.0}
         record.update(status="failed", error=f"{type(err).__name__}: {first_line(err)}")

@@ -69,6 +69,13 @@ def test_best_variant_is_the_lowest_mean_among_the_most_seeded():
     assert board.loc[0, "variant"] == "beta=1" and board.loc[0, "seeds"] == 2
 
 
+def test_a_variant_is_named_as_its_runs_trained_not_as_asked():
+    asked = {"model": "gmrf", "params": {"beta": 1.0, "precision": "bf16"}, "seed": 0, "stage": "final",
+             "status": "ok", "metrics": {"score": 5.0}}
+    table = tidy([asked, {**asked, "seed": 1, "trained_as": {"precision": "fp32"}}])
+    assert sorted(table["variant"].unique()) == ["beta=1,precision=bf16", "beta=1,precision=fp32"]
+
+
 def test_an_outlier_seed_and_a_collapsed_seed_are_flagged_not_silently_averaged():
     """MMVAE+'s failed seed (score 62 beside 7.5 and 8.3) was averaged into its row without a word."""
     def record(seed, score, collapsed=0.0, unreadable=0.0):

@@ -22,6 +22,7 @@ def test_train_load_run_load_sweep_and_leaderboard_from_python(tmp_path):
     mrfbench.train(tmp_path / "runs" / "b", model="mvae", seed=1, beta=0.5, **TINY)
     run = mrfbench.load_run(tmp_path / "runs" / "a", device="cpu")
     assert run.config["model"] == "mvae" and run.metrics == metrics and list(run.history["epoch"]) == [1]
+    assert metrics["training"]["precision"] == "fp32"  # as it trained (a trial's record names its variant so)
     assert run.model.config.beta == 0.5 and not run.model.training
     trials = mrfbench.load_sweep(tmp_path / "runs")
     assert isinstance(trials, pd.DataFrame) and sorted(trials["seed"].unique()) == [0, 1]

@@ -1,5 +1,5 @@
 from mrfbench.runs import write_json
-from mrfbench.sweeps.records import TRIAL_FILE, finished_runs, mark_died
+from mrfbench.sweeps.records import TRIAL_FILE, finished_runs, mark_died, trained_as
 
 
 def test_a_resumed_sweep_counts_the_runs_it_will_not_train_again(tmp_path):
@@ -20,3 +20,10 @@ def test_a_resumed_sweep_counts_the_runs_it_will_not_train_again(tmp_path):
 def _record(folder, status: str) -> None:
     folder.mkdir(parents=True)
     write_json(folder / TRIAL_FILE, {"status": status})
+
+
+def test_a_trial_records_the_precision_its_run_trained_at_where_it_differs_from_the_asked_one():
+    asked = {"beta": 1.0, "precision": "bf16"}
+    assert trained_as(asked, {"training": {"precision": "fp32"}}) == {"trained_as": {"precision": "fp32"}}
+    assert trained_as(asked, {"training": {"precision": "bf16"}}) == {}
+    assert trained_as({"beta": 1.0}, {"training": {"precision": "fp32"}}) == {}  # the space does not name it
