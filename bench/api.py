@@ -42,7 +42,7 @@ def train(out: str | Path, model: str = "gmrf", dataset: str | None = None, *, s
     return its metrics, as `mrfbench train` does. ``options``: model options (`mrfbench models --options`);
     ``data``: data set options (n_train, n_val, n_test, build_dir); ``scoring``: evaluation settings
     (n_unconditional, n_per_tuple, n_image_tuples, ...). A run stopped midway continues when called again
-    with the same settings.
+    with the same settings. torch's random state is left as it was (the run seeds its own).
 
     With a list of values for ``seed``, ``beta``, ``lr``, ``lr_schedule`` or ``kl_warmup``, their product
     trains as one pack (README, "Packed training"), each member into ``out/<name>``, its name the settings that
@@ -54,7 +54,7 @@ def train(out: str | Path, model: str = "gmrf", dataset: str | None = None, *, s
     from mrfbench.evaluate import EvalConfig
     from mrfbench.experiment import run_experiment
     from mrfbench.pack_runs import distinct_values, member_grid
-    from mrfbench.training import TrainConfig
+    from mrfbench.training import TrainConfig, forked_rng, resolve_device
 
     dataset = dataset or DEFAULT_DATASET
     settings = {"beta": (beta, float), "lr": (lr, float), "lr_schedule": (lr_schedule, str),
@@ -69,13 +69,15 @@ def train(out: str | Path, model: str = "gmrf", dataset: str | None = None, *, s
                                    **{name: point[name] for name in ("lr", "lr_schedule", "kl_warmup", "seed")})
         return train_config, EvalConfig(seed=point["seed"], **(scoring or {})), {"seed": point["seed"], **(data or {})}
 
-    if len(grid) == 1:
+    with forked_rng(resolve_device(device)):  # the caller's random streams are left as they were
+        if len(grid) > 1:
+            return _train_pack(model, dataset, Path(out), grid, configs, options or {}, overwrite, score_every,
+                               pack_size)
         train_config, eval_config, data_options = configs(grid[0][1])
         return run_experiment(
             model, dataset, Path(out), model_options={"beta": grid[0][1]["beta"], **(options or {})},
             dataset_options=data_options, train_config=train_config, eval_config=eval_config, overwrite=overwrite,
             curves=True, resumable=True, score_every=score_every)
-    return _train_pack(model, dataset, Path(out), grid, configs, options or {}, overwrite, score_every, pack_size)
 
 
 def _train_pack(model: str, dataset: str, out: Path, grid: list, configs, options: dict, overwrite: bool,

@@ -12,6 +12,7 @@ import torch
 from mrfbench.evaluate import EvalConfig
 from mrfbench.evaluators import get_evaluator
 from mrfbench.runs import CURVE_CSV, CURVE_PLOT, LOSS_PLOT
+from mrfbench.training import forked_rng
 
 CURVE_PREFIX = "curve/"  # the figures of an epoch's history record that the curve scored
 CURVE_SAMPLES = {"n_unconditional": 100_000, "n_joint": 20_000, "n_tau": 5_000, "n_image_tuples": 2_000}
@@ -28,8 +29,7 @@ def curve_point(model, spec, dataset, data: torch.Tensor, split: str, eval_confi
     """The figures of ``spec``'s table (a column's fallback where its own figure is missing, e.g. fid_suite
     for an FID without Inception weights) and those beyond it for ``model`` as it is now, as 'curve/<key>'. The
     training's random streams are left as they were, so a run with a curve trains as one without."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), tempfile.TemporaryDirectory() as picture_dir:
+    with forked_rng(device), tempfile.TemporaryDirectory() as picture_dir:
         scores = get_evaluator(spec.name).score(model, dataset, data, split, curve_config(eval_config), device,
                                                 Path(picture_dir))
     model.train()

@@ -21,7 +21,7 @@ from torch.func import functional_call, vmap
 
 from mrfbench.models import MultimodalVAE
 from mrfbench.models.latent import noise
-from mrfbench.training import TrainConfig, TrainResult
+from mrfbench.training import TrainConfig, TrainResult, forked_rng
 
 ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam's defaults, which single runs use
 
@@ -132,11 +132,6 @@ class PackAdam:
             torch._fused_adam_(rows_of(self.params), rows_of(grads), rows_of(self.exp_avg),
                                rows_of(self.exp_avg_sq), [], steps, lr=lr, beta1=beta1, beta2=beta2,
                                weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
-
-
-def forked_rng(device: torch.device):
-    """torch's random state on the CPU and, for a CUDA ``device``, on it, restored on leaving."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def schedule_factor(schedule: str, done: int, total: int) -> float:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from mrfbench.models import MultimodalVAE
-from mrfbench.pack import Pack, PackAdam, forked_rng, member_generators, train_step
-from mrfbench.training import TrainConfig, adam
+from mrfbench.pack import Pack, PackAdam, member_generators, train_step
+from mrfbench.training import TrainConfig, adam, forked_rng
 
 
 def saved_storages(model: MultimodalVAE, batch: torch.Tensor) -> tuple[list[int], list[int]]:

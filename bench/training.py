@@ -80,6 +80,11 @@ def native_bf16(device: torch.device) -> bool:
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
+def forked_rng(device: torch.device):
+    """torch's random state on the CPU and, for a CUDA ``device``, on it, restored on leaving."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch, whose generator every model draw uses (data and evaluation take their own seeded
     NumPy generators), so a CPU run is reproducible bit for bit."""

@@ -150,6 +150,8 @@ def _epoch_reporter(dataset: str, with_proxy: bool, checkpoint_every_s: float):
     import torch
     from ray import tune
 
+    from mrfbench.training import forked_rng
+
     proxy = get_evaluator(dataset).proxy if with_proxy else None
     saved = time.monotonic()
 
@@ -158,7 +160,7 @@ def _epoch_reporter(dataset: str, with_proxy: bool, checkpoint_every_s: float):
         losses = {key: value for key, value in record.items() if key != "epoch"}
         if proxy is not None:
             device = next(model.parameters()).device
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with forked_rng(device):
                 losses["score"] = proxy(model)
         print(epoch_line(epoch, losses), flush=True)  # the trial's log (the Ray dashboard's Log of its actor)
         if time.monotonic() - saved < checkpoint_every_s:

@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+import torch
 
 import mrfbench
 import mrfbench.aggregation
@@ -18,7 +19,9 @@ def test_the_api_survives_the_modules_of_the_same_names_being_imported():
 
 
 def test_train_load_run_load_sweep_and_leaderboard_from_python(tmp_path):
+    before = torch.get_rng_state()
     metrics = mrfbench.train(tmp_path / "runs" / "a", model="mvae", seed=0, beta=0.5, **TINY)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is left as it was
     mrfbench.train(tmp_path / "runs" / "b", model="mvae", seed=1, beta=0.5, **TINY)
     run = mrfbench.load_run(tmp_path / "runs" / "a", device="cpu")
     assert run.config["model"] == "mvae" and run.metrics == metrics and list(run.history["epoch"]) == [1]
