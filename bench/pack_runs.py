@@ -95,7 +95,7 @@ def choose_pack_size(model_name: str, dataset_name: str, member: PackMember, wan
            f"(parameters, gradients, Adam's moments + activations{at_once}): packs of {size} need about "
            f"{footprint.pack_bytes(size, chunk) / 2**30:.2f} GiB of the {free / 2**30:.1f} GiB free")
     if timed and size > 1:
-        packed, alone = step_times(model, batch, size, precision)
+        packed, alone = step_times(model, batch, size, chunk, precision)
         why += f"; a step of {size} packed takes {1e3 * packed:.0f} ms, {size} alone {1e3 * size * alone:.0f} ms"
         if packed > size * alone:
             size, why = 1, why + ": the members train one by one"

@@ -90,8 +90,10 @@ def pack_chunk(model: MultimodalVAE, batch: torch.Tensor, precision: str = "fp32
     return None if batch.device.type != "cpu" else Footprint.of(model, batch, precision).chunk(batch.device)
 
 
-def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str = "fp32", steps: int = 3) -> tuple[float, float]:
-    """Seconds a training step takes for a pack of ``k`` copies of ``model`` and for the model alone (medians
+def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, chunk: int | None, precision: str = "fp32",
+               steps: int = 3) -> tuple[float, float]:
+    """Seconds a training step takes for a pack of ``k`` copies of ``model`` (``chunk`` of them at a time, as
+    ``pack_chunk`` gives) and for the model alone (medians
     of ``steps`` timed steps each, interleaved, after one untimed), on copies and fresh generators: nothing of
     ``model`` or torch's random state changes. Where a step is bound by its arithmetic rather than by
     overheads (on a CPU: large batches, many samples per point), a pack can be slower than its members one
@@ -100,7 +102,7 @@ def step_times(model: MultimodalVAE, batch: torch.Tensor, k: int, precision: str
     device = batch.device
     with forked_rng(device):
         pack = Pack([copy.deepcopy(model) for _ in range(k)], [TrainConfig()] * k,
-                    [member_generators(0, cpu_state, device) for _ in range(k)], pack_chunk(model, batch, precision))
+                    [member_generators(0, cpu_state, device) for _ in range(k)], chunk)
         optimizer, beta = PackAdam(pack.params.stacked.values()), pack.betas.float().to(device)
         alone = copy.deepcopy(model)
         alone_optimizer = adam(alone.parameters(), 1e-3)

@@ -210,11 +210,11 @@ def test_sample_never_writes_over_another_runs_files(pack_dir, tmp_path):
 def test_a_pack_slower_than_its_members_alone_trains_them_one_by_one(tmp_path, monkeypatch):
     import mrfbench.pack_runs as pack_runs
 
-    monkeypatch.setattr(pack_runs, "step_times", lambda model, batch, k, precision: (1.0, 0.1))  # packed: 1 s, alone: 0.1
+    monkeypatch.setattr(pack_runs, "step_times", lambda model, batch, k, chunk, precision: (1.0, 0.1))  # packed: 1 s, alone: 0.1
     result = invoke("train", "--model", "mopoe", "--beta", "0.1,1", "--out", tmp_path, *TINY)
     assert result.exit_code == 0, result.output
     assert "the members train one by one; 2 packs" in result.output
-    monkeypatch.setattr(pack_runs, "step_times", lambda model, batch, k, precision: (0.1, 1.0))
+    monkeypatch.setattr(pack_runs, "step_times", lambda model, batch, k, chunk, precision: (0.1, 1.0))
     result = invoke("train", "--model", "mopoe", "--beta", "0.1,1", "--overwrite", "--out", tmp_path, *TINY)
     assert result.exit_code == 0 and "packs of 2 need" in result.output and "one by one" not in result.output
 
@@ -223,12 +223,12 @@ def test_step_times_leave_the_model_and_the_random_state_alone():
     import torch
 
     from mrfbench.models import build_model
-    from mrfbench.pack_sizing import step_times
+    from mrfbench.pack_sizing import pack_chunk, step_times
 
     model = build_model("gmrf")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = torch.rand(64, 4, 2)
     state = torch.get_rng_state()
-    packed, alone = step_times(model, batch, 3)
+    packed, alone = step_times(model, batch, 3, pack_chunk(model, batch))
     assert packed > 0 and alone > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and torch.equal(state, torch.get_rng_state())
