@@ -56,13 +56,14 @@ def train(out: str | Path, model: str = "gmrf", dataset: str | None = None, *, s
     from mrfbench.pack_runs import distinct_values, member_grid
     from mrfbench.training import TrainConfig, forked_rng, resolve_device
 
+    def values(value, kind: type, name: str) -> list:  # one value or several
+        listed = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+        return distinct_values([kind(v) for v in listed], name)
+
     dataset = dataset or DEFAULT_DATASET
-    settings = {"beta": (beta, float), "lr": (lr, float), "lr_schedule": (lr_schedule, str),
-                "kl_warmup": (kl_warmup, float), "seed": (seed, int)}
-    listed = {name: value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
-              for name, (value, _) in settings.items()}
-    grid = member_grid({name: distinct_values([settings[name][1](v) for v in values], name)
-                        for name, values in listed.items()})
+    grid = member_grid({"beta": values(beta, float, "beta"), "lr": values(lr, float, "lr"),
+                        "lr_schedule": values(lr_schedule, str, "lr_schedule"),
+                        "kl_warmup": values(kl_warmup, float, "kl_warmup"), "seed": values(seed, int, "seed")})
 
     def configs(point: dict) -> tuple[TrainConfig, EvalConfig, dict]:
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, device=device, precision=precision,
